@@ -1,0 +1,390 @@
+"""SSH connections to hosts, on paramiko: pinned host keys, timeouts, atomic uploads.
+
+Every command goes through `SSHConnection.run`, which quotes it (via `command.quote`),
+logs it and its output to the operation log, and turns every failure into a
+`RemoteError` that says what was seen.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import select
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from infr.connector import command
+from infr.errors import HostKeyError, RemoteError, UsageError
+from infr.oplog import get_logger, mask, register_secret
+
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_COMMAND_TIMEOUT = 300.0
+# Below the idle timeouts of common NAT gateways and firewalls (often 60 s or more).
+KEEPALIVE_INTERVAL = 15
+_CHUNK = 32768
+# Output beyond this per stream is cut in the log: a `cat` of a large file or a noisy
+# apt run should not swamp the operation log.
+_LOG_LIMIT = 64 * 1024
+_ERROR_TAIL = 800
+_TIMEOUT_HINT = "the host may be overloaded or the command stuck; see the operation log"
+
+log = get_logger("remote")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a remote command returned."""
+
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        """stdout as text."""
+        return self.stdout.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach one host: address, login and the host key pinned in state.
+
+    Authentication: `password` if given (and only it: `-p` means the admin wants a
+    password login); otherwise `key_file` (or the default keys) and the ssh-agent.
+    """
+
+    name: str
+    host: str
+    port: int = 22
+    user: str = "manager"
+    key_file: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    use_agent: bool = True
+    pinned_key: str | None = None
+    timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+
+def fingerprint(key: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key given as "<type> <base64>"."""
+    blob = base64.b64decode(key.split()[1])
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode()
+    return f"SHA256:{digest.rstrip('=')}"
+
+
+def default_key_files(home: Path | None = None) -> list[Path]:
+    """The admin's default private keys that exist, in OpenSSH's order of preference."""
+    ssh_dir = (home or Path.home()) / ".ssh"
+    return [p for p in (ssh_dir / "id_ed25519", ssh_dir / "id_rsa") if p.is_file()]
+
+
+def _parse_key(key: str) -> paramiko.PKey:
+    try:
+        key_type, data = key.split()[:2]
+        return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+    except (ValueError, paramiko.SSHException) as e:
+        raise ValueError(f"unreadable host key {key!r}: {e}") from e
+
+
+def _key_line(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def _repin_hint(name: str) -> str:
+    return f"if the host was reinstalled, re-pin its key with: infr host {name} reconfigure -k"
+
+
+def _auth_args(target: Target) -> dict[str, Any]:
+    if target.password is not None:
+        register_secret(target.password)
+        return {"password": target.password, "allow_agent": False, "look_for_keys": False}
+    if target.key_file is not None and not target.key_file.is_file():
+        raise UsageError(f"key file {target.key_file} not found", "pass -i with a private key")
+    keys = [target.key_file] if target.key_file else default_key_files()
+    return {
+        "key_filename": [str(k) for k in keys] or None,
+        "allow_agent": target.use_agent,
+        "look_for_keys": False,
+    }
+
+
+def _new_client(target: Target) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    if target.pinned_key is None:
+        # First contact: accept what the host offers; the caller pins it.
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        return client
+    try:
+        key = _parse_key(target.pinned_key)
+    except ValueError as e:
+        raise HostKeyError(f"{target.name}: pinned {e}", _repin_hint(target.name)) from None
+    # paramiko looks keys up under "[host]:port" for non-standard ports.
+    known_as = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+    client.get_host_keys().add(known_as, key.get_name(), key)
+    # Belt and braces: should the lookup ever miss, refuse rather than accept.
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+class SSHConnection:
+    """One authenticated SSH connection to a host; thread-safe for sequential commands."""
+
+    def __init__(self, target: Target, client: paramiko.SSHClient) -> None:
+        self.target = target
+        self._client = client
+        transport = client.get_transport()
+        assert transport is not None, "connect() returned without a transport"
+        self._transport = transport
+        self.host_key = _key_line(transport.get_remote_server_key())
+        """The key the host presented, "<type> <base64>": pin this one."""
+
+    @classmethod
+    def connect(cls, target: Target) -> SSHConnection:
+        """Connect and log in, checking the host key against `target.pinned_key`."""
+        client = _new_client(target)
+        where = f"{target.name} ({target.user}@{target.host}:{target.port})"
+        log.info("connect %s", where)
+        try:
+            client.connect(
+                target.host,
+                port=target.port,
+                username=target.user,
+                timeout=target.timeout,
+                banner_timeout=target.timeout,
+                auth_timeout=target.timeout,
+                channel_timeout=target.timeout,
+                **_auth_args(target),
+            )
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyError(
+                f"host key of {where} changed: pinned {fingerprint(_key_line(e.expected_key))}, "
+                f"offered {fingerprint(_key_line(e.key))}; refusing to connect",
+                _repin_hint(target.name),
+            ) from None
+        except paramiko.AuthenticationException as e:
+            client.close()
+            raise RemoteError(
+                f"login to {where} refused: {e}",
+                "check -i KEY, the ssh-agent, or the password",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            client.close()
+            raise RemoteError(f"cannot connect to {where}: {e or type(e).__name__}") from None
+        except BaseException:
+            client.close()
+            raise
+        conn = cls(target, client)
+        conn._transport.set_keepalive(KEEPALIVE_INTERVAL)
+        if target.pinned_key is None:
+            log.info("%s: first contact, host key %s", target.name, conn.fingerprint)
+        return conn
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA256 fingerprint of the host key, as OpenSSH shows it."""
+        return fingerprint(self.host_key)
+
+    @property
+    def alive(self) -> bool:
+        return self._transport.is_active()
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = True,
+        input: bytes | None = None,
+        timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        check: bool = True,
+        secret_output: bool = False,
+    ) -> Result:
+        """Run `argv` on the host, as root via `sudo -n` unless `sudo=False`.
+
+        Raises RemoteError if it exits non-zero (unless `check=False`), runs longer
+        than `timeout` seconds, or the connection fails. `secret_output` keeps stdout
+        out of the log (e.g. reading a private key).
+        """
+        text = command.quote(self._as_root(argv) if sudo else argv)
+        return self._run_text(text, input, timeout, check, secret_output)
+
+    def put_file(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        owner: str = "root",
+        group: str = "root",
+        mode: int = 0o644,
+        timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    ) -> None:
+        """Replace `path` atomically with `data`, owned by owner:group with `mode`.
+
+        Readers see the old file or the new one, never a partial one. The data is
+        not logged (files may hold secrets), only its size.
+        """
+        steps = command.write_file_cmds(path, owner, group, mode, command.tmp_path_for(path))
+        # One round trip: the steps are chained with && and only dd reads stdin.
+        text = command.quote_chain([self._as_root(step) for step in steps])
+        size, name = len(data), self.target.name
+        log.info("%s: upload %d bytes to %s (%s:%s %04o)", name, size, path, owner, group, mode)
+        self._run_text(text, data, timeout, check=True, secret_output=False)
+
+    def get_file(self, path: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> bytes:
+        """The contents of `path` (read as root). Not logged: files may hold secrets."""
+        return self.run(command.cat(path), timeout=timeout, secret_output=True).stdout
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> SSHConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _as_root(self, argv: Sequence[str]) -> list[str]:
+        # Root needs no sudo, and a fresh server being adopted may not have it yet.
+        return list(argv) if self.target.user == "root" else command.sudo(argv)
+
+    def _run_text(
+        self, text: str, input: bytes | None, timeout: float, check: bool, secret_output: bool
+    ) -> Result:
+        name = self.target.name
+        log.info("%s: $ %s", name, text)
+        try:
+            result = self._exec(text, input, timeout)
+        except _Timeout as t:
+            _log_output(name, t.partial, secret_output)
+            what = f"{name}: `{text}` timed out after {timeout:g}s"
+            raise _failure(what, t.partial, secret_output, _TIMEOUT_HINT) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            what = f"{name}: connection lost while running `{text}`: {e or type(e).__name__}"
+            raise RemoteError(mask(what)) from None
+        log.info("%s: exit %d", name, result.exit_status)
+        _log_output(name, result, secret_output)
+        if check and result.exit_status != 0:
+            what = f"{name}: `{text}` exited with status {result.exit_status}"
+            raise _failure(what, result, secret_output, "full output in the operation log")
+        return result
+
+    def _exec(self, text: str, input: bytes | None, timeout: float) -> Result:
+        deadline = time.monotonic() + timeout
+        chan = self._transport.open_session(timeout=timeout)
+        feeder = None
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(text)
+            if input is None:
+                chan.shutdown_write()  # a command that reads stdin gets EOF, not a hang
+            else:
+                # A separate thread, so a command that writes a lot before it has read
+                # all its input cannot deadlock against us.
+                feeder = threading.Thread(target=_feed, args=(chan, input), daemon=True)
+                feeder.start()
+            return _collect(chan, deadline)
+        finally:
+            chan.close()
+            if feeder is not None:
+                feeder.join(timeout=5)
+
+
+class ConnectionPool:
+    """At most one open connection per host name, shared by everything one command does.
+
+    Thread-safe: parallel workers asking for the same host wait for one connect.
+    """
+
+    def __init__(self) -> None:
+        self._conns: dict[str, SSHConnection] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, target: Target) -> SSHConnection:
+        """The open connection to `target.name`, connecting (again) if there is none."""
+        with self._guard:
+            lock = self._locks.setdefault(target.name, threading.Lock())
+        with lock:
+            conn = self._conns.get(target.name)
+            if conn is None or not conn.alive:
+                if conn is not None:
+                    conn.close()
+                conn = self._conns[target.name] = SSHConnection.connect(target)
+            return conn
+
+    def close(self) -> None:
+        with self._guard:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Timeout(Exception):
+    def __init__(self, partial: Result) -> None:
+        super().__init__("timeout")
+        self.partial = partial
+
+
+def _feed(chan: paramiko.Channel, data: bytes) -> None:
+    try:
+        chan.sendall(data)
+        chan.shutdown_write()
+    except OSError:
+        pass  # the command exited without reading everything; its exit status tells why
+
+
+def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:
+    while chan.recv_ready():
+        out += chan.recv(_CHUNK)
+    while chan.recv_stderr_ready():
+        err += chan.recv_stderr(_CHUNK)
+
+
+def _collect(chan: paramiko.Channel, deadline: float) -> Result:
+    """Read stdout and stderr until the command exits, or raise _Timeout at `deadline`."""
+    out, err = bytearray(), bytearray()
+    while True:
+        _drain(chan, out, err)
+        if chan.eof_received and chan.exit_status_ready():
+            _drain(chan, out, err)  # data that arrived between the drain and the EOF
+            return Result(chan.recv_exit_status(), bytes(out), bytes(err))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout(Result(-1, bytes(out), bytes(err)))
+        if chan.eof_received:
+            chan.status_event.wait(remaining)  # output is done; only the exit status is due
+        else:
+            # The channel's fileno becomes readable when stdout or stderr has data.
+            select.select([chan], [], [], remaining)
+
+
+def _clip(data: bytes, limit: int) -> str:
+    text = data.decode("utf-8", "replace")
+    return text if len(text) <= limit else f"...({len(text) - limit} chars cut){text[-limit:]}"
+
+
+def _failure(what: str, result: Result, secret_output: bool, hint: str) -> RemoteError:
+    """A RemoteError that shows the tail of what the command printed, secrets masked."""
+    shown = (result.stderr or (b"" if secret_output else result.stdout)).strip()
+    seen = f": {_clip(shown, _ERROR_TAIL)}" if shown else " (no output)"
+    return RemoteError(mask(what + seen), hint)
+
+
+def _log_output(name: str, result: Result, secret_output: bool) -> None:
+    if secret_output and result.stdout:
+        log.debug("%s: stdout: %d bytes, not logged", name, len(result.stdout))
+    elif result.stdout:
+        log.debug("%s: stdout:\n%s", name, _clip(result.stdout, _LOG_LIMIT))
+    if result.stderr:
+        log.debug("%s: stderr:\n%s", name, _clip(result.stderr, _LOG_LIMIT))
