@@ -1,0 +1,1 @@
+"""The CLI layer: parses arguments and prints. The only place that imports click and rich."""

@@ -1,0 +1,82 @@
+"""infr config [show] | set NAME VALUE | unset NAME | validate."""
+
+from __future__ import annotations
+
+import click
+
+from infr.cli.common import changing, pass_app
+from infr.cli.main import App
+from infr.cli.output import emit_rows, format_option
+
+COLUMNS = (("key", "KEY"), ("value", "VALUE"), ("source", "SOURCE"))
+
+
+@click.group(invoke_without_command=True)
+@format_option
+@click.pass_context
+def config(ctx: click.Context, fmt: str | None) -> None:
+    """Show settings, or change one (see 'infr config show' for every key)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(show, fmt=fmt)
+
+
+@config.command(name="show")
+@click.argument("name", required=False)
+@format_option
+@pass_app
+def show(app: App, fmt: str | None, name: str | None = None) -> None:
+    """Every setting, its value (secrets masked) and where it comes from."""
+    from infr.core.config import show as rows_of
+    from infr.state.settings import lookup
+
+    session = app.session
+    stored = session.store.secrets_file()
+    all_secrets = session.store.secrets()
+    rows = rows_of(session.inventory(), stored, {k: v for k, v in all_secrets.items() if k not in stored})
+    if name:
+        try:
+            lookup(name)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        rows = [r for r in rows if r["key"] == name]
+    emit_rows(rows, COLUMNS, fmt)
+
+
+config.add_command(show, name="view")  # Infr's code spelled it 'view'
+
+
+@config.command(name="set")
+@click.argument("name")
+@click.argument("value")
+@pass_app
+def set_(app: App, name: str, value: str) -> None:
+    """Set NAME to VALUE (secret keys go to secrets.toml, never committed)."""
+    from infr.core.config import set_value
+
+    with changing(app) as change:
+        set_value(change, app.state_dir, name, value)
+
+
+@config.command()
+@click.argument("name")
+@pass_app
+def unset(app: App, name: str) -> None:
+    """Remove NAME, so its default applies."""
+    from infr.core.config import unset_value
+
+    with changing(app) as change:
+        unset_value(change, app.state_dir, name)
+
+
+@config.command()
+@pass_app
+def validate(app: App) -> None:
+    """Check the whole state and config; report every problem at once."""
+    from infr.errors import ValidationError
+    from infr.state.settings import check_config
+
+    inventory = app.session.inventory()  # the inventory schema is checked on load
+    problems = check_config(inventory.config, app.session.store.secrets_file())
+    if problems:
+        raise ValidationError(problems, "fix them with 'infr config set' or by editing config.toml")
+    click.echo(f"config and state in {app.state_dir} are valid")

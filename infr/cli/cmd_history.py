@@ -1,0 +1,38 @@
+"""infr history and infr sync: the state's git log, and sharing it with a team."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from infr.cli.common import pass_app
+from infr.cli.main import App
+from infr.cli.output import emit_rows, format_option
+
+
+@click.command()
+@click.option("-n", "--limit", type=int, default=None, help="Show only the newest N changes.")
+@format_option
+@pass_app
+def history(app: App, limit: int | None, fmt: str | None) -> None:
+    """Every change to the state: when, who, and the command that made it."""
+    from infr.state import history as git_history
+
+    app.session.store.require()
+    rows = [asdict(e) for e in git_history.log(app.state_dir, limit)]
+    emit_rows(rows, (("commit", "COMMIT"), ("date", "DATE"), ("author", "AUTHOR"), ("message", "COMMAND")), fmt)
+
+
+@click.command()
+@pass_app
+def sync(app: App) -> None:
+    """Pull your team's changes (rebase) and push yours; conflicts are reported, never merged silently."""
+    from infr.state import history as git_history
+
+    session = app.session
+    session.store.require()
+    with session.locked():
+        head = git_history.sync(app.state_dir)
+        session.store.load()  # validate what came in: a bad merge is reported now, not later
+    click.echo(f"state is in sync with the remote at {head}")

@@ -1,0 +1,150 @@
+"""The `infr` command: global options, lazily loaded command groups, and the one place errors are caught."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from infr.errors import InfrError
+
+# name -> (module, attribute, one-line help). Modules load only when their command runs,
+# so `infr --help` and `infr hosts` stay fast.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("infr.cli.cmd_init", "init", "Set up infr: network, DNS names, first SSH key, admin email."),
+    "config": ("infr.cli.cmd_config", "config", "Show, set, unset and validate settings."),
+    "keys": ("infr.cli.cmd_keys", "keys", "Admin SSH keys allowed on every host and LXC."),
+    "hosts": ("infr.cli.cmd_hosts", "hosts", "List and add hosts."),
+    "host": ("infr.cli.cmd_hosts", "host", "Show or act on one host."),
+    "lxcs": ("infr.cli.cmd_lxcs", "lxcs", "List and add LXCs."),
+    "lxc": ("infr.cli.cmd_lxcs", "lxc", "Show or change one LXC: routing, aliases, ports."),
+    "backups": ("infr.cli.cmd_backups", "backups", "Backups between hosts (also 'infr backup')."),
+    "backup": ("infr.cli.cmd_backups", "backups", "Same as 'infr backups'."),
+    "dns": ("infr.cli.cmd_dns", "dns", "The DNS records infr manages, and fixing them."),
+    "history": ("infr.cli.cmd_history", "history", "Who changed what, when (the state's git log)."),
+    "sync": ("infr.cli.cmd_history", "sync", "Share state with your team: pull (rebase) and push."),
+    "completion": ("infr.cli.cmd_help", "completion", "Print the shell completion script (bash, zsh, fish)."),
+    "help": ("infr.cli.cmd_help", "help_", "Show help for infr or one of its commands."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        import importlib
+
+        module, attr, _ = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, _, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("INFR_DIR") or Path.home() / ".infr")
+
+
+class App:
+    """What every command gets: global options, and the session built from them on demand."""
+
+    def __init__(self, state_dir: Path, verbose: bool, identity: str | None, down: str, lock_timeout: float) -> None:
+        self.state_dir = state_dir
+        self.verbose = verbose
+        self.identity = identity
+        self.down = frozenset(h for h in down.split(",") if h)
+        self.lock_timeout = lock_timeout
+        self.command_line = " ".join(["infr", *sys.argv[1:]])[:500]
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            from infr.core.session import Session
+
+            self._session = Session(
+                self.state_dir,
+                command_line=self.command_line,
+                lock_timeout=self.lock_timeout,
+                on_wait=lambda message: click.echo(f"infr: {message}", err=True),
+                down_hosts=self.down,
+                identity_file=self.identity,
+            )
+            if self.state_dir.exists():
+                from infr import oplog
+
+                oplog.setup(self.state_dir / "log", self.verbose)
+                oplog.get_logger("cli").info("run: %s", self.command_line)
+        return self._session
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-w", "--workdir", type=click.Path(path_type=Path), default=None,
+              help="State directory (default: $INFR_DIR or ~/.infr).")
+@click.option("-i", "--identity", default=None, help="SSH private key to log in with (default: ssh-agent or ~/.ssh/id_*).")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the operation log to stderr.")
+@click.option("-D", "--down", default="", metavar="H1,H2", help="Hosts to treat as down and skip.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another infr to finish.")
+@click.version_option(package_name="infr", prog_name="infr")
+@click.pass_context
+def cli(ctx: click.Context, workdir: Path | None, identity: str | None, verbose: bool, down: str, lock_timeout: float) -> None:
+    """infr runs your own hosting on rented VPSes: Debian on btrfs, LXC containers,
+    HAProxy with Let's Encrypt, DNS at your provider, a private WireGuard network and
+    btrfs backups every five minutes.
+
+    Start with 'infr init'; the tutorial is docs/tutorial.md.
+    """
+    ctx.obj = App(workdir or default_state_dir(), verbose, identity, down, lock_timeout)
+
+
+def _report(error: InfrError) -> int:
+    problems = getattr(error, "problems", None)
+    if problems and len(problems) > 1:
+        click.echo(f"infr: error: {len(problems)} problems" + (f" ({error.hint})" if error.hint else ""), err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+    else:
+        click.echo(f"infr: error: {error}", err=True)
+    return error.exit_code
+
+
+def _internal_error(exc: BaseException) -> int:
+    import traceback
+
+    from infr import oplog
+
+    oplog.get_logger("cli").error("internal error\n%s", "".join(traceback.format_exception(exc)))
+    where = default_state_dir() / "log"
+    click.echo(f"infr: internal error: {exc!r} (a bug; the traceback is in the log, {where})", err=True)
+    return 70
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="infr", standalone_mode=False)
+        code = 0
+    except InfrError as error:
+        code = _report(error)
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.exceptions.Abort:
+        click.echo("infr: aborted; nothing was changed", err=True)
+        code = 1
+    except click.ClickException as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+        click.echo(f"infr: error: {error.format_message()}{hint}", err=True)
+        code = error.exit_code
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:  # a bug: keep the traceback for the log, show one line
+        code = _internal_error(exc)
+    sys.exit(code)

@@ -1,0 +1,96 @@
+"""Printing lists and objects: rich tables on a terminal, aligned text when piped, or
+json / yaml / csv on request (`-o`). The JSON keys are documented in docs/json.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+FORMATS = ("table", "json", "yaml", "csv")
+Columns = Sequence[tuple[str, str]]  # (key in the row, column header)
+
+
+def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-o", "--format", "fmt", type=click.Choice(FORMATS), default=None,
+        help="Output format (default: a table; plain text when piped).",
+    )(func)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def emit_rows(rows: list[dict[str, Any]], columns: Columns, fmt: str | None, empty: str = "") -> None:
+    """Print a list of records; the full records go to json/yaml, the columns to tables."""
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "yaml":
+        _yaml(rows)
+    elif fmt == "csv":
+        _csv(rows, columns)
+    elif not rows and empty:
+        click.echo(empty, err=True)
+    elif fmt == "table" or (fmt is None and sys.stdout.isatty()):
+        _rich_table(rows, columns)
+    else:
+        _plain_table(rows, columns)
+
+
+def emit_object(obj: dict[str, Any], fields: Columns, fmt: str | None) -> None:
+    """Print one record as 'Label: value' lines (Infr's layout) or as json/yaml/csv."""
+    if fmt in ("json", "yaml", "csv"):
+        if fmt == "json":
+            click.echo(json.dumps(obj, indent=2))
+        elif fmt == "yaml":
+            _yaml(obj)
+        else:
+            _csv([obj], fields)
+        return
+    width = max(len(label) for _, label in fields) + 2
+    for key, label in fields:
+        click.echo(f"{label + ':':<{width}}{_cell(obj.get(key))}".rstrip())
+
+
+def _plain_table(rows: list[dict[str, Any]], columns: Columns) -> None:
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, (_, h) in enumerate(columns)]
+    line = "  ".join(h.ljust(w) for (_, h), w in zip(columns, widths, strict=True)).rstrip()
+    out = [line, "=" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    click.echo("\n".join(out))
+
+
+def _rich_table(rows: list[dict[str, Any]], columns: Columns) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for _, header in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+    Console().print(table)
+
+
+def _yaml(data: Any) -> None:
+    import yaml
+
+    click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+def _csv(rows: list[dict[str, Any]], columns: Columns) -> None:
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([key for key, _ in columns])
+    for row in rows:
+        writer.writerow([_cell(row.get(key)) for key, _ in columns])

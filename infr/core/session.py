@@ -1,0 +1,87 @@
+"""A session: one infr command's view of the state, its lock, and how its changes are saved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infr.errors import ValidationError
+from infr.state import history, schema
+from infr.state.change import Change
+from infr.state.lock import StateLock
+from infr.state.model import Inventory
+from infr.state.settings import SETTINGS, Value
+from infr.state.store import Store
+
+
+@dataclass
+class Session:
+    root: Path
+    command_line: str = "infr"
+    lock_timeout: float = 60.0
+    on_wait: Callable[[str], None] = field(default=lambda message: None)
+    # Hosts the user said are down (-D): commands skip them.
+    down_hosts: frozenset[str] = frozenset()
+    identity_file: str | None = None
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.root)
+        self._inventory: Inventory | None = None
+        self._lock: StateLock | None = None
+        self._lock_depth = 0
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "log"
+
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            self._inventory = self.store.load()
+        return self._inventory
+
+    def settings(self) -> dict[str, Value]:
+        """Every setting's effective value: defaults, then config.toml, then secrets."""
+        values = {k: s.default for k, s in SETTINGS.items() if s.default is not None}
+        return {**values, **self.inventory().config, **self.store.secrets()}
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state lock (re-entrant within this process)."""
+        if self._lock_depth == 0:
+            self._lock = StateLock(self.root, self.command_line)
+            self._lock.acquire(self.lock_timeout, self.on_wait)
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    @contextmanager
+    def change(self) -> Iterator[Change]:
+        """Edit the inventory; on success the edits are saved atomically and committed to git.
+
+        If the body raises, nothing is written: the state stays as it was.
+        """
+        with self.locked():
+            self.store.require()
+            self._inventory = None  # re-read under the lock: another process may have written
+            change = Change(self.inventory(), dict(self.store.secrets_file()))
+            try:
+                yield change
+            except BaseException:
+                self._inventory = None  # the body may have edited it before failing
+                raise
+            if not change.writes:
+                return
+            problems = schema.check_inventory(change.inv)
+            if problems:
+                self._inventory = None
+                raise ValidationError(problems, "nothing was changed")
+            self.store.commit(change.writes)
+            self.store.save_cache(change.inv)
+            history.commit(self.root, [p for p in change.writes if p != "secrets.toml"], self.command_line)

@@ -1,0 +1,1 @@
+"""Local state: the config, inventory and secrets in a reviewable, git-tracked directory."""

@@ -1,0 +1,103 @@
+"""The state directory is a git repository: every change is a commit, `infr history` reads them.
+
+Commit messages are the command line; the author is the person running infr, so the
+log is the audit trail (as in Railtrack). `sync` shares one state within a team.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from infr.errors import ConflictError, StateError
+
+
+@dataclass
+class Entry:
+    commit: str
+    date: str
+    author: str
+    message: str
+
+
+def _identity() -> tuple[str, str]:
+    """Name and email for commits: git's own config when set, else user@host."""
+
+    def setting(name: str) -> str:
+        out = subprocess.run(["git", "config", "--get", name], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    user = getpass.getuser()
+    name = os.environ.get("INFR_AUTHOR_NAME") or setting("user.name") or user
+    email = os.environ.get("INFR_AUTHOR_EMAIL") or setting("user.email") or f"{user}@{socket.gethostname()}"
+    return name, email
+
+
+def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    name, email = _identity()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+    result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise StateError(
+            f"git {args[0]} failed in {root}: {(result.stderr or result.stdout).strip()}",
+            "run the git command by hand in the state directory to see why",
+        )
+    return result
+
+
+def init(root: Path) -> None:
+    git(root, "init", "-q", "-b", "main")
+
+
+def commit(root: Path, paths: list[str], message: str) -> None:
+    """Commit exactly `paths` (added, changed or deleted) with `message`."""
+    git(root, "add", "-A", "--", *paths)
+    if git(root, "diff", "--cached", "--quiet", check=False).returncode == 0:
+        return
+    git(root, "commit", "-q", "--no-verify", "-m", message)
+
+
+def log(root: Path, limit: int | None = None) -> list[Entry]:
+    args = ["log", "--format=%h%x1f%aI%x1f%an <%ae>%x1f%s"]
+    if limit:
+        args.append(f"-n{limit}")
+    result = git(root, *args, check=False)
+    if result.returncode != 0:
+        return []
+    return [Entry(*line.split("\x1f", 3)) for line in result.stdout.splitlines()]
+
+
+def sync(root: Path) -> str:
+    """Pull (rebase) then push; a conflict is undone and reported, never merged silently."""
+    if not git(root, "remote", check=False).stdout.strip():
+        raise StateError(
+            "the state directory has no git remote",
+            f"add one with: git -C {root} remote add origin URL",
+        )
+    upstream = git(root, "rev-parse", "--abbrev-ref", "@{upstream}", check=False)
+    pull = ["pull", "--rebase", "-q"] if upstream.returncode == 0 else ["pull", "--rebase", "-q", "origin", "main"]
+    result = git(root, *pull, check=False)
+    if result.returncode != 0:
+        conflicts = git(root, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
+        git(root, "rebase", "--abort", check=False)
+        if conflicts:
+            raise ConflictError(
+                f"your changes conflict with the remote's in {', '.join(conflicts)}",
+                "nothing was changed; resolve by hand with git pull --rebase in the state directory",
+            )
+        raise StateError(f"git pull failed: {result.stderr.strip()}", "check the remote with git fetch")
+    push = ["push", "-q"] if upstream.returncode == 0 else ["push", "-q", "-u", "origin", "main"]
+    pushed = git(root, *push, check=False)
+    if pushed.returncode != 0:
+        raise StateError(f"git push failed: {pushed.stderr.strip()}", "check access to the remote")
+    return git(root, "rev-parse", "--short", "HEAD").stdout.strip()

@@ -1,0 +1,174 @@
+"""One schema for the inventory files: every problem in the whole state reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any, TypeVar
+
+from infr.state import validate
+from infr.state.model import (
+    BACKUP_ACTIVE,
+    BACKUP_ARCHIVED,
+    HOST_INSTALLING,
+    HOST_READY,
+    HTTP_MODES,
+    HTTPS_MODES,
+    Backup,
+    Host,
+    Inventory,
+    Key,
+    Lxc,
+    Peer,
+    TcpForward,
+)
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_TYPES = {"str": str, "int": int, "list[str]": list, "list[TcpForward]": list}
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str, problems: list[str]) -> T | None:
+    """Build a dataclass from a TOML table, noting unknown, missing and mistyped fields."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data.keys() - fields.keys():
+        problems.append(f"{source}: unknown field {key!r}")
+    ok = True
+    for name, spec in fields.items():
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                problems.append(f"{source}: missing field {name!r}")
+                ok = False
+            continue
+        expected = _TYPES[str(spec.type)]
+        if not isinstance(data[name], expected) or isinstance(data[name], bool):
+            problems.append(f"{source}: field {name!r} must be {spec.type}")
+            ok = False
+    if not ok:
+        return None
+    values = {k: v for k, v in data.items() if k in fields}
+    if cls is Lxc:
+        forwards = values.get("tcp_forwards", [])
+        values["tcp_forwards"] = [
+            TcpForward(int(f.get("host_port", 0)), int(f.get("lxc_port", 0)))
+            for f in forwards
+            if isinstance(f, dict)
+        ]
+    return cls(**values)
+
+
+def to_dict(item: Any) -> dict[str, Any]:
+    return dataclasses.asdict(item)
+
+
+def _check_host(host: Host, network: ipaddress.IPv4Network | None) -> list[str]:
+    where = f"hosts/{host.name}.toml"
+    problems = [
+        p
+        for p in (
+            validate.dns_label(host.name, "host name"),
+            validate.ipv4(host.public_ip, f"{where}: public_ip"),
+            validate.ipv4(host.vnet_ip, f"{where}: vnet_ip"),
+            validate.port(host.ssh_port, f"{where}: ssh_port"),
+        )
+        if p
+    ]
+    if host.status not in (HOST_INSTALLING, HOST_READY):
+        problems.append(f"{where}: status must be {HOST_INSTALLING} or {HOST_READY}")
+    return problems + _check_in_network(host.vnet_ip, network, where)
+
+
+def _check_in_network(address: str, network: ipaddress.IPv4Network | None, where: str) -> list[str]:
+    if network is None or validate.ipv4(address):
+        return []
+    if ipaddress.IPv4Address(address) not in network:
+        return [f"{where}: vnet_ip {address} is outside vnetNetwork {network}"]
+    return []
+
+
+def _check_lxc(lxc: Lxc, inv: Inventory, network: ipaddress.IPv4Network | None) -> list[str]:
+    where = f"lxcs/{lxc.name}.toml"
+    problems = [
+        p
+        for p in (
+            validate.dns_label(lxc.name, "LXC name"),
+            validate.ipv4(lxc.vnet_ip, f"{where}: vnet_ip"),
+            validate.port(lxc.http_port, f"{where}: http_port"),
+            validate.port(lxc.https_port, f"{where}: https_port"),
+        )
+        if p
+    ]
+    if lxc.host not in inv.hosts:
+        problems.append(f"{where}: host {lxc.host!r} does not exist")
+    if lxc.http not in HTTP_MODES:
+        problems.append(f"{where}: http must be one of {', '.join(HTTP_MODES)}")
+    if lxc.https not in HTTPS_MODES:
+        problems.append(f"{where}: https must be one of {', '.join(HTTPS_MODES)}")
+    for forward in lxc.tcp_forwards:
+        for value, what in ((forward.host_port, "host_port"), (forward.lxc_port, "lxc_port")):
+            if problem := validate.port(value, f"{where}: tcp forward {what}"):
+                problems.append(problem)
+    return problems + _check_in_network(lxc.vnet_ip, network, where)
+
+
+def _check_unique(inv: Inventory) -> list[str]:
+    problems = [f"name {n!r} is used by both a host and an LXC" for n in inv.hosts.keys() & inv.lxcs.keys()]
+    seen: dict[str, str] = {}
+    items: list[tuple[str, str]] = [(f"host {h.name}", h.vnet_ip) for h in inv.hosts.values()]
+    items += [(f"lxc {c.name}", c.vnet_ip) for c in inv.lxcs.values()]
+    items += [(f"peer {p.name}", p.vnet_ip) for p in inv.peers.values()]
+    for holder, address in items:
+        if address in seen:
+            problems.append(f"vnet address {address} is held by both {seen[address]} and {holder}")
+        seen[address] = holder
+    ports: dict[tuple[str, int], str] = {}
+    for lxc in inv.lxcs.values():
+        for forward in lxc.tcp_forwards:
+            slot = (lxc.host, forward.host_port)
+            if slot in ports and ports[slot] != lxc.name:
+                problems.append(
+                    f"host port {forward.host_port} on {lxc.host} is forwarded to both "
+                    f"{ports[slot]} and {lxc.name}"
+                )
+            ports[slot] = lxc.name
+    return problems
+
+
+def _check_backups(inv: Inventory) -> list[str]:
+    problems = []
+    for backup in inv.backups:
+        for name in backup.pair:
+            if name not in inv.hosts:
+                problems.append(f"backups.toml: host {name!r} does not exist")
+        if backup.status not in (BACKUP_ACTIVE, BACKUP_ARCHIVED):
+            problems.append(f"backups.toml: status must be {BACKUP_ACTIVE} or {BACKUP_ARCHIVED}")
+    return problems
+
+
+def _check_keys_and_peers(inv: Inventory) -> list[str]:
+    problems = []
+    for key in inv.keys.values():
+        if problem := validate.ssh_public_key(key.key):
+            problems.append(f"keys/{key.name}.pub: {problem}")
+    for peer in inv.peers.values():
+        if problem := validate.ipv4(peer.vnet_ip, f"peers/{peer.name}.toml: vnet_ip"):
+            problems.append(problem)
+    return problems
+
+
+def check_inventory(inv: Inventory) -> list[str]:
+    """Every problem in the inventory: fields, references and uniqueness."""
+    try:
+        network: ipaddress.IPv4Network | None = ipaddress.IPv4Network(inv.config["vnetNetwork"])
+    except (KeyError, ValueError):
+        network = None
+    problems: list[str] = []
+    for host in inv.hosts.values():
+        problems += _check_host(host, network)
+    for lxc in inv.lxcs.values():
+        problems += _check_lxc(lxc, inv, network)
+    return problems + _check_unique(inv) + _check_backups(inv) + _check_keys_and_peers(inv)
+
+
+__all__ = ["SCHEMA_VERSION", "Backup", "Host", "Key", "Lxc", "Peer", "check_inventory", "from_dict", "to_dict"]

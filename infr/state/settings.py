@@ -1,0 +1,166 @@
+"""The config schema: every setting infr knows, its default, its validator, and whether it is secret.
+
+Config keys are camelCase, as in Infr (`infr config set dnsProvider vultr`).
+Secret settings live in secrets.toml (mode 0600, never committed) or in the
+environment (INFR_<KEY_IN_UPPER_SNAKE>), never in config.toml.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from infr.state import validate
+
+Value = str | int
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    help: str
+    default: Value | None = None
+    secret: bool = False
+    integer: bool = False
+    choices: tuple[str, ...] = ()
+    check: Callable[[str], str | None] | None = None
+    # Secrets may come from this environment variable instead of secrets.toml.
+    env: str = ""
+
+    def parse(self, text: str) -> Value:
+        """Turn the text a user typed into the stored value, or raise ValueError with the problem."""
+        if self.integer:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"{self.key} must be a whole number, not {text!r}") from None
+        if self.choices and text not in self.choices:
+            raise ValueError(f"{self.key} must be one of {', '.join(self.choices)}, not {text!r}")
+        if self.check and (problem := self.check(text)):
+            raise ValueError(problem)
+        return text
+
+
+def _url(text: str) -> str | None:
+    if re.match(r"^https?://[^\s/]+(/\S*)?$", text):
+        return None
+    return f"{text!r} is not an http:// or https:// URL"
+
+
+def _acme(text: str) -> str | None:
+    return None if text in ACME_SERVERS else _url(text)
+
+
+def _ttl(value: int) -> str | None:
+    return None if 60 <= value <= 86400 else f"dnsTTL {value} must be between 60 and 86400 seconds"
+
+
+ACME_SERVERS = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+DNS_PROVIDERS = ("vultr", "rage4", "powerdns", "rfc2136")
+REQUIRED = ("vnetNetwork", "vnetPoolStart", "dnsDomain", "dnsPrefix", "vnetPrefix", "adminEmail")
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting("vnetNetwork", "private network hosts and LXCs get addresses from",
+                "10.8.0.0/16", check=lambda v: validate.ipv4_network(v, "vnetNetwork")),
+        Setting("vnetPoolStart", "first address handed out in vnetNetwork", "10.8.1.0",
+                check=lambda v: validate.ipv4(v, "vnetPoolStart")),
+        Setting("dnsDomain", "domain the host and LXC names live under, e.g. example.com",
+                check=validate.registrable_domain),
+        Setting("dnsPrefix", "label for public names: NAME.<dnsPrefix>.<dnsDomain>", "infr",
+                check=lambda v: validate.dns_label(v, "dnsPrefix")),
+        Setting("vnetPrefix", "label for private names: NAME.<vnetPrefix>.<dnsDomain>", "vnet",
+                check=lambda v: validate.dns_label(v, "vnetPrefix")),
+        Setting("adminEmail", "address for Let's Encrypt and failed-backup mail",
+                check=lambda v: validate.email(v, "adminEmail")),
+        Setting("dnsProvider", "DNS provider whose API infr keeps right", choices=DNS_PROVIDERS),
+        Setting("dnsTTL", "TTL of the records infr manages, in seconds", 3600, integer=True),
+        Setting("dnsVultrAPIKey", "Vultr API key (vultr)", secret=True, env="INFR_VULTR_API_KEY"),
+        Setting("dnsRage4Account", "Rage4 account email (rage4)",
+                check=lambda v: validate.email(v, "dnsRage4Account")),
+        Setting("dnsRage4Key", "Rage4 API key (rage4)", secret=True, env="INFR_RAGE4_KEY"),
+        Setting("dnsPowerDNSURL", "PowerDNS API URL, e.g. http://ns1:8081 (powerdns)", check=_url),
+        Setting("dnsPowerDNSAPIKey", "PowerDNS API key (powerdns)", secret=True, env="INFR_POWERDNS_API_KEY"),
+        Setting("dnsPowerDNSServerId", "PowerDNS server id (powerdns)", "localhost"),
+        Setting("dnsRFC2136Server", "DNS server address for dynamic updates (rfc2136)",
+                check=lambda v: validate.ipv4(v, "dnsRFC2136Server")),
+        Setting("dnsRFC2136Port", "DNS server port (rfc2136)", 53, integer=True),
+        Setting("dnsRFC2136KeyName", "TSIG key name (rfc2136)"),
+        Setting("dnsRFC2136KeySecret", "TSIG key secret, base64 (rfc2136)", secret=True, env="INFR_RFC2136_KEY_SECRET"),
+        Setting("dnsRFC2136KeyAlgorithm", "TSIG algorithm (rfc2136)", "hmac-sha256",
+                choices=("hmac-sha256", "hmac-sha512", "hmac-sha1")),
+        Setting("acmeServer", "ACME CA: letsencrypt, letsencrypt-staging or a directory URL",
+                "letsencrypt", check=_acme),
+        Setting("debianRelease", "Debian release hosts are installed with", "bookworm",
+                check=lambda v: validate.dns_label(v, "debianRelease")),
+        Setting("debianMirror", "Debian mirror hosts are installed from",
+                "http://deb.debian.org/debian", check=_url),
+        Setting("lxcImageSource", "where LXC images come from: 'download' or a URL/path",
+                "download"),
+        Setting("backupMaxAgeMinutes", "age after which `backup status` turns red", 15,
+                integer=True),
+        Setting("vnetListenPort", "UDP port of the WireGuard mesh", 51820, integer=True),
+    )
+}
+
+
+def lookup(key: str) -> Setting:
+    """The setting called `key`, or ValueError naming the known keys and the closest match."""
+    if key in SETTINGS:
+        return SETTINGS[key]
+    close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.6)
+    if not close:
+        lowered = {k.lower(): k for k in SETTINGS}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ValueError(f"unknown config key {key!r}; {hint}known keys: {', '.join(SETTINGS)}")
+
+
+def check_value(setting: Setting, value: Any) -> str | None:
+    """Problem with a stored value (from a file someone may have edited by hand)."""
+    if setting.integer:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{setting.key} must be a whole number"
+        if setting.key == "dnsTTL":
+            return _ttl(value)
+        if setting.key.endswith("Port"):
+            return validate.port(value, setting.key)
+        return None if value > 0 else f"{setting.key} must be positive"
+    if not isinstance(value, str):
+        return f"{setting.key} must be text"
+    try:
+        setting.parse(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_config(config: dict[str, Value], secrets: dict[str, Value]) -> list[str]:
+    """Every problem in a whole config at once, cross-field rules included."""
+    problems = []
+    for key, value in {**config, **secrets}.items():
+        try:
+            setting = lookup(key)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if setting.secret and key in config:
+            problems.append(f"{key} is secret and belongs in secrets.toml, not config.toml")
+        if problem := check_value(setting, value):
+            problems.append(problem)
+    problems += [f"{key} is not set" for key in REQUIRED if key not in config]
+    network, start = config.get("vnetNetwork"), config.get("vnetPoolStart")
+    if isinstance(network, str) and isinstance(start, str) and not problems:
+        if problem := validate.address_in(start, network, "vnetPoolStart"):
+            problems.append(problem)
+    prefixes = (config.get("dnsPrefix"), config.get("vnetPrefix"))
+    if prefixes[0] and prefixes[0] == prefixes[1]:
+        problems.append("dnsPrefix and vnetPrefix must differ, or public and private names clash")
+    return problems
