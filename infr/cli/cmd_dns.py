@@ -10,7 +10,14 @@ from infr.cli.common import pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
-COLUMNS = (("fqdn", "FQDN"), ("type", "TYPE"), ("value", "VALUE"), ("ttl", "TTL"), ("purpose", "FOR"), ("status", "STATUS"))
+COLUMNS = (
+    ("fqdn", "FQDN"),
+    ("type", "TYPE"),
+    ("value", "VALUE"),
+    ("ttl", "TTL"),
+    ("purpose", "FOR"),
+    ("status", "STATUS"),
+)
 
 
 @click.group(invoke_without_command=True)

@@ -13,8 +13,14 @@ from infr.errors import NotFoundError
 
 LIST_COLUMNS = (("name", "NAME"), ("public_ip", "PUBLIC IP"), ("vnet_ip", "PRIVATE IP"), ("status", "STATUS"))
 SHOW_FIELDS = (
-    ("name", "Name"), ("public_ip", "Public IP"), ("vnet_ip", "Private IP"), ("status", "Status"),
-    ("added", "Added"), ("host_key", "Host key"), ("lxcs", "LXCs"), ("backups", "Backups"),
+    ("name", "Name"),
+    ("public_ip", "Public IP"),
+    ("vnet_ip", "Private IP"),
+    ("status", "Status"),
+    ("added", "Added"),
+    ("host_key", "Host key"),
+    ("lxcs", "LXCs"),
+    ("backups", "Backups"),
 )
 
 

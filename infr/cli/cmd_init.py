@@ -40,20 +40,35 @@ def _ask(key: str, given: str | None, assume_yes: bool) -> str:
 @click.option("--dns-domain", help="Your domain, e.g. example.com.")
 @click.option("--dns-prefix", help="Label for public names (default infr).")
 @click.option("--vnet-prefix", help="Label for private names (default vnet).")
-@click.option("--ssh-key", type=click.Path(path_type=Path), help="Your SSH public key (default ~/.ssh/id_rsa.pub, then id_ed25519.pub).")
+@click.option(
+    "--ssh-key",
+    type=click.Path(path_type=Path),
+    help="Your SSH public key (default ~/.ssh/id_rsa.pub, then id_ed25519.pub).",
+)
 @click.option("--admin-email", help="Email for Let's Encrypt and backup failures.")
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not prompt; use flags and defaults.")
 @pass_app
-def init(app: App, vnet_network: str | None, vnet_pool_start: str | None, dns_domain: str | None,
-         dns_prefix: str | None, vnet_prefix: str | None, ssh_key: Path | None, admin_email: str | None,
-         assume_yes: bool) -> None:
+def init(
+    app: App,
+    vnet_network: str | None,
+    vnet_pool_start: str | None,
+    dns_domain: str | None,
+    dns_prefix: str | None,
+    vnet_prefix: str | None,
+    ssh_key: Path | None,
+    admin_email: str | None,
+    assume_yes: bool,
+) -> None:
     """Set up infr in the state directory (refuses to overwrite an existing setup)."""
     from infr.core.config import init_state
     from infr.core.keys import key_name_for
     from infr.state.store import Store
 
     if Store(app.state_dir).exists():
-        raise UsageError(f"infr is already set up in {app.state_dir}", "change settings with 'infr config set', or use another -w DIR")
+        raise UsageError(
+            f"infr is already set up in {app.state_dir}",
+            "change settings with 'infr config set', or use another -w DIR",
+        )
     given = dict(zip(PROMPTED, (vnet_network, vnet_pool_start, dns_domain, dns_prefix, vnet_prefix), strict=True))
     values = {key: _ask(key, given[key], assume_yes) for key in PROMPTED}
     key_path = ssh_key or default_public_key()

@@ -14,9 +14,17 @@ from infr.cli.output import emit_object, emit_rows, format_option
 
 LIST_COLUMNS = (("name", "NAME"), ("host", "HOST"), ("public_ip", "PUBLIC IP"), ("vnet_ip", "PRIVATE IP"))
 SHOW_FIELDS = (
-    ("name", "Name"), ("host", "Host"), ("distro_release", "Distro"), ("vnet_ip", "Private IP"),
-    ("http", "HTTP"), ("https", "HTTPS"), ("aliases", "Aliases"), ("http_port", "LXC Http Port"),
-    ("https_port", "LXC Https Port"), ("tcp_forwards_text", "TCP Forwards"), ("zone", "Zone"),
+    ("name", "Name"),
+    ("host", "Host"),
+    ("distro_release", "Distro"),
+    ("vnet_ip", "Private IP"),
+    ("http", "HTTP"),
+    ("https", "HTTPS"),
+    ("aliases", "Aliases"),
+    ("http_port", "LXC Http Port"),
+    ("https_port", "LXC Https Port"),
+    ("tcp_forwards_text", "TCP Forwards"),
+    ("zone", "Zone"),
 )
 
 

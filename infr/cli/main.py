@@ -88,15 +88,26 @@ class App:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-w", "--workdir", type=click.Path(path_type=Path), default=None,
-              help="State directory (default: $INFR_DIR or ~/.infr).")
-@click.option("-i", "--identity", default=None, help="SSH private key to log in with (default: ssh-agent or ~/.ssh/id_*).")
+@click.option(
+    "-w",
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="State directory (default: $INFR_DIR or ~/.infr).",
+)
+@click.option(
+    "-i", "--identity", default=None, help="SSH private key to log in with (default: ssh-agent or ~/.ssh/id_*)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also print the operation log to stderr.")
 @click.option("-D", "--down", default="", metavar="H1,H2", help="Hosts to treat as down and skip.")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another infr to finish.")
+@click.option(
+    "--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another infr to finish."
+)
 @click.version_option(package_name="infr", prog_name="infr")
 @click.pass_context
-def cli(ctx: click.Context, workdir: Path | None, identity: str | None, verbose: bool, down: str, lock_timeout: float) -> None:
+def cli(
+    ctx: click.Context, workdir: Path | None, identity: str | None, verbose: bool, down: str, lock_timeout: float
+) -> None:
     """infr runs your own hosting on rented VPSes: Debian on btrfs, LXC containers,
     HAProxy with Let's Encrypt, DNS at your provider, a private WireGuard network and
     btrfs backups every five minutes.
@@ -140,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("infr: aborted; nothing was changed", err=True)
         code = 1
     except click.ClickException as error:
-        hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+        ctx = getattr(error, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx else ""
         click.echo(f"infr: error: {error.format_message()}{hint}", err=True)
         code = error.exit_code
     except BrokenPipeError:

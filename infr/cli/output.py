@@ -16,7 +16,11 @@ Columns = Sequence[tuple[str, str]]  # (key in the row, column header)
 
 def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "-o", "--format", "fmt", type=click.Choice(FORMATS), default=None,
+        "-o",
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default=None,
         help="Output format (default: a table; plain text when piped).",
     )(func)
 

@@ -9,7 +9,7 @@ from infr.state import history, schema, validate
 from infr.state.change import Change
 from infr.state.files import write_atomic
 from infr.state.model import Inventory, Key
-from infr.state.settings import REQUIRED, SETTINGS, Value, check_config, lookup
+from infr.state.settings import REQUIRED, SETTINGS, Setting, Value, check_config, lookup
 from infr.state.store import Store, dump_toml
 
 MASK = "********"
@@ -27,15 +27,22 @@ def config_text(current: bytes, key: str, value: Value | None) -> bytes:
     return tomlkit.dumps(document).encode()
 
 
+def _setting(key: str) -> Setting:
+    try:
+        return lookup(key)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def parse_value(key: str, text: str) -> Value:
     try:
-        return lookup(key).parse(text)
+        return _setting(key).parse(text)
     except ValueError as exc:
         raise UsageError(str(exc), "see 'infr config show' for every key and its meaning") from None
 
 
 def set_value(change: Change, root: Path, key: str, text: str) -> None:
-    setting = SETTINGS.get(key) or _unknown(key)
+    setting = _setting(key)
     value = parse_value(key, text)
     if setting.secret:
         change.set_secrets({**change.secrets, key: value})
@@ -51,7 +58,7 @@ def set_value(change: Change, root: Path, key: str, text: str) -> None:
 
 
 def unset_value(change: Change, root: Path, key: str) -> None:
-    setting = SETTINGS.get(key) or _unknown(key)
+    setting = _setting(key)
     if key in REQUIRED:
         raise UsageError(f"{key} is required and cannot be unset", f"change it with 'infr config set {key} VALUE'")
     if setting.secret:
@@ -64,13 +71,6 @@ def unset_value(change: Change, root: Path, key: str) -> None:
         config = {k: v for k, v in change.inv.config.items() if k != key}
         change.set_config(config, config_text((root / "config.toml").read_bytes(), key, None))
     change.note(f"{key} unset")
-
-
-def _unknown(key: str) -> None:
-    try:
-        lookup(key)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def show(inv: Inventory, secrets: dict[str, Value], env_secrets: dict[str, Value]) -> list[dict[str, str]]:
@@ -95,7 +95,9 @@ def init_state(root: Path, settings: dict[str, str], key_text: str, key_name: st
     """Create a new state directory with its first config and admin key, as one git commit."""
     store = Store(root)
     if store.exists():
-        raise StateError(f"infr is already set up in {root}", "change settings with 'infr config set', or use another -w DIR")
+        raise StateError(
+            f"infr is already set up in {root}", "change settings with 'infr config set', or use another -w DIR"
+        )
     problems = []
     config: dict[str, Value] = {}
     for key, text in settings.items():
@@ -120,5 +122,7 @@ def init_state(root: Path, settings: dict[str, str], key_text: str, key_name: st
     writes.update(change.writes)
     history.init(root)
     store.commit(writes)
-    history.commit(root, [".gitignore", *writes, *(f"{d}/.gitkeep" for d in ("hosts", "lxcs", "keys", "peers"))], "infr init")
+    history.commit(
+        root, [".gitignore", *writes, *(f"{d}/.gitkeep" for d in ("hosts", "lxcs", "keys", "peers"))], "infr init"
+    )
     write_atomic(root / "log", b"", 0o600)

@@ -37,7 +37,9 @@ def fqdns(lxc: Lxc, config: dict) -> list[str]:
 def _choose(value: str, modes: tuple[str, ...], what: str) -> str:
     upper = value.upper()
     if upper not in modes:
-        raise UsageError(f"{what} mode {value!r} is not one of {', '.join(modes)}", f"e.g. infr lxc NAME {what} {modes[1]}")
+        raise UsageError(
+            f"{what} mode {value!r} is not one of {', '.join(modes)}", f"e.g. infr lxc NAME {what} {modes[1]}"
+        )
     return upper
 
 
@@ -79,7 +81,10 @@ def add_alias(change: Change, name: str, alias: str) -> None:
         if alias in fqdns(other, change.inv.config):
             if other.name == name:
                 raise ConflictError(f"{alias} already routes to {name}", "nothing to do")
-            raise ConflictError(f"{alias} already routes to {other.name}", f"remove it there first: infr lxc {other.name} remove-alias {alias}")
+            raise ConflictError(
+                f"{alias} already routes to {other.name}",
+                f"remove it there first: infr lxc {other.name} remove-alias {alias}",
+            )
     lxc.aliases = [*lxc.aliases, alias]
     change.put_lxc(lxc)
     change.note(f"{name}: alias {alias} added")
@@ -120,7 +125,9 @@ def remove_tcp_forward(change: Change, name: str, host_port: int) -> None:
     lxc = get_lxc(change.inv, name)
     if not any(f.host_port == host_port for f in lxc.tcp_forwards):
         ports = ", ".join(str(f.host_port) for f in lxc.tcp_forwards) or "none"
-        raise NotFoundError(f"{name} has no tcp forward from host port {host_port}", f"its forwarded host ports: {ports}")
+        raise NotFoundError(
+            f"{name} has no tcp forward from host port {host_port}", f"its forwarded host ports: {ports}"
+        )
     lxc.tcp_forwards = [f for f in lxc.tcp_forwards if f.host_port != host_port]
     change.put_lxc(lxc)
     change.note(f"{name}: tcp forward from {lxc.host}:{host_port} removed")

@@ -48,9 +48,7 @@ def allocate(inv: Inventory, requested: str | None = None) -> str:
     )
 
 
-def _check_requested(
-    inv: Inventory, requested: str, network: ipaddress.IPv4Network, in_use: set[str]
-) -> str:
+def _check_requested(inv: Inventory, requested: str, network: ipaddress.IPv4Network, in_use: set[str]) -> str:
     try:
         address = ipaddress.IPv4Address(requested)
     except ValueError:

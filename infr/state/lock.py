@@ -66,10 +66,7 @@ class StateLock:
             info = json.loads(self.info_path.read_text())
         except (OSError, ValueError):
             return "another infr process"
-        return (
-            f"{info['user']}@{info['host']} (pid {info['pid']}) since {info['since']} "
-            f"running '{info['command']}'"
-        )
+        return f"{info['user']}@{info['host']} (pid {info['pid']}) since {info['since']} running '{info['command']}'"
 
     def release(self) -> None:
         if self._fd is not None:

@@ -6,6 +6,7 @@ Field names are the keys of the TOML files and of `-o json` output (docs/json.md
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 HTTP_MODES = ("NONE", "FORWARD", "REDIRECT-HTTPS")
 HTTPS_MODES = ("NONE", "FORWARD", "TERMINATE")
@@ -90,7 +91,7 @@ class Peer:
 class Inventory:
     """Everything infr knows, as loaded from the state directory."""
 
-    config: dict[str, str]
+    config: dict[str, Any]
     hosts: dict[str, Host] = field(default_factory=dict)
     lxcs: dict[str, Lxc] = field(default_factory=dict)
     keys: dict[str, Key] = field(default_factory=dict)

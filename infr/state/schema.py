@@ -51,9 +51,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str, problems: list[st
     if cls is Lxc:
         forwards = values.get("tcp_forwards", [])
         values["tcp_forwards"] = [
-            TcpForward(int(f.get("host_port", 0)), int(f.get("lxc_port", 0)))
-            for f in forwards
-            if isinstance(f, dict)
+            TcpForward(int(f.get("host_port", 0)), int(f.get("lxc_port", 0))) for f in forwards if isinstance(f, dict)
         ]
     return cls(**values)
 
@@ -128,8 +126,7 @@ def _check_unique(inv: Inventory) -> list[str]:
             slot = (lxc.host, forward.host_port)
             if slot in ports and ports[slot] != lxc.name:
                 problems.append(
-                    f"host port {forward.host_port} on {lxc.host} is forwarded to both "
-                    f"{ports[slot]} and {lxc.name}"
+                    f"host port {forward.host_port} on {lxc.host} is forwarded to both {ports[slot]} and {lxc.name}"
                 )
             ports[slot] = lxc.name
     return problems

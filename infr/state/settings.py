@@ -68,44 +68,72 @@ REQUIRED = ("vnetNetwork", "vnetPoolStart", "dnsDomain", "dnsPrefix", "vnetPrefi
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
-        Setting("vnetNetwork", "private network hosts and LXCs get addresses from",
-                "10.8.0.0/16", check=lambda v: validate.ipv4_network(v, "vnetNetwork")),
-        Setting("vnetPoolStart", "first address handed out in vnetNetwork", "10.8.1.0",
-                check=lambda v: validate.ipv4(v, "vnetPoolStart")),
-        Setting("dnsDomain", "domain the host and LXC names live under, e.g. example.com",
-                check=validate.registrable_domain),
-        Setting("dnsPrefix", "label for public names: NAME.<dnsPrefix>.<dnsDomain>", "infr",
-                check=lambda v: validate.dns_label(v, "dnsPrefix")),
-        Setting("vnetPrefix", "label for private names: NAME.<vnetPrefix>.<dnsDomain>", "vnet",
-                check=lambda v: validate.dns_label(v, "vnetPrefix")),
-        Setting("adminEmail", "address for Let's Encrypt and failed-backup mail",
-                check=lambda v: validate.email(v, "adminEmail")),
+        Setting(
+            "vnetNetwork",
+            "private network hosts and LXCs get addresses from",
+            "10.8.0.0/16",
+            check=lambda v: validate.ipv4_network(v, "vnetNetwork"),
+        ),
+        Setting(
+            "vnetPoolStart",
+            "first address handed out in vnetNetwork",
+            "10.8.1.0",
+            check=lambda v: validate.ipv4(v, "vnetPoolStart"),
+        ),
+        Setting(
+            "dnsDomain", "domain the host and LXC names live under, e.g. example.com", check=validate.registrable_domain
+        ),
+        Setting(
+            "dnsPrefix",
+            "label for public names: NAME.<dnsPrefix>.<dnsDomain>",
+            "infr",
+            check=lambda v: validate.dns_label(v, "dnsPrefix"),
+        ),
+        Setting(
+            "vnetPrefix",
+            "label for private names: NAME.<vnetPrefix>.<dnsDomain>",
+            "vnet",
+            check=lambda v: validate.dns_label(v, "vnetPrefix"),
+        ),
+        Setting(
+            "adminEmail",
+            "address for Let's Encrypt and failed-backup mail",
+            check=lambda v: validate.email(v, "adminEmail"),
+        ),
         Setting("dnsProvider", "DNS provider whose API infr keeps right", choices=DNS_PROVIDERS),
         Setting("dnsTTL", "TTL of the records infr manages, in seconds", 3600, integer=True),
         Setting("dnsVultrAPIKey", "Vultr API key (vultr)", secret=True, env="INFR_VULTR_API_KEY"),
-        Setting("dnsRage4Account", "Rage4 account email (rage4)",
-                check=lambda v: validate.email(v, "dnsRage4Account")),
+        Setting("dnsRage4Account", "Rage4 account email (rage4)", check=lambda v: validate.email(v, "dnsRage4Account")),
         Setting("dnsRage4Key", "Rage4 API key (rage4)", secret=True, env="INFR_RAGE4_KEY"),
         Setting("dnsPowerDNSURL", "PowerDNS API URL, e.g. http://ns1:8081 (powerdns)", check=_url),
         Setting("dnsPowerDNSAPIKey", "PowerDNS API key (powerdns)", secret=True, env="INFR_POWERDNS_API_KEY"),
         Setting("dnsPowerDNSServerId", "PowerDNS server id (powerdns)", "localhost"),
-        Setting("dnsRFC2136Server", "DNS server address for dynamic updates (rfc2136)",
-                check=lambda v: validate.ipv4(v, "dnsRFC2136Server")),
+        Setting(
+            "dnsRFC2136Server",
+            "DNS server address for dynamic updates (rfc2136)",
+            check=lambda v: validate.ipv4(v, "dnsRFC2136Server"),
+        ),
         Setting("dnsRFC2136Port", "DNS server port (rfc2136)", 53, integer=True),
         Setting("dnsRFC2136KeyName", "TSIG key name (rfc2136)"),
         Setting("dnsRFC2136KeySecret", "TSIG key secret, base64 (rfc2136)", secret=True, env="INFR_RFC2136_KEY_SECRET"),
-        Setting("dnsRFC2136KeyAlgorithm", "TSIG algorithm (rfc2136)", "hmac-sha256",
-                choices=("hmac-sha256", "hmac-sha512", "hmac-sha1")),
-        Setting("acmeServer", "ACME CA: letsencrypt, letsencrypt-staging or a directory URL",
-                "letsencrypt", check=_acme),
-        Setting("debianRelease", "Debian release hosts are installed with", "bookworm",
-                check=lambda v: validate.dns_label(v, "debianRelease")),
-        Setting("debianMirror", "Debian mirror hosts are installed from",
-                "http://deb.debian.org/debian", check=_url),
-        Setting("lxcImageSource", "where LXC images come from: 'download' or a URL/path",
-                "download"),
-        Setting("backupMaxAgeMinutes", "age after which `backup status` turns red", 15,
-                integer=True),
+        Setting(
+            "dnsRFC2136KeyAlgorithm",
+            "TSIG algorithm (rfc2136)",
+            "hmac-sha256",
+            choices=("hmac-sha256", "hmac-sha512", "hmac-sha1"),
+        ),
+        Setting(
+            "acmeServer", "ACME CA: letsencrypt, letsencrypt-staging or a directory URL", "letsencrypt", check=_acme
+        ),
+        Setting(
+            "debianRelease",
+            "Debian release hosts are installed with",
+            "bookworm",
+            check=lambda v: validate.dns_label(v, "debianRelease"),
+        ),
+        Setting("debianMirror", "Debian mirror hosts are installed from", "http://deb.debian.org/debian", check=_url),
+        Setting("lxcImageSource", "where LXC images come from: 'download' or a URL/path", "download"),
+        Setting("backupMaxAgeMinutes", "age after which `backup status` turns red", 15, integer=True),
         Setting("vnetListenPort", "UDP port of the WireGuard mesh", 51820, integer=True),
     )
 }
@@ -157,9 +185,13 @@ def check_config(config: dict[str, Value], secrets: dict[str, Value]) -> list[st
             problems.append(problem)
     problems += [f"{key} is not set" for key in REQUIRED if key not in config]
     network, start = config.get("vnetNetwork"), config.get("vnetPoolStart")
-    if isinstance(network, str) and isinstance(start, str) and not problems:
-        if problem := validate.address_in(start, network, "vnetPoolStart"):
-            problems.append(problem)
+    if (
+        isinstance(network, str)
+        and isinstance(start, str)
+        and not problems
+        and (problem := validate.address_in(start, network, "vnetPoolStart"))
+    ):
+        problems.append(problem)
     prefixes = (config.get("dnsPrefix"), config.get("vnetPrefix"))
     if prefixes[0] and prefixes[0] == prefixes[1]:
         problems.append("dnsPrefix and vnetPrefix must differ, or public and private names clash")

@@ -24,6 +24,7 @@ text editor, changes the fingerprint and the cache is rebuilt from the TOML.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -168,10 +169,9 @@ class Store:
 
     def _write_cache(self, inventory: Inventory, fingerprint: str) -> None:
         data = {"version": CACHE_VERSION, "fingerprint": fingerprint, "inventory": _inventory_to_cache(inventory)}
-        try:
+        # The cache only saves time; a read-only state dir still works without it.
+        with contextlib.suppress(OSError):
             write_atomic(self.cache_path, json.dumps(data, separators=(",", ":")).encode(), 0o600)
-        except OSError:
-            pass  # the cache only saves time; a read-only state dir still works without it
 
     def _parse(self) -> Inventory:
         problems: list[str] = []
@@ -185,17 +185,18 @@ class Store:
         inventory = Inventory(config=_toml(config_path) if config_path.exists() else {})
         ipam = self.root / "ipam.toml"
         inventory.ipam_last = _toml(ipam).get("last", "") if ipam.exists() else ""
-        for cls, directory, target in (
+        kinds: tuple[tuple[type, str, dict[str, Any]], ...] = (
             (Host, "hosts", inventory.hosts),
             (Lxc, "lxcs", inventory.lxcs),
             (Peer, "peers", inventory.peers),
-        ):
+        )
+        for cls, directory, target in kinds:
             for path in sorted((self.root / directory).glob("*.toml")):
                 item = schema.from_dict(cls, _toml(path), f"{directory}/{path.name}", problems)
                 if item is not None:
-                    if item.name != path.stem:  # type: ignore[attr-defined]
+                    if item.name != path.stem:
                         problems.append(f"{directory}/{path.name}: name field differs from the file name")
-                    target[path.stem] = item  # type: ignore[index]
+                    target[path.stem] = item
         for path in sorted((self.root / "keys").glob("*.pub")):
             inventory.keys[path.stem] = Key(path.stem, path.read_text().strip())
         backups = self.root / "backups.toml"

@@ -31,10 +31,7 @@ def dns_label(value: str, what: str = "name") -> str | None:
         return f"{what} {value!r} must be lowercase"
     if len(value) > 63:
         return f"{what} {value!r} is longer than 63 characters"
-    return (
-        f"{what} {value!r} is not a DNS label: use a-z, 0-9 and '-', "
-        "not starting or ending with '-'"
-    )
+    return f"{what} {value!r} is not a DNS label: use a-z, 0-9 and '-', not starting or ending with '-'"
 
 
 def ipv4(value: str, what: str = "address") -> str | None:
