@@ -44,38 +44,44 @@ PROVIDERS: dict[str, ProviderSpec] = {
     spec.name: spec
     for spec in (
         ProviderSpec(
-            "vultr", "infr.providers.vultr", "VultrProvider", "Vultr DNS, API v2",
+            "vultr",
+            "infr.providers.vultr",
+            "VultrProvider",
+            "Vultr DNS, API v2",
             (Setting("dnsVultrAPIKey", "api_key", "Vultr API key", secret=True),),
         ),
         ProviderSpec(
-            "rage4", "infr.providers.rage4", "Rage4Provider", "Rage4 DNS, REST API (experimental)",
+            "rage4",
+            "infr.providers.rage4",
+            "Rage4Provider",
+            "Rage4 DNS, REST API (experimental)",
             (
                 Setting("dnsRage4Account", "account", "Rage4 account email"),
                 Setting("dnsRage4Key", "key", "Rage4 API key", secret=True),
             ),
         ),
         ProviderSpec(
-            "powerdns", "infr.providers.powerdns", "PowerDNSProvider",
+            "powerdns",
+            "infr.providers.powerdns",
+            "PowerDNSProvider",
             "PowerDNS Authoritative, HTTP API",
             (
                 Setting("dnsPowerDNSURL", "url", "PowerDNS API URL, e.g. http://ns1:8081"),
                 Setting("dnsPowerDNSAPIKey", "api_key", "PowerDNS API key", secret=True),
-                Setting("dnsPowerDNSServerId", "server_id", "PowerDNS server id (localhost)",
-                        required=False),
+                Setting("dnsPowerDNSServerId", "server_id", "PowerDNS server id (localhost)", required=False),
             ),
         ),
         ProviderSpec(
-            "rfc2136", "infr.providers.rfc2136", "RFC2136Provider",
+            "rfc2136",
+            "infr.providers.rfc2136",
+            "RFC2136Provider",
             "any server taking RFC 2136 updates and AXFR signed with TSIG (BIND, Knot, PowerDNS)",
             (
                 Setting("dnsRFC2136Server", "server", "DNS server address"),
-                Setting("dnsRFC2136Port", "port", "DNS server port (53)", required=False,
-                        integer=True),
+                Setting("dnsRFC2136Port", "port", "DNS server port (53)", required=False, integer=True),
                 Setting("dnsRFC2136KeyName", "key_name", "TSIG key name"),
-                Setting("dnsRFC2136KeySecret", "key_secret", "TSIG key secret, base64",
-                        secret=True),
-                Setting("dnsRFC2136KeyAlgorithm", "key_algorithm",
-                        "TSIG algorithm (hmac-sha256)", required=False),
+                Setting("dnsRFC2136KeySecret", "key_secret", "TSIG key secret, base64", secret=True),
+                Setting("dnsRFC2136KeyAlgorithm", "key_algorithm", "TSIG algorithm (hmac-sha256)", required=False),
             ),
         ),
     )
@@ -89,8 +95,7 @@ def load_provider(name: str, settings: Mapping[str, object]) -> Provider:
     """
     spec = PROVIDERS.get(name)
     if spec is None:
-        raise ProviderError(f"unknown DNS provider {name!r}",
-                            f"choose one of {', '.join(PROVIDERS)}")
+        raise ProviderError(f"unknown DNS provider {name!r}", f"choose one of {', '.join(PROVIDERS)}")
     missing = [s.key for s in spec.settings if s.required and settings.get(s.key) in (None, "")]
     if missing:
         raise ProviderError(

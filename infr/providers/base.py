@@ -227,24 +227,19 @@ class HttpApi:
             raise self._error(method, path, response, describe)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _send(
-        self, method: str, url: str, params: Mapping[str, Any] | None, json: Any
-    ) -> requests.Response:
+    def _send(self, method: str, url: str, params: Mapping[str, Any] | None, json: Any) -> requests.Response:
         if self._last_start is not None:
             wait = self._last_start + self.min_interval - self.clock()
             if wait > 0:
                 self.sleep(wait)
         self._last_start = self.clock()
         try:
-            response = self.session.request(
-                method, url, params=params, json=json, timeout=self.timeout
-            )
+            response = self.session.request(method, url, params=params, json=json, timeout=self.timeout)
         except requests.RequestException as exc:
             log.info("%s %s %s: %s", self.provider, method, url, exc)
             raise
         elapsed = (self.clock() - self._last_start) * 1000
-        log.info("%s %s %s -> %s (%.0f ms)", self.provider, method, response.url,
-                 response.status_code, elapsed)
+        log.info("%s %s %s -> %s (%.0f ms)", self.provider, method, response.url, response.status_code, elapsed)
         return response
 
     def _error(
@@ -256,8 +251,7 @@ class HttpApi:
     ) -> ProviderError:
         status = response.status_code
         if status in (401, 403):
-            return ProviderError(f"{self.provider} refused the credentials (HTTP {status})",
-                                 self.auth_hint)
+            return ProviderError(f"{self.provider} refused the credentials (HTTP {status})", self.auth_hint)
         detail = one_line(describe(response) if describe else response.text) or response.reason
         if status in self.RETRY_STATUSES:
             return ProviderError(

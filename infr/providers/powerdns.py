@@ -68,8 +68,11 @@ class PowerDNSProvider(Provider):
         rrset: dict[str, Any] = {"name": f"{record.name}.", "type": record.type}
         if values:
             content = [quote_txt(v) if record.type == "TXT" else v for v in values]
-            rrset |= {"changetype": "REPLACE", "ttl": ttl,
-                      "records": [{"content": c, "disabled": False} for c in content]}
+            rrset |= {
+                "changetype": "REPLACE",
+                "ttl": ttl,
+                "records": [{"content": c, "disabled": False} for c in content],
+            }
         else:
             rrset["changetype"] = "DELETE"
         self._call("PATCH", self._zone_path(zone), json={"rrsets": [rrset]})
@@ -101,7 +104,5 @@ class PowerDNSProvider(Provider):
         return f"/zones/{quote(zone.rstrip('.') + '.', safe='')}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.api.request(method, path, describe=lambda r: json_field(r, "error"),
-                                    **kwargs)
+        response = self.api.request(method, path, describe=lambda r: json_field(r, "error"), **kwargs)
         return response.json() if response.content else None
-

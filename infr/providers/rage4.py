@@ -66,8 +66,7 @@ class Rage4Provider(Provider):
 
     def update(self, zone: str, old: Record, new: Record) -> None:
         record_id = self._ids.of(zone, old)
-        answer = self._call("PUT", "/UpdateRecord", params={"id": record_id},
-                            json=self._fields(new))
+        answer = self._call("PUT", "/UpdateRecord", params={"id": record_id}, json=self._fields(new))
         self._checked(answer, new)
         self._ids.forget(old, record_id)
         self._ids.add(new, record_id)
@@ -96,7 +95,6 @@ class Rage4Provider(Provider):
         if zone not in self._domain_ids:
             domain = self._call("GET", "/GetDomainByName", params={"name": zone})
             if not isinstance(domain, dict) or not domain.get("id"):
-                raise ProviderError(f"rage4 has no domain {zone}",
-                                    "create the zone at Rage4 or check dnsDomain")
+                raise ProviderError(f"rage4 has no domain {zone}", "create the zone at Rage4 or check dnsDomain")
             self._domain_ids[zone] = int(domain["id"])
         return self._domain_ids[zone]

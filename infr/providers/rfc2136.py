@@ -55,26 +55,29 @@ class RFC2136Provider(Provider):
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         if key_algorithm.lower() not in ALGORITHMS:
-            raise ProviderError(f"unknown TSIG algorithm {key_algorithm!r}",
-                                f"set dnsRFC2136KeyAlgorithm to one of {', '.join(ALGORITHMS)}")
+            raise ProviderError(
+                f"unknown TSIG algorithm {key_algorithm!r}",
+                f"set dnsRFC2136KeyAlgorithm to one of {', '.join(ALGORITHMS)}",
+            )
         self.server, self.port = server, int(port)
         self.key_name = dns.name.from_text(key_name)
         self.algorithm = ALGORITHMS[key_algorithm.lower()]
         try:
             self.keyring = dns.tsigkeyring.from_text({key_name: key_secret})
         except (binascii.Error, ValueError) as exc:
-            raise ProviderError("dnsRFC2136KeySecret is not valid base64",
-                                "copy the secret from the server's key file") from exc
+            raise ProviderError(
+                "dnsRFC2136KeySecret is not valid base64", "copy the secret from the server's key file"
+            ) from exc
         self.timeout, self.attempts = timeout, attempts
         self.sleep = sleep or time.sleep
 
     def list_records(self, zone: str) -> list[Record]:
         def transfer() -> dns.zone.Zone:
             copy = dns.zone.Zone(zone, relativize=False)
-            query, _ = dns.xfr.make_query(copy, keyring=self.keyring, keyname=self.key_name,
-                                          keyalgorithm=self.algorithm)
-            dns.query.inbound_xfr(self.server, copy, query, port=self.port,
-                                  lifetime=self.timeout)
+            query, _ = dns.xfr.make_query(
+                copy, keyring=self.keyring, keyname=self.key_name, keyalgorithm=self.algorithm
+            )
+            dns.query.inbound_xfr(self.server, copy, query, port=self.port, lifetime=self.timeout)
             return copy
 
         copy = self._talk(f"AXFR {zone}", transfer)
@@ -84,8 +87,7 @@ class RFC2136Provider(Provider):
             if rtype == "SOA":
                 continue
             for rdata in rdataset:
-                value = (b"".join(rdata.strings).decode("utf-8", "replace") if rtype == "TXT"
-                         else rdata.to_text())
+                value = b"".join(rdata.strings).decode("utf-8", "replace") if rtype == "TXT" else rdata.to_text()
                 records.append(Record(name.to_text(), rtype, value, rdataset.ttl))
         return records
 
@@ -106,16 +108,14 @@ class RFC2136Provider(Provider):
         self._send(zone, update, f"delete {record}")
 
     def _message(self, zone: str) -> dns.update.UpdateMessage:
-        return dns.update.UpdateMessage(zone, keyring=self.keyring, keyname=self.key_name,
-                                        keyalgorithm=self.algorithm)
+        return dns.update.UpdateMessage(zone, keyring=self.keyring, keyname=self.key_name, keyalgorithm=self.algorithm)
 
     @staticmethod
     def _text(record: Record) -> str:
         return quote_txt(record.value) if record.type == "TXT" else record.value
 
     def _send(self, zone: str, update: dns.update.UpdateMessage, what: str) -> None:
-        answer = self._talk(what, lambda: dns.query.tcp(update, self.server, port=self.port,
-                                                        timeout=self.timeout))
+        answer = self._talk(what, lambda: dns.query.tcp(update, self.server, port=self.port, timeout=self.timeout))
         rcode = answer.rcode()
         if rcode != dns.rcode.NOERROR:
             raise ProviderError(
@@ -131,27 +131,26 @@ class RFC2136Provider(Provider):
                 result = call()
             except dns.tsig.PeerError as exc:
                 raise ProviderError(
-                    f"{self._where()} refused the TSIG key "
-                    f"{self.key_name.to_text(omit_final_dot=True)} ({exc})",
+                    f"{self._where()} refused the TSIG key {self.key_name.to_text(omit_final_dot=True)} ({exc})",
                     "check dnsRFC2136KeyName, dnsRFC2136KeySecret and dnsRFC2136KeyAlgorithm",
                 ) from exc
             except dns.xfr.TransferError as exc:
-                raise ProviderError(f"{self._where()} refused {what}: {exc}",
-                                    "allow zone transfers (AXFR) with the TSIG key") from exc
+                raise ProviderError(
+                    f"{self._where()} refused {what}: {exc}", "allow zone transfers (AXFR) with the TSIG key"
+                ) from exc
             except (dns.exception.Timeout, OSError) as exc:
                 log.info("rfc2136 %s %s: %s", self._where(), what, exc)
                 if attempt == self.attempts - 1:
-                    raise ProviderError(f"{self._where()} did not answer {what}: {exc}",
-                                        "check dnsRFC2136Server and dnsRFC2136Port") from exc
+                    raise ProviderError(
+                        f"{self._where()} did not answer {what}: {exc}", "check dnsRFC2136Server and dnsRFC2136Port"
+                    ) from exc
                 self.sleep(backoff_delay(attempt))
                 continue
             except dns.exception.DNSException as exc:
                 raise ProviderError(f"{self._where()} failed {what}: {exc}") from exc
-            log.info("rfc2136 %s %s (%.0f ms)", self._where(), what,
-                     (time.monotonic() - started) * 1000)
+            log.info("rfc2136 %s %s (%.0f ms)", self._where(), what, (time.monotonic() - started) * 1000)
             return result
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _where(self) -> str:
         return f"{self.server}:{self.port}"
-

@@ -83,8 +83,7 @@ class VultrProvider(Provider):
         self._ids.forget(record, record_id)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.api.request(method, path, describe=lambda r: json_field(r, "error"),
-                                    **kwargs)
+        response = self.api.request(method, path, describe=lambda r: json_field(r, "error"), **kwargs)
         return response.json() if response.content else None
 
     @staticmethod

@@ -84,7 +84,9 @@ def new_secret() -> str:
 
 def start(kind: str) -> DnsServer:
     starters: dict[str, Callable[[Path], DnsServer]] = {
-        "powerdns": _start_powerdns, "bind": _start_bind, "knot": _start_knot,
+        "powerdns": _start_powerdns,
+        "bind": _start_bind,
+        "knot": _start_knot,
     }
     workdir = Path(tempfile.mkdtemp(prefix=f"infr-{kind}-"))
     try:
@@ -110,8 +112,7 @@ def _zone_file(workdir: Path) -> Path:
 def _launch(kind: str, argv: list[str], workdir: Path, port: int, **fields: str) -> DnsServer:
     log = workdir / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
     return DnsServer(kind, port, workdir, proc, log=log, **fields)
 
 
@@ -136,6 +137,7 @@ def _answers_soa(port: int) -> Callable[[], bool]:
         except (OSError, dns.exception.Timeout):
             return False
         return answer.rcode() == dns.rcode.NOERROR and bool(answer.answer)
+
     return ready
 
 
@@ -159,8 +161,13 @@ def _start_powerdns(workdir: Path) -> DnsServer:
         "default-soa-content=ns1.@ hostmaster.@ 0 10800 3600 604800 3600\n"
         "daemon=no\nguardian=no\ndisable-syslog=yes\nloglevel=4\n"
     )
-    server = _launch("powerdns", [binary("pdns_server"), f"--config-dir={workdir}"], workdir, port,
-                     api_url=f"http://127.0.0.1:{api_port}")
+    server = _launch(
+        "powerdns",
+        [binary("pdns_server"), f"--config-dir={workdir}"],
+        workdir,
+        port,
+        api_url=f"http://127.0.0.1:{api_port}",
+    )
     api = f"{server.api_url}/api/v1/servers/localhost"
 
     def ready() -> bool:
@@ -171,11 +178,24 @@ def _start_powerdns(workdir: Path) -> DnsServer:
 
     _wait(server, ready)
     name, rtype, value = OUTSIDE
-    created = requests.post(f"{api}/zones", headers={"X-API-Key": API_KEY}, timeout=5, json={
-        "name": f"{ZONE}.", "kind": "Native", "nameservers": [f"ns1.{ZONE}."],
-        "rrsets": [{"name": f"{name}.{ZONE}.", "type": rtype, "ttl": 300,
-                    "records": [{"content": value, "disabled": False}]}],
-    })
+    created = requests.post(
+        f"{api}/zones",
+        headers={"X-API-Key": API_KEY},
+        timeout=5,
+        json={
+            "name": f"{ZONE}.",
+            "kind": "Native",
+            "nameservers": [f"ns1.{ZONE}."],
+            "rrsets": [
+                {
+                    "name": f"{name}.{ZONE}.",
+                    "type": rtype,
+                    "ttl": 300,
+                    "records": [{"content": value, "disabled": False}],
+                }
+            ],
+        },
+    )
     if not created.ok:
         server.stop()
         raise RuntimeError(f"PowerDNS refused the test zone: {created.status_code} {created.text}")
