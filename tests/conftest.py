@@ -1,0 +1,146 @@
+"""Fixtures and helpers shared by every test suite.
+
+Fixtures
+    admin_key     a fresh ed25519 public key file (ssh-keygen), comment alice@laptop
+    state_dir     an initialized state directory (example.com, 10.8.0.0/16 from 10.8.1.0)
+    (autouse)     git author env for the state's commits; INFR_DIR pointed at a path
+                  that does not exist, so no test can touch ~/.infr by accident;
+                  secret env variables cleared
+
+Helpers (import them: ``from tests.conftest import seed_host, seed_lxc``; plain
+``import conftest`` is ambiguous once a subdirectory has its own conftest.py, so this
+file puts the repository root on sys.path to make ``tests.conftest`` importable)
+    seed_host(root, name, public_ip)         a host written straight into state
+    seed_lxc(root, name, host, ...)          an LXC written straight into state
+    snapshot(root)                           every reviewable file and the git HEAD,
+                                             to prove that a command changed nothing
+    run_infr(root, *args)                    the installed `infr` in a subprocess
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infr.core.config import init_state
+from infr.core.session import Session
+from infr.state.model import Host, Lxc
+from infr.state.settings import SETTINGS
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+AUTHOR_NAME = "Test Admin"
+AUTHOR_EMAIL = "admin@example.org"
+INFR_BIN = Path(sys.executable).with_name("infr")
+
+DEFAULT_SETTINGS = {
+    "vnetNetwork": "10.8.0.0/16",
+    "vnetPoolStart": "10.8.1.0",
+    "dnsDomain": "example.com",
+    "dnsPrefix": "infr",
+    "vnetPrefix": "vnet",
+    "adminEmail": "admin@example.com",
+}
+# Files that change on every run and say nothing about the state.
+VOLATILE = {"log", ".lock", ".lock.info", ".apply.lock"}
+
+
+@pytest.fixture(autouse=True)
+def _infr_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("INFR_AUTHOR_NAME", AUTHOR_NAME)
+    monkeypatch.setenv("INFR_AUTHOR_EMAIL", AUTHOR_EMAIL)
+    monkeypatch.setenv("INFR_DIR", str(tmp_path_factory.getbasetemp() / "no-such-infr-dir"))
+    for setting in SETTINGS.values():
+        if setting.env:
+            monkeypatch.delenv(setting.env, raising=False)
+
+
+def make_key(directory: Path, name: str = "id_ed25519", comment: str = "alice@laptop") -> Path:
+    """A new ed25519 key pair in `directory`; returns the public key file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    private = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return private.with_name(name + ".pub")
+
+
+@pytest.fixture
+def admin_key(tmp_path: Path) -> Path:
+    return make_key(tmp_path / "keys")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, admin_key: Path) -> Path:
+    """A state directory as `infr init --yes` with DEFAULT_SETTINGS would leave it."""
+    root = tmp_path / "state"
+    key_text = " ".join(admin_key.read_text().split())
+    init_state(root, dict(DEFAULT_SETTINGS), key_text, "alice@laptop")
+    return root
+
+
+def seed_host(root: Path, name: str, public_ip: str, vnet_ip: str | None = None, **fields: Any) -> Host:
+    """Write a host into state as `infr hosts add` will (one commit); the vnet address comes from IPAM."""
+    with Session(root, command_line=f"test: seed host {name}").change() as change:
+        host = Host(name=name, public_ip=public_ip, vnet_ip=change.allocate_address(vnet_ip), **fields)
+        change.put_host(host)
+    return host
+
+
+def seed_lxc(
+    root: Path,
+    name: str,
+    host: str,
+    distro: str = "debian",
+    release: str = "bookworm",
+    vnet_ip: str | None = None,
+    **fields: Any,
+) -> Lxc:
+    """Write an LXC on `host` into state (one commit); extra `fields` are Lxc fields (http=..., aliases=...)."""
+    with Session(root, command_line=f"test: seed lxc {name}").change() as change:
+        lxc = Lxc(name=name, host=host, distro=distro, release=release, vnet_ip=change.allocate_address(vnet_ip))
+        for key, value in fields.items():
+            setattr(lxc, key, value)
+        change.put_lxc(lxc)
+    return lxc
+
+
+def snapshot(root: Path) -> dict[str, Any]:
+    """Every file of the state (contents and mode) plus git HEAD and status: equal snapshots mean no change.
+
+    The operation log, the lock files and the cache are left out: they change on every run.
+    """
+    files: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.split("/")[0] in (".git", ".cache") or rel in VOLATILE or not path.is_file():
+            continue
+        files[rel] = (path.read_bytes(), path.stat().st_mode & 0o777)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout
+
+    return {"files": files, "head": git("rev-parse", "HEAD"), "status": git("status", "--porcelain")}
+
+
+def run_infr(
+    root: Path | None, *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `infr` (with `-w root` when root is given) and capture its output as text."""
+    argv = [str(INFR_BIN), *(["-w", str(root)] if root is not None else []), *args]
+    return subprocess.run(
+        argv,
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
