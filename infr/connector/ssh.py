@@ -131,8 +131,28 @@ def _new_client(target: Target) -> paramiko.SSHClient:
     return client
 
 
+def _where(target: Target) -> str:
+    return f"{target.name} ({target.user}@{target.host}:{target.port})"
+
+
+def _connect_error(target: Target, e: Exception) -> RemoteError:
+    where = _where(target)
+    if isinstance(e, paramiko.BadHostKeyException):
+        return HostKeyError(
+            f"host key of {where} changed: pinned {fingerprint(_key_line(e.expected_key))}, "
+            f"offered {fingerprint(_key_line(e.key))}; refusing to connect",
+            _repin_hint(target.name),
+        )
+    if isinstance(e, paramiko.AuthenticationException):
+        return RemoteError(f"login to {where} refused: {e}", "check -i KEY, the ssh-agent, or the password")
+    return RemoteError(f"cannot connect to {where}: {e or type(e).__name__}")
+
+
 class SSHConnection:
-    """One authenticated SSH connection to a host; thread-safe for sequential commands."""
+    """One authenticated SSH connection to a host.
+
+    Several threads may run commands on it at once: each command gets its own channel.
+    """
 
     def __init__(self, target: Target, client: paramiko.SSHClient) -> None:
         self.target = target
@@ -140,6 +160,7 @@ class SSHConnection:
         transport = client.get_transport()
         assert transport is not None, "connect() returned without a transport"
         self._transport = transport
+        transport.set_keepalive(KEEPALIVE_INTERVAL)
         self.host_key = _key_line(transport.get_remote_server_key())
         """The key the host presented, "<type> <base64>": pin this one."""
 
@@ -147,8 +168,7 @@ class SSHConnection:
     def connect(cls, target: Target) -> SSHConnection:
         """Connect and log in, checking the host key against `target.pinned_key`."""
         client = _new_client(target)
-        where = f"{target.name} ({target.user}@{target.host}:{target.port})"
-        log.info("connect %s", where)
+        log.info("connect %s", _where(target))
         try:
             client.connect(
                 target.host,
@@ -160,27 +180,12 @@ class SSHConnection:
                 channel_timeout=target.timeout,
                 **_auth_args(target),
             )
-        except paramiko.BadHostKeyException as e:
+        except BaseException as e:
             client.close()
-            raise HostKeyError(
-                f"host key of {where} changed: pinned {fingerprint(_key_line(e.expected_key))}, "
-                f"offered {fingerprint(_key_line(e.key))}; refusing to connect",
-                _repin_hint(target.name),
-            ) from None
-        except paramiko.AuthenticationException as e:
-            client.close()
-            raise RemoteError(
-                f"login to {where} refused: {e}",
-                "check -i KEY, the ssh-agent, or the password",
-            ) from None
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            client.close()
-            raise RemoteError(f"cannot connect to {where}: {e or type(e).__name__}") from None
-        except BaseException:
-            client.close()
+            if isinstance(e, paramiko.SSHException | OSError | EOFError):
+                raise _connect_error(target, e) from None
             raise
         conn = cls(target, client)
-        conn._transport.set_keepalive(KEEPALIVE_INTERVAL)
         if target.pinned_key is None:
             log.info("%s: first contact, host key %s", target.name, conn.fingerprint)
         return conn
@@ -252,9 +257,7 @@ class SSHConnection:
         # Root needs no sudo, and a fresh server being adopted may not have it yet.
         return list(argv) if self.target.user == "root" else command.sudo(argv)
 
-    def _run_text(
-        self, text: str, input: bytes | None, timeout: float, check: bool, secret_output: bool
-    ) -> Result:
+    def _run_text(self, text: str, input: bytes | None, timeout: float, check: bool, secret_output: bool) -> Result:
         name = self.target.name
         log.info("%s: $ %s", name, text)
         try:
