@@ -100,9 +100,7 @@ def _serialized(on_event: Callable[[Event], None] | None) -> Callable[[Event], N
     return emit
 
 
-def _one(
-    name: str, item: T, fn: Callable[[T, Report], R], emit: Callable[[Event], None]
-) -> Outcome[R]:
+def _one(name: str, item: T, fn: Callable[[T, Report], R], emit: Callable[[Event], None]) -> Outcome[R]:
     emit(Event(name, EventKind.STARTED))
     try:
         value = fn(item, lambda message: emit(Event(name, EventKind.STEP, message)))
