@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 
 import click
@@ -67,3 +68,78 @@ def show(app: App, fmt: str | None) -> None:
     record["lxcs"] = sorted(c.name for c in inventory.lxcs_on(name))
     record["backups"] = [f"{b.from_host} -> {b.to_host} ({b.status})" for b in inventory.backups_of(name)]
     emit_object(record, SHOW_FIELDS, fmt)
+
+
+def _reporter(name: str) -> Callable[[str], None]:
+    return lambda message: click.echo(f"{name}: {message}")
+
+
+@hosts.command()
+@click.argument("name")
+@click.argument("ip")
+@click.option("--adopt", is_flag=True, help="Take over this Debian 12 server as it is, without reinstalling it.")
+@click.option(
+    "-p",
+    "--password",
+    "root_password",
+    default=None,
+    help="The server's root password, if your key is not authorised for root.",
+)
+@click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def add(app: App, name: str, ip: str, adopt: bool, root_password: str | None, assume_yes: bool) -> None:
+    """Add the server at IP as host NAME."""
+    from infr.core import hostops
+    from infr.errors import UsageError
+
+    if not adopt:
+        raise UsageError(
+            "reinstalling a server through iPXE is not available in this version",
+            f"take the server over as it is with: infr hosts add --adopt {name} {ip}",
+        )
+    if not assume_yes:
+        click.confirm(
+            f"infr will take over {ip} as {name}: root and password logins will be turned off. Go on?", abort=True
+        )
+    changes = hostops.adopt(app.session, name, ip, root_password, _reporter(name))
+    click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
+
+
+@host.command()
+@click.option("-n", "--network", is_flag=True, help="Also rewrite the network (drops containers off it briefly).")
+@click.option("-s", "--software", is_flag=True, help="Also (re)install the software.")
+@click.option("-k", "--rekey", is_flag=True, help="Re-read and pin the host's SSH key (after a reinstall).")
+@click.option("-R", "--no-haproxy", is_flag=True, help="Skip HAProxy and certificates.")
+@click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy: bool, assume_yes: bool) -> None:
+    """Make the host match state again: keys, sshd, names, HAProxy (and network, software)."""
+    from infr.core import hostops
+
+    name = target_name()
+    if network and not assume_yes:
+        click.confirm(f"Rewriting {name}'s network drops its containers off the network briefly. Go on?", abort=True)
+    steps = hostops.Steps(network=network, software=software, haproxy=not no_haproxy)
+    changes = hostops.reconfigure(app.session, name, steps, rekey, _reporter(name))
+    click.echo(f"{name}: {len(changes)} change(s)" if changes else f"{name}: nothing changed")
+
+
+@host.command()
+@click.option("--force", is_flag=True, help="Also forget the host's LXCs and backups.")
+@pass_app
+def remove(app: App, force: bool) -> None:
+    """Forget the host (nothing on the machine is touched)."""
+    from infr.core import hostops
+
+    for note in hostops.remove(app.session, target_name(), force):
+        click.echo(note)
+
+
+@host.command()
+@click.argument("command", nargs=-1)
+@pass_app
+def ssh(app: App, command: tuple[str, ...]) -> None:
+    """Open a shell on the host as manager (or run COMMAND there)."""
+    from infr.core import sshexec
+
+    sshexec.exec_ssh(app.session, target_name(), list(command))

@@ -42,6 +42,7 @@ def add(app: App, file: Path, name: str | None) -> None:
 
     with changing(app) as change:
         add_key(change, file.read_text(), file.name, name)
+    _push(app)
 
 
 @keys.command()
@@ -53,3 +54,22 @@ def remove(app: App, name: str) -> None:
 
     with changing(app) as change:
         remove_key(change, name)
+    _push(app)
+
+
+def _push(app: App) -> None:
+    """Every host gets the new key list now (Infr only wrote keys at install time)."""
+    from infr.core import hostops
+
+    hosts = sorted(app.session.inventory().hosts)
+    if not hosts:
+        return
+    with app.session.locked():
+        failed = hostops.push_keys(app.session, hosts, lambda host, result: click.echo(f"{host}: {result}"))
+    if failed:
+        from infr.errors import RemoteError
+
+        raise RemoteError(
+            f"the key change is saved but did not reach {', '.join(sorted(failed))}",
+            "run 'infr host NAME reconfigure' once the host is reachable",
+        )

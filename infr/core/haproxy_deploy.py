@@ -1,0 +1,59 @@
+"""Putting a host's HAProxy config live: render, upload, check, swap, reload, or roll back.
+
+The host-side half is templates/haproxy/infr-haproxy-apply: it runs `haproxy -c`,
+swaps the file atomically, reloads the master-worker HAProxy without dropping a
+connection, and puts the previous config back if the reload fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import files
+
+from infr.connector import SSHConnection
+from infr.core import converge
+from infr.core.haproxy import HaproxySettings, render_haproxy, summarize_changes
+from infr.core.session import Session
+from infr.errors import RemoteError
+from infr.state.model import Host
+
+APPLY_SCRIPT = "/usr/local/sbin/infr-haproxy-apply"
+CONFIG = "/etc/haproxy/haproxy.cfg"
+STAGED = "/etc/haproxy/haproxy.cfg.infr-new"
+EXIT_MEANINGS = {
+    2: "the new config failed 'haproxy -c'; nothing changed",
+    3: "the new config did not load; the previous config is back and serving",
+    4: "the new config did not load, and the previous one could not be restored",
+}
+
+
+def settings_for(session: Session) -> HaproxySettings:
+    values = session.settings()
+    return HaproxySettings(
+        dns_domain=str(values["dnsDomain"]),
+        dns_prefix=str(values["dnsPrefix"]),
+        vnet_prefix=str(values["vnetPrefix"]),
+    )
+
+
+def apply_script() -> bytes:
+    return files("infr").joinpath("templates/haproxy/infr-haproxy-apply").read_bytes()
+
+
+def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[str], None]) -> list[str]:
+    """Make the host's HAProxy serve the config state asks for; returns what changed."""
+    inv = session.inventory()
+    new = render_haproxy(host, inv.lxcs_on(host.name), settings_for(session))
+    changes = converge.ensure_file(conn, converge.FileSpec(APPLY_SCRIPT, apply_script(), mode=0o755))
+    current = conn.run(["cat", "--", CONFIG], check=False)
+    old = current.text if current.exit_status == 0 else ""
+    if old == new:
+        return changes
+    conn.put_file(STAGED, new.encode(), owner="root", group="haproxy", mode=0o640)
+    result = conn.run([APPLY_SCRIPT, STAGED], check=False)
+    if result.exit_status != 0:
+        meaning = EXIT_MEANINGS.get(result.exit_status, "the apply script failed")
+        raise RemoteError(f"{host.name}: {meaning}: {result.stderr.decode().strip()}")
+    summary = summarize_changes(old, new) or ["config rewritten"]
+    report(f"haproxy: {'; '.join(summary)}")
+    return [*changes, *(f"haproxy {line}" for line in summary)]

@@ -1,0 +1,213 @@
+"""Hosts on real machines: adopt an existing server, reconfigure, remove, push keys, ssh in.
+
+The state lock is held for the whole of each operation. A host is recorded (as
+`installing`) before anything is done to it, so its vnet address is reserved and a
+run cut off half-way is resumed by running the same command again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from infr.connector import SSHConnection, Target, fingerprint
+from infr.core import converge, provision
+from infr.core.session import Session
+from infr.errors import ConflictError, HostKeyError, NotFoundError, RemoteError, UsageError
+from infr.state import validate
+from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which parts of a host to (re)configure; Infr's reconfigure flags."""
+
+    network: bool = True
+    software: bool = True
+    haproxy: bool = True
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def get_host(inv: Inventory, name: str) -> Host:
+    if name not in inv.hosts:
+        hint = f"{name} is an LXC: use 'infr lxc {name}'" if name in inv.lxcs else "list them with 'infr hosts'"
+        raise NotFoundError(f"no host named {name!r}", hint)
+    return inv.hosts[name]
+
+
+def target(session: Session, host: Host, *, user: str = "manager", password: str | None = None) -> Target:
+    key = Path(session.identity_file).expanduser() if session.identity_file else None
+    return Target(
+        host.name,
+        host.public_ip,
+        port=host.ssh_port,
+        user=user,
+        key_file=key,
+        password=password,
+        pinned_key=host.host_key or None,
+    )
+
+
+def _check_new_host(inv: Inventory, name: str, ip: str) -> None:
+    problems = [p for p in (validate.dns_label(name, "host name"), validate.ipv4(ip, "IP")) if p]
+    if problems:
+        raise UsageError("; ".join(problems), "e.g. infr hosts add --adopt bob 203.0.113.10")
+    if name in inv.lxcs:
+        raise ConflictError(f"{name} is already an LXC's name", "names are shared by hosts and LXCs: pick another")
+    for other in inv.hosts.values():
+        if other.public_ip == ip and other.name != name:
+            raise ConflictError(f"{ip} is already host {other.name}", "each host needs its own public IP")
+    if ipaddress.IPv4Address(ip).is_loopback:
+        raise UsageError(f"{ip} is a loopback address", "give the server's public IP")
+
+
+def record_host(session: Session, name: str, ip: str) -> Host:
+    """The host as recorded in state, recording it (as installing) if new; resumes a cut-off add."""
+    with session.change() as change:
+        inv = change.inv
+        if name in inv.hosts:
+            host = inv.hosts[name]
+            if host.public_ip != ip:
+                raise ConflictError(
+                    f"host {name} already exists with IP {host.public_ip}",
+                    f"pick another name, or remove it first: infr host {name} remove",
+                )
+            return host
+        _check_new_host(inv, name, ip)
+        host = Host(name, ip, change.allocate_address(), status=HOST_INSTALLING, added=now())
+        change.put_host(host)
+        change.note(f"host {name} recorded with vnet address {host.vnet_ip}")
+        return host
+
+
+def pin_host_key(session: Session, host: Host, conn: SSHConnection, report: Report) -> Host:
+    if host.host_key == conn.host_key:
+        return host
+    report(f"pinned host key {fingerprint(conn.host_key)}")
+    with session.change() as change:
+        host = replace(change.inv.hosts[host.name], host_key=conn.host_key)
+        change.put_host(host)
+    return host
+
+
+def _bootstrap_manager(session: Session, host: Host, password: str | None, report: Report) -> Host:
+    """As root: the manager account with the admin keys and sudo. Skipped once manager works."""
+    try:
+        with SSHConnection.connect(target(session, host)) as conn:
+            if conn.run(["true"], check=False).exit_status == 0:
+                return pin_host_key(session, host, conn, report)
+    except HostKeyError:
+        raise
+    except RemoteError:
+        pass  # no manager yet (a fresh server): set it up as root
+    report("logging in as root")
+    with SSHConnection.connect(target(session, host, user="root", password=password)) as root:
+        host = pin_host_key(session, host, root, report)
+        inv = session.inventory()
+        changes = converge.ensure_packages(root, ["sudo"])
+        changes += converge.ensure_user(root, provision.MANAGER, ["sudo"])
+        root.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
+        for spec in provision.manager_files(inv):
+            changes += converge.ensure_file(root, spec)
+    for line in changes:
+        report(line)
+    return host
+
+
+def configure(conn: SSHConnection, session: Session, host: Host, steps: Steps, report: Report) -> list[str]:
+    """Bring a host whose manager login works to what state says; returns what changed."""
+    inv = session.inventory()
+    settings = session.settings()
+    changes: list[str] = []
+    files = [*provision.manager_files(inv), provision.sshd_file(), *provision.name_files(host, settings)]
+    if steps.software:
+        report("installing software")
+        changes += converge.ensure_packages(conn, provision.HOST_PACKAGES)
+    if steps.network:
+        files += provision.network_files(host, settings)
+    for spec in files:
+        changes += converge.ensure_file(conn, spec)
+    if steps.haproxy:
+        from infr.core import haproxy_deploy
+
+        changes += haproxy_deploy.deploy(conn, session, host, report)
+    for line in changes:
+        report(line)
+    return changes
+
+
+def adopt(session: Session, name: str, ip: str, password: str | None, report: Report) -> list[str]:
+    """Take over an existing Debian server without reinstalling it; safe to run again."""
+    with session.locked():
+        host = record_host(session, name, ip)
+        host = _bootstrap_manager(session, host, password, report)
+        with SSHConnection.connect(target(session, host)) as conn:
+            conn.run(["true"])  # sudo works for manager: only now is root login turned off
+            changes = configure(conn, session, host, Steps(), report)
+        if host.status != HOST_READY:
+            with session.change() as change:
+                change.put_host(replace(change.inv.hosts[name], status=HOST_READY))
+                change.note(f"host {name} is ready")
+                changes.append("marked ready")
+    return changes
+
+
+def reconfigure(session: Session, name: str, steps: Steps, repin: bool, report: Report) -> list[str]:
+    with session.locked():
+        host = get_host(session.inventory(), name)
+        if repin:
+            host = replace(host, host_key="")
+        with SSHConnection.connect(target(session, host)) as conn:
+            host = pin_host_key(session, host, conn, report)
+            return configure(conn, session, host, steps, report)
+
+
+def push_keys(session: Session, names: list[str], report: Callable[[str, str], None]) -> dict[str, str]:
+    """Write the admin keys to every listed host; returns host -> error for those that failed."""
+    from infr.connector import run_parallel
+
+    inv = session.inventory()
+    spec = provision.manager_files(inv)[0]
+    hosts = {n: inv.hosts[n] for n in names if inv.hosts[n].status == HOST_READY}
+
+    def push(host: Host, step: Callable[[str], None]) -> list[str]:
+        with SSHConnection.connect(target(session, host)) as conn:
+            return converge.ensure_file(conn, spec)
+
+    outcomes = run_parallel(hosts, push, skip=session.down_hosts)
+    failed = {}
+    for host_name, outcome in outcomes.items():
+        if outcome.error:
+            failed[host_name] = str(outcome.error)
+        report(
+            host_name, "skipped (down)" if host_name in session.down_hosts else str(outcome.error or "keys up to date")
+        )
+    return failed
+
+
+def remove(session: Session, name: str, force: bool) -> list[str]:
+    """Forget a host; refuses while LXCs or backups use it unless forced, never leaving orphans."""
+    with session.change() as change:
+        get_host(change.inv, name)
+        lxcs = sorted(c.name for c in change.inv.lxcs_on(name))
+        backups = [f"{b.from_host}->{b.to_host}" for b in change.inv.backups_of(name)]
+        if (lxcs or backups) and not force:
+            used = ", ".join([*(f"LXC {n}" for n in lxcs), *(f"backup {b}" for b in backups)])
+            raise ConflictError(f"host {name} is still used by {used}", "remove those first, or pass --force")
+        for lxc in lxcs:
+            change.delete_lxc(lxc)
+        if backups:
+            change.set_backups([b for b in change.inv.backups if name not in b.pair])
+        change.delete_host(name)
+        change.note(
+            f"host {name} removed" + (f" with {', '.join(lxcs + backups)}" if force and (lxcs or backups) else "")
+        )
+        return change.notes

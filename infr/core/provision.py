@@ -1,0 +1,117 @@
+"""What a host set up by infr looks like, as data: users, keys, sshd, names, packages, network.
+
+Pure functions from state to FileSpecs and package lists; converge.py makes a host match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from infr.core.converge import FileSpec
+from infr.state.model import Host, Inventory
+
+MANAGER = "manager"
+BRIDGE = "infrbr0"
+HOST_PACKAGES = (
+    "sudo",
+    "openssh-server",
+    "btrfs-progs",
+    "lxc",
+    "lxc-templates",
+    "debootstrap",
+    "dnsmasq-base",
+    "nftables",
+    "haproxy",
+    "certbot",
+    "btrbk",
+    "wireguard-tools",
+    "openssl",
+    "rsync",
+    "curl",
+    # the HAProxy apply script talks to the master CLI through socat
+    "socat",
+)
+
+
+def authorized_keys(inv: Inventory) -> bytes:
+    lines = [f"{key.key}\n" for key in sorted(inv.keys.values(), key=lambda k: k.name)]
+    return "".join(lines).encode()
+
+
+def manager_files(inv: Inventory) -> list[FileSpec]:
+    """The manager account's keys and passwordless sudo; written while still logged in as root."""
+    return [
+        FileSpec(f"/home/{MANAGER}/.ssh/authorized_keys", authorized_keys(inv), MANAGER, MANAGER, 0o600),
+        FileSpec(
+            f"/etc/sudoers.d/infr-{MANAGER}",
+            f"# infr: the shared admin account\n{MANAGER} ALL=(ALL) NOPASSWD:ALL\n".encode(),
+            mode=0o440,
+            precheck=("visudo", "-c", "-q", "-f", "{}"),
+        ),
+    ]
+
+
+def sshd_file() -> FileSpec:
+    """Key-only logins, and none as root: everyone comes in as manager with their own key."""
+    text = (
+        "# infr: logins with admin keys only, as manager\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin no\n"
+    )
+    return FileSpec(
+        "/etc/ssh/sshd_config.d/infr.conf",
+        text.encode(),
+        postcheck=("sshd", "-t"),
+        on_change=(("systemctl", "reload", "ssh"),),
+    )
+
+
+def fqdn(host: Host, settings: dict) -> str:
+    return f"{host.name}.{settings['dnsPrefix']}.{settings['dnsDomain']}"
+
+
+def name_files(host: Host, settings: dict) -> list[FileSpec]:
+    hosts = (
+        "127.0.0.1\tlocalhost\n"
+        f"127.0.1.1\t{fqdn(host, settings)} {host.name}\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+    )
+    return [
+        FileSpec("/etc/hostname", f"{host.name}\n".encode(), on_change=(("hostname", host.name),)),
+        FileSpec("/etc/hosts", hosts.encode()),
+    ]
+
+
+def network_files(host: Host, settings: dict) -> list[FileSpec]:
+    """The containers' bridge with the host's vnet address, and NAT to the world (lxc-net).
+
+    lxc-net owns the bridge, its nftables NAT and a dnsmasq that answers DNS for the
+    containers; containers get static addresses, so DHCP only serves static leases.
+    """
+    network = ipaddress.IPv4Network(settings["vnetNetwork"])
+    lxc_net = (
+        "# infr: the containers' bridge\n"
+        'USE_LXC_BRIDGE="true"\n'
+        f'LXC_BRIDGE="{BRIDGE}"\n'
+        f'LXC_ADDR="{host.vnet_ip}"\n'
+        f'LXC_NETMASK="{network.netmask}"\n'
+        f'LXC_NETWORK="{network}"\n'
+        f'LXC_DHCP_RANGE="{network.network_address},static"\n'
+        'LXC_DHCP_MAX="1"\n'
+        'LXC_USE_NFT="true"\n'
+    )
+    default_conf = (
+        "# infr: new containers join the vnet bridge\n"
+        "lxc.net.0.type = veth\n"
+        f"lxc.net.0.link = {BRIDGE}\n"
+        "lxc.net.0.flags = up\n"
+        "lxc.apparmor.profile = generated\n"
+        "lxc.apparmor.allow_nesting = 1\n"
+    )
+    return [
+        FileSpec("/etc/default/lxc-net", lxc_net.encode(), on_change=(("systemctl", "restart", "lxc-net"),)),
+        FileSpec("/etc/lxc/default.conf", default_conf.encode()),
+        FileSpec("/etc/sysctl.d/60-infr.conf", b"net.ipv4.ip_forward = 1\n", on_change=(("sysctl", "--system"),)),
+    ]
