@@ -8,7 +8,7 @@ logging in, which may be the unprivileged test user.
 A test module in this directory gets the fixtures `client_key`, `sshd_factory` and
 `infrtest_user` by importing them (under names that don't shadow the arguments):
 
-    from sshd import client_key_fixture, sshd_factory_fixture  # noqa: F401
+    from tests.integration.sshd import client_key_fixture, sshd_factory_fixture  # noqa: F401
 """
 
 from __future__ import annotations

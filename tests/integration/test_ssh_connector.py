@@ -11,15 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sshd import (  # noqa: F401  (the *_fixture names register pytest fixtures)
-    KeyPair,
-    Sshd,
-    SystemUser,
-    client_key_fixture,
-    infrtest_user_fixture,
-    make_keypair,
-    sshd_factory_fixture,
-)
 
 from infr import oplog
 from infr.connector import (
@@ -33,6 +24,15 @@ from infr.connector import (
     run_parallel,
 )
 from infr.errors import HostKeyError, RemoteError
+from tests.integration.sshd import (  # noqa: F401  (the *_fixture names register pytest fixtures)
+    KeyPair,
+    Sshd,
+    SystemUser,
+    client_key_fixture,
+    infrtest_user_fixture,
+    make_keypair,
+    sshd_factory_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
