@@ -45,7 +45,7 @@ class Setting:
 
 
 def _url(text: str) -> str | None:
-    if re.match(r"^https?://[^\s/]+(/\S*)?$", text):
+    if re.match(r"^https?://[^\s/]+(/\S*)?\Z", text):
         return None
     return f"{text!r} is not an http:// or https:// URL"
 

@@ -10,9 +10,11 @@ import re
 from functools import lru_cache
 from typing import Any
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_EMAIL = re.compile(r"^[^@\s]+@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I)
-_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# \Z, not $: '$' also matches before a trailing newline, so "web1\n" would pass.
+# re.ASCII: with re.I alone, [a-z] also matches the Kelvin sign and the dotless i.
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_EMAIL = re.compile(r"^[^@\s]+@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z", re.I | re.ASCII)
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 _SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
