@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Benchmark the installed `infr` against `python -c pass`, in one run, on this machine.
+
+Prints a table of medians with ratios against a baseline measured in the same run,
+the targets of issue 2 item 7, and PASS/MISS. It is a benchmark, not a test: it
+always exits 0 unless infr itself fails (see bench/README.md).
+
+    .venv/bin/python bench/bench_cli.py            # about a minute
+    .venv/bin/python bench/bench_cli.py --reps 5   # quicker, noisier
+
+Run it with the venv's python: the baseline is that interpreter starting and doing
+nothing, and `infr` is the console script next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEAVY = ("paramiko", "requests", "jinja2", "tomlkit", "tldextract")
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkHr0v3eW1nMbYx3c5mHk7xQ1mQjD1d7yJb0d4bEGVh bench@infr"
+
+
+# ---- running a child and measuring it ----------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    max_rss_mb: float
+    stdout: bytes
+    stderr: bytes
+
+
+def run(argv: Sequence[str], env: dict[str, str] | None = None, check: bool = True) -> Run:
+    """Run argv with stdout and stderr piped; wall time and this child's own peak RSS.
+
+    os.wait4 gives the rusage of exactly this child (RUSAGE_CHILDREN would give the
+    maximum over every child this benchmark ever waited for).
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    chunks: dict[str, bytes] = {}
+
+    def drain(name: str, stream: object) -> None:
+        chunks[name] = stream.read()  # type: ignore[attr-defined]
+
+    readers = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    result = Run(elapsed, usage.ru_maxrss / 1024, chunks["out"], chunks["err"])
+    if check and proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(argv)} exited {proc.returncode}:\n{result.stderr.decode(errors='replace')}")
+    return result
+
+
+@dataclass
+class Series:
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def spread(self) -> str:
+        times = sorted(r.seconds for r in self.runs)
+        return f"{times[0] * 1000:.0f}-{times[-1] * 1000:.0f} ms"
+
+    @property
+    def peak_mb(self) -> float:
+        return max(r.max_rss_mb for r in self.runs)
+
+
+def rounds(commands: dict[str, Callable[[], Run]], reps: int) -> dict[str, Series]:
+    """Run every command once per round, `reps` rounds, so drift hits all of them alike."""
+    series = {name: Series() for name in commands}
+    for _ in range(reps):
+        for name, command in commands.items():
+            series[name].runs.append(command())
+    return series
+
+
+# ---- state generation ----------------------------------------------------------------
+
+
+def make_state(root: Path, hosts: int, lxcs_per_host: int) -> float:
+    """A state directory with `hosts` hosts and `lxcs_per_host` LXCs on each, in one git commit.
+
+    Written directly (infr has no offline `hosts add`, and 11,000 commands would take
+    hours): init through infr itself, then the TOML files in infr's own format.
+    """
+    from infr.core.config import init_state
+    from infr.state import history, schema
+    from infr.state.model import Host, Lxc, TcpForward
+    from infr.state.store import dump_toml
+
+    start = time.perf_counter()
+    settings = {
+        "vnetNetwork": "10.8.0.0/16",
+        "vnetPoolStart": "10.8.1.0",
+        "dnsDomain": "example.com",
+        "dnsPrefix": "infr",
+        "vnetPrefix": "vnet",
+        "adminEmail": "admin@example.com",
+    }
+    init_state(root, settings, KEY, "bench")
+
+    def addresses() -> object:
+        # As IPAM hands them out: from the pool start, skipping .0 and .255.
+        address = int(ipaddress.IPv4Address("10.8.1.0"))
+        while True:
+            address += 1
+            if address & 0xFF not in (0, 255):
+                yield str(ipaddress.IPv4Address(address))
+
+    pool = addresses()
+    last = ""
+    n = 0
+    for h in range(1, hosts + 1):
+        host_name = f"h{h}"
+        last = next(pool)  # type: ignore[call-overload]
+        public = ipaddress.IPv4Address("198.18.0.0") + h  # RFC 2544 benchmark range
+        host = Host(host_name, str(public), last, status="ready", added="2024-01-01T00:00:00+00:00", ssh_port=22)
+        (root / "hosts" / f"{host_name}.toml").write_bytes(dump_toml(schema.to_dict(host)))
+        for i in range(lxcs_per_host):
+            n += 1
+            last = next(pool)  # type: ignore[call-overload]
+            lxc = Lxc(
+                f"c{n}",
+                host_name,
+                "debian",
+                "12",
+                last,
+                added="2024-01-01T00:00:00+00:00",
+                http="FORWARD" if n % 2 else "NONE",
+                https="TERMINATE" if n % 3 else "FORWARD",
+                aliases=[f"www.site{n}.example.org"] if n % 5 == 0 else [],
+                tcp_forwards=[TcpForward(2200 + i, 22)] if n % 4 == 0 else [],
+            )
+            (root / "lxcs" / f"c{n}.toml").write_bytes(dump_toml(schema.to_dict(lxc)))
+    (root / "ipam.toml").write_bytes(dump_toml({"last": last}))
+    history.commit(root, ["hosts", "lxcs", "ipam.toml"], f"bench: {hosts} hosts, {hosts * lxcs_per_host} LXCs")
+    return time.perf_counter() - start
+
+
+def drop_cache(root: Path) -> None:
+    shutil.rmtree(root / ".cache", ignore_errors=True)
+
+
+# ---- imports -------------------------------------------------------------------------
+
+
+def imported_modules(argv: Sequence[str], env: dict[str, str]) -> list[tuple[str, int]]:
+    """(module, cumulative microseconds) for every module argv imports, via -X importtime."""
+    result = run(argv, env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    modules = []
+    for line in result.stderr.decode().splitlines():
+        if line.startswith("import time:") and "|" in line and "cumulative" not in line:
+            _, cumulative, name = line[len("import time:") :].split("|")
+            modules.append((name.strip(), int(cumulative)))
+    return modules
+
+
+# ---- report --------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    ratio: str
+    target: str
+    ok: bool | None  # None: informational, no target
+
+    @property
+    def verdict(self) -> str:
+        return "-" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def print_table(rows: list[Row]) -> None:
+    header = Row("figure", "median", "x baseline", "target", None)
+    table = [header, *rows]
+    cells = [(r.figure, r.value, r.ratio, r.target, "result" if r is header else r.verdict) for r in table]
+    widths = [max(len(c[i]) for c in cells) for i in range(5)]
+    for i, c in enumerate(cells):
+        print("  ".join(v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths))).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=11, help="repetitions of each small timing (median reported)")
+    parser.add_argument("--big-reps", type=int, default=5, help="repetitions on the 1,000-host state")
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--lxcs-per-host", type=int, default=10)
+    parser.add_argument("--infr", default=str(Path(sys.executable).parent / "infr"), help="the infr to measure")
+    parser.add_argument("--keep", action="store_true", help="keep the generated state directories")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args()
+
+    infr = args.infr
+    if not Path(infr).exists():
+        sys.exit(f"bench: no infr at {infr}; run with the venv's python or pass --infr")
+    python = sys.executable
+    workdir = Path(tempfile.mkdtemp(prefix="infr-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFR_")}
+    env.update({"INFR_AUTHOR_NAME": "bench", "INFR_AUTHOR_EMAIL": "bench@example.com", "HOME": str(workdir)})
+    os.environ.update({"INFR_AUTHOR_NAME": "bench", "INFR_AUTHOR_EMAIL": "bench@example.com"})
+    rows: list[Row] = []
+    figures: dict[str, object] = {"python": python, "infr": infr, "reps": args.reps, "big_reps": args.big_reps}
+
+    try:
+        print(f"python {sys.version.split()[0]} at {python}; infr at {infr}; {os.cpu_count()} CPUs", flush=True)
+
+        # -- small state: startup ------------------------------------------------------
+        small = workdir / "small"
+        make_state(small, 3, 0)
+        baseline = [python, "-c", "pass"]
+        small_env = {**env, "INFR_DIR": str(small)}
+        commands = {
+            "baseline": lambda: run(baseline, env=env),
+            "help": lambda: run([infr, "--help"], env=small_env),
+            "hosts": lambda: run([infr, "hosts"], env=small_env),
+        }
+        for command in commands.values():  # warm the page cache and infr's cache
+            command()
+        hosts_out = commands["hosts"]().stdout.decode()
+        assert hosts_out.count("\n") == 5 and "h3" in hosts_out, hosts_out
+        print(f"small state: {args.reps} rounds of python -c pass / infr --help / infr hosts ...", flush=True)
+        small_series = rounds(commands, args.reps)
+        base = small_series["baseline"].median
+        rows.append(Row("python -c pass (baseline)", ms(base), "1.00", "", None))
+        for name, label in (("help", "infr --help"), ("hosts", "infr hosts (3 hosts, piped)")):
+            ratio = small_series[name].median / base
+            rows.append(Row(label, ms(small_series[name].median), f"{ratio:.2f}", "<= 3x", ratio <= 3))
+        figures["small"] = {k: {"median_s": s.median, "spread": s.spread} for k, s in small_series.items()}
+
+        # Heavy imports on the fast paths.
+        heavy_found: dict[str, list[str]] = {}
+        for name, argv in (("help", [infr, "--help"]), ("hosts", [infr, "hosts"])):
+            modules = imported_modules(argv, small_env)
+            tops = {m.split(".")[0] for m, _ in modules}
+            heavy_found[name] = sorted(t for t in HEAVY if t in tops)
+            figures[f"imports_{name}"] = {"count": len(modules), "heavy": heavy_found[name]}
+        # The cost of click alone, for the record (see README: the floor of a click CLI).
+        click_series = rounds({"click": lambda: run([python, "-c", "import click"], env=env)}, args.reps)
+        click_ratio = click_series["click"].median / base
+        rows.append(Row("python -c 'import click' (floor)", ms(click_series["click"].median), f"{click_ratio:.2f}", "", None))
+        for name, label in (("help", "infr --help"), ("hosts", "infr hosts")):
+            found = heavy_found[name]
+            rows.append(Row(f"{label}: heavy imports", ", ".join(found) or "none", "", "none", not found))
+
+        # -- big state -----------------------------------------------------------------
+        big = workdir / "big"
+        total = args.hosts * args.lxcs_per_host
+        print(f"big state: generating {args.hosts} hosts and {total} LXCs ...", flush=True)
+        gen_seconds = make_state(big, args.hosts, args.lxcs_per_host)
+        figures["generate_s"] = gen_seconds
+        big_env = {**env, "INFR_DIR": str(big)}
+        lxcs_json = [infr, "lxcs", "-o", "json"]
+        modes = iter(["FORWARD", "NONE"] * 10_000)
+
+        def toggle() -> Run:
+            return run([infr, "lxc", "c5000", "http", next(modes)], env=big_env)
+
+        # The very first command after generation: infr's cache is rebuilt from 11,000 TOML files.
+        first = run(lxcs_json, env=big_env)
+        listed = json.loads(first.stdout)
+        assert len(listed) == total and listed[0]["name"] == "c1", len(listed)
+        print(f"big state: {args.big_reps} rounds, cold (cache removed) and warm ...", flush=True)
+        cold_list, cold_change, warm_list, warm_change, big_base = Series(), Series(), Series(), Series(), Series()
+        for _ in range(args.big_reps):
+            big_base.runs.append(run(baseline, env=env))
+            drop_cache(big)
+            cold_list.runs.append(run(lxcs_json, env=big_env))
+            warm_list.runs.append(run(lxcs_json, env=big_env))
+            drop_cache(big)
+            cold_change.runs.append(toggle())
+            warm_change.runs.append(toggle())
+        # Warm runs after a warm run (the common case: nothing else touched the state).
+        for _ in range(args.big_reps):
+            warm_list.runs.append(run(lxcs_json, env=big_env))
+            warm_change.runs.append(toggle())
+        shown = run([infr, "lxc", "c5000", "show", "-o", "json"], env=big_env)
+        assert json.loads(shown.stdout)["http"] in ("FORWARD", "NONE")
+        history_len = len(run(["git", "-C", str(big), "log", "--oneline"]).stdout.splitlines())
+        assert history_len == 2 + 2 * args.big_reps + args.big_reps, history_len  # init, generate, changes
+
+        big_b = big_base.median
+        for series, label, limit in (
+            (warm_list, f"infr lxcs -o json ({total} LXCs, warm)", 1.0),
+            (cold_list, f"infr lxcs -o json ({total} LXCs, cold)", 1.0),
+            (warm_change, "infr lxc c5000 http FORWARD|NONE (warm)", 0.5),
+            (cold_change, "infr lxc c5000 http FORWARD|NONE (cold)", 0.5),
+        ):
+            rows.append(Row(label, ms(series.median), f"{series.median / big_b:.1f}", f"< {limit:g} s", series.median < limit))
+        peak = max(s.peak_mb for s in (cold_list, warm_list, cold_change, warm_change))
+        for series, label in ((cold_list, "lxcs -o json, cold"), (warm_list, "lxcs -o json, warm"),
+                              (cold_change, "lxc http, cold"), (warm_change, "lxc http, warm")):
+            rows.append(Row(f"peak RSS: {label}", f"{series.peak_mb:.0f} MB", "", "< 200 MB", series.peak_mb < 200))
+        figures["big"] = {
+            "baseline_s": big_b,
+            "first_run_s": first.seconds,
+            "warm_list_s": warm_list.median,
+            "cold_list_s": cold_list.median,
+            "warm_change_s": warm_change.median,
+            "cold_change_s": cold_change.median,
+            "peak_rss_mb": peak,
+            "json_bytes": len(first.stdout),
+        }
+
+        print()
+        print_table(rows)
+        print()
+        print(
+            f"baseline: {ms(base)} in the small-state rounds ({small_series['baseline'].spread}), "
+            f"{ms(big_b)} in the big-state rounds; medians of {args.reps} (small) and "
+            f"{args.big_reps} cold / {2 * args.big_reps} warm (big) runs."
+        )
+        print(
+            f"big state: generated in {gen_seconds:.1f} s; the first command after it (cache rebuild) took "
+            f"{ms(first.seconds)}; `-o json` prints {len(first.stdout) / 1e6:.1f} MB."
+        )
+        for name in ("help", "hosts"):
+            print(f"infr {name}: {figures[f'imports_{name}']['count']} modules imported")  # type: ignore[index]
+        if args.json:
+            figures["rows"] = [vars(r) | {"verdict": r.verdict} for r in rows]
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2))
+    finally:
+        if args.keep:
+            print(f"state directories kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
