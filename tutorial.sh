@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The Infr tutorial (docs/tutorial.md), run for real on two local lab VMs standing in for
+# rented VPSes. Leaves the lab running so you can look around; stop it with
+#   .venv/bin/infr -w .tutorial lab down
+set -euo pipefail
+cd "$(dirname "$0")"
+.ci/install
+export PATH="$PWD/.venv/bin:$PATH" INFR_DIR="$PWD/.tutorial"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+key="$INFR_DIR/admin_ed25519"
+if [ ! -f "$INFR_DIR/infr.toml" ]; then
+    mkdir -p "$INFR_DIR"
+    [ -f "$key" ] || ssh-keygen -q -t ed25519 -N '' -C tutorial@infr -f "$key"
+    step infr init --yes --dns-domain example.com --admin-email admin@example.com --ssh-key "$key.pub"
+fi
+step infr lab up --hosts 2
+step infr -i "$key" hosts add --adopt --yes bob 198.51.100.11
+step infr -i "$key" hosts add --adopt --yes tom 198.51.100.12
+step infr hosts
+step infr host bob
+step infr dns
+step infr -i "$key" host bob ssh -- 'hostname; id; sudo -n true && echo sudo works; findmnt -no FSTYPE /'
+second="$INFR_DIR/second_ed25519"
+[ -f "$second" ] || ssh-keygen -q -t ed25519 -N '' -C second@infr -f "$second"
+infr keys | grep -q second@infr || step infr -i "$key" keys add "$second.pub"
+step infr -i "$second" host tom ssh -- 'echo logged in to $(hostname) with the second key'
+step infr -i "$key" host bob reconfigure
+step infr history
+printf '\nThe lab is still running. Stop it with: .venv/bin/infr -w .tutorial lab down\n'
