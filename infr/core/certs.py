@@ -228,7 +228,7 @@ def parse_x509_text(name: str, output: str, path: str = "") -> CertInfo:
     """A certificate file's names and expiry from `x509_text_argv` output (OpenSSL 3)."""
     domains = re.findall(r"DNS:([^,\s]+)", output)
     if not domains:
-        domains = re.findall(r"^\s*commonName\s*=\s*(\S+)", output, re.M)
+        domains = re.findall(r"^\s*commonName\s*=\s*(.+?)\s*$", output, re.M)
     expiry = re.search(r"^notAfter=(.+)$", output, re.M)
     if not expiry:
         raise ValueError(f"no notAfter in openssl output for {name}")
