@@ -97,7 +97,9 @@ def apt_install(packages: Iterable[str]) -> Argv:
     if bad or not names:
         raise ValueError(f"invalid package names: {bad or names!r}")
     confdef, confold = "Dpkg::Options::=--force-confdef", "Dpkg::Options::=--force-confold"
-    apt = ["apt-get", "install", "-y", "-q", "-o", confdef, "-o", confold, "--", *names]
+    # Wait for a dpkg lock held by an earlier run that was cut off, instead of failing.
+    wait = "DPkg::Lock::Timeout=600"
+    apt = ["apt-get", "install", "-y", "-q", "-o", confdef, "-o", confold, "-o", wait, "--", *names]
     return env({"DEBIAN_FRONTEND": "noninteractive"}, apt)
 
 

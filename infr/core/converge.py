@@ -102,8 +102,14 @@ def ensure_packages(conn: Runner, packages: Sequence[str]) -> list[str]:
     missing = missing_packages(conn, packages)
     if not missing:
         return []
-    conn.run(command.env({"DEBIAN_FRONTEND": "noninteractive"}, ["apt-get", "update", "-q"]))
-    conn.run(command.apt_install(missing))
+    noninteractive = {"DEBIAN_FRONTEND": "noninteractive"}
+    finish_dpkg = command.env(noninteractive, ["dpkg", "--configure", "-a"])
+    conn.run(command.env(noninteractive, ["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=600"]))
+    if conn.run(command.apt_install(missing), check=False).exit_status != 0:
+        # A run cut off during an install leaves dpkg half-configured (once its apt has
+        # finished, which apt_install waited for): finish that, then try once more.
+        conn.run(finish_dpkg)
+        conn.run(command.apt_install(missing))
     return [f"installed {' '.join(missing)}"]
 
 
