@@ -1,0 +1,129 @@
+"""The image build's phases that mount the disk; run by image.py in a private mount namespace.
+
+    python -m infr.lab.build populate|scrub WORK_DIR DEB_CACHE_DIR
+
+`populate` makes the btrfs filesystem with its @rootfs subvolume, runs debootstrap and
+configures the system; `scrub` removes what the build needed but the VMs must not share.
+Output goes to WORK_DIR/build.log; a failure prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from infr.errors import LabError
+from infr.lab import proc
+from infr.lab.image import PART_OFFSET, RESOLV_CONF, ImageRecipe, read_recipe
+
+
+@contextlib.contextmanager
+def _mounted(work: Path) -> Iterator[Path]:
+    """Mount the image's partition, subvolume @rootfs, at WORK/mnt; unmount it all on exit."""
+    mnt = work / "mnt"
+    mnt.mkdir(exist_ok=True)
+    # mount's own loop device is released when the mount goes, even if we are killed.
+    proc.run(["mount", "-o", f"loop,offset={PART_OFFSET},subvol=@rootfs",
+              str(work / "disk.raw"), str(mnt)])
+    try:
+        yield mnt
+    finally:
+        proc.run(["umount", "--recursive", str(mnt)])
+
+
+def _make_filesystem(work: Path, build_log: Path) -> None:
+    uuid = str(uuidlib.uuid4())
+    loop = proc.run(["losetup", "--find", "--show", f"--offset={PART_OFFSET}",
+                     str(work / "disk.raw")]).strip()
+    try:
+        proc.run(["mkfs.btrfs", "-q", "-U", uuid, loop], log_file=build_log)
+    finally:
+        proc.run(["losetup", "-d", loop])
+    top = work / "top"
+    top.mkdir(exist_ok=True)
+    proc.run(["mount", "-o", f"loop,offset={PART_OFFSET}", str(work / "disk.raw"), str(top)])
+    try:
+        # The Debian installer puts / on this subvolume; GRUB and fstab then name it.
+        proc.run(["btrfs", "subvolume", "create", str(top / "@rootfs")], log_file=build_log)
+    finally:
+        proc.run(["umount", str(top)])
+    top.rmdir()
+    (work / "uuid").write_text(uuid + "\n")
+
+
+def populate(recipe: ImageRecipe, work: Path, debs: Path) -> None:
+    build_log = work / "build.log"
+    _make_filesystem(work, build_log)
+    uuid = (work / "uuid").read_text().strip()
+    with _mounted(work) as mnt:
+        proc.run(["debootstrap", f"--include={','.join(recipe.include)}",
+                  f"--cache-dir={debs}", recipe.suite, str(mnt), recipe.mirror_url],
+                 log_file=build_log, timeout=1800)
+        _configure(recipe, mnt, uuid, build_log)
+        _copy_boot_files(mnt, work)
+
+
+def _configure(recipe: ImageRecipe, mnt: Path, uuid: str, build_log: Path) -> None:
+    for path, content, mode in recipe.files:
+        target = mnt / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(mode)
+    (mnt / "etc/fstab").write_text(
+        "# <file system> <mount point> <type> <options> <dump> <pass>\n"
+        f"UUID={uuid} / btrfs defaults,subvol=@rootfs 0 0\n")
+    (mnt / "etc/apt/sources.list").unlink(missing_ok=True)
+    (mnt / "etc/apt/sources.list.d/debian.sources").write_text(recipe.sources)
+    # apt in the chroot resolves the mirror with this machine's resolver; scrub undoes it.
+    shutil.copyfile("/etc/resolv.conf", mnt / "etc/resolv.conf")
+    proc.run(["mount", "-t", "proc", "proc", str(mnt / "proc")])
+    chroot = ["chroot", str(mnt), "env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8"]
+    proc.run([*chroot, "systemctl", "enable", "infr-lab-seed.service"], log_file=build_log)
+    proc.run([*chroot, "apt-get", "update"], log_file=build_log, timeout=600)
+    proc.run([*chroot, "apt-get", "install", "--download-only", "-y", *recipe.predownload],
+             log_file=build_log, timeout=1800)
+
+
+def _copy_boot_files(mnt: Path, work: Path) -> None:
+    """Copy kernel and initrd out: the finalize boot starts them directly, GRUB not yet there."""
+    kernels = sorted((mnt / "boot").glob("vmlinuz-*"))
+    initrds = sorted((mnt / "boot").glob("initrd.img-*"))
+    if not kernels or not initrds:
+        raise LabError("debootstrap left no kernel or initrd in /boot", "see the build log")
+    shutil.copyfile(kernels[-1], work / "vmlinuz")
+    shutil.copyfile(initrds[-1], work / "initrd.img")
+
+
+def scrub(work: Path) -> None:
+    """Remove what the build needed but a fresh VPS must not share with its siblings."""
+    with _mounted(work) as mnt:
+        (mnt / "usr/local/sbin/infr-lab-finalize").unlink()
+        (mnt / "etc/resolv.conf").write_text(RESOLV_CONF)
+        # An empty machine-id makes systemd generate a new one at each VM's first boot.
+        (mnt / "etc/machine-id").write_text("")
+        (mnt / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+        for key in (mnt / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+
+
+def main(argv: list[str]) -> int:
+    phase, work, debs = argv[0], Path(argv[1]), Path(argv[2])
+    try:
+        if phase == "populate":
+            populate(read_recipe(work / "recipe.json"), work, debs)
+        elif phase == "scrub":
+            scrub(work)
+        else:
+            raise LabError(f"unknown build phase {phase!r}")
+    except LabError as exc:
+        print(f"{exc} (build log: {work / 'build.log'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

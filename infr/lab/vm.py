@@ -1,0 +1,165 @@
+"""One lab VM: its qemu command line, its seed, starting it, and waiting for its SSH."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from infr.errors import LabError
+from infr.lab import proc
+from infr.oplog import get_logger
+
+log = get_logger("lab")
+
+QEMU = "qemu-system-x86_64"
+# The NIC sits in PCI slot 3, so systemd names it ens3 in the guest, as on many VPSes.
+NIC_SLOT = 3
+GUEST_IFNAME = f"ens{NIC_SLOT}"
+TCG = ["-accel", "tcg,thread=multi"]
+KVM = ["-accel", "kvm", "-cpu", "host"]
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    directory: Path
+    disk: Path
+    tap: str
+    mac: str
+    memory_mb: int
+    cpus: int
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "qemu.pid"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.directory / "console.log"
+
+    @property
+    def monitor(self) -> Path:
+        return self.directory / "monitor.sock"
+
+    @property
+    def seed(self) -> Path:
+        return self.directory / "seed"
+
+
+def qemu_argv(spec: VmSpec, accel: list[str]) -> list[str]:
+    """The qemu command line of a lab VM: BIOS boots GRUB from the disk, as on a VPS.
+
+    No -no-reboot: a reboot inside the VM resets it and it boots again from its disk.
+    """
+    return [
+        QEMU, "-name", spec.name, *accel, "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
+        "-nodefaults", "-display", "none", "-daemonize", "-pidfile", str(spec.pidfile),
+        # cache=unsafe: guest flushes are ignored; dpkg's many fsyncs are slow under TCG,
+        # and a lab disk needs to survive a guest reboot, not a crash of this machine.
+        "-drive", f"file={spec.disk},format=qcow2,if=none,id=disk0,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=disk0",
+        "-netdev", f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=net0,mac={spec.mac},addr={NIC_SLOT:#x}",
+        "-device", "virtio-rng-pci",
+        "-chardev", f"file,id=serial0,path={spec.serial_log}",
+        "-serial", "chardev:serial0",
+        "-monitor", f"unix:{spec.monitor},server=on,wait=off",
+        "-fw_cfg", f"name=opt/infr/seed,file={spec.seed}",
+    ]
+
+
+def seed_text(*, hostname: str, address: str, gateway: str, apt_proxy: str,
+              authorized_key: str, root_password: str) -> str:
+    """The per-VM seed, sourced by /usr/local/sbin/infr-lab-seed at first boot."""
+    values = {
+        "SEED_HOSTNAME": hostname,
+        "SEED_IFNAME": GUEST_IFNAME,
+        "SEED_ADDRESS": address,
+        "SEED_GATEWAY": gateway,
+        "SEED_APT_PROXY": apt_proxy,
+        "SEED_AUTHORIZED_KEY": authorized_key.strip(),
+        "SEED_ROOT_PASSWORD": root_password,
+    }
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
+
+
+def choose_accel(override: str | None, kvm_works: bool) -> list[str]:
+    """KVM if it works here (or is asked for), else TCG; `override` is "kvm" or "tcg"."""
+    if override == "tcg":
+        return TCG
+    if override == "kvm":
+        return KVM
+    if override:
+        raise LabError(f"unknown accelerator {override!r}", "use kvm or tcg (INFR_LAB_ACCEL)")
+    return KVM if kvm_works else TCG
+
+
+# A boot sector that writes 0x31 to isa-debug-exit: qemu then exits with (0x31 << 1) | 1.
+_PROBE_SECTOR = bytes([0xB0, 0x31, 0xE6, 0xF4, 0xF4]).ljust(510, b"\0") + b"\x55\xaa"
+_PROBE_EXIT = (0x31 << 1) | 1
+
+
+def kvm_works(timeout: float = 15.0) -> bool:
+    """Boot a one-instruction boot sector under KVM through the BIOS.
+
+    /dev/kvm can exist and still fail (e.g. kvm-pvm: "KVM internal error" in real mode),
+    so only a guest that really ran proves it.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory(prefix="infr-kvm-probe-") as tmp:
+        sector = Path(tmp) / "probe.img"
+        sector.write_bytes(_PROBE_SECTOR)
+        argv = [QEMU, *KVM, "-nodefaults", "-display", "none", "-m", "16",
+                "-drive", f"file={sector},format=raw,if=ide",
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=timeout)
+        except (subprocess.TimeoutExpired, FileNotFoundError):
+            return False
+    log.debug("kvm probe exit code %s", done.returncode)
+    return done.returncode == _PROBE_EXIT
+
+
+def create_overlay(base: Path, disk: Path) -> None:
+    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+              str(disk)])
+
+
+def start(spec: VmSpec, accel: list[str]) -> int:
+    """Start the VM in the background; return qemu's PID."""
+    spec.serial_log.write_bytes(b"")
+    proc.run(qemu_argv(spec, accel), timeout=60)
+    try:
+        return int(spec.pidfile.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"qemu for {spec.name} wrote no pidfile", f"see {spec.serial_log}") from exc
+
+
+def ssh_banner(ip: str, port: int = 22, timeout: float = 3.0) -> bool:
+    """True if an SSH server answers at ip:port with its version banner."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_for_ssh(name: str, ip: str, pid: int, serial_log: Path, timeout: float) -> float:
+    """Wait until the VM's sshd answers; return the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if not proc.alive(pid):
+            raise LabError(f"{name} stopped while booting", f"see {serial_log}")
+        if ssh_banner(ip, timeout=2.0):
+            return time.monotonic() - started
+        time.sleep(1.0)
+    raise LabError(f"{name} ({ip}) did not answer SSH within {timeout:.0f} s",
+                   f"see {serial_log}")
