@@ -1,0 +1,473 @@
+"""Backups: btrbk pulls read-only btrfs snapshots from each FROM host onto its TO host.
+
+Pure: no I/O but reading the packaged templates. Jinja2 is imported only when something
+is rendered.
+
+How a backup happens (the same shape as Infr's `backup-host`, done by btrbk):
+- every 5 minutes a systemd timer on TO runs `btrbk clean` then `btrbk run`;
+- over ssh, as the dedicated user `infr-backup`, TO asks FROM for read-only snapshots of
+  its root subvolume and of each LXC rootfs, into FROM:/var/lib/btrbk/snapshots/<TO>;
+- each snapshot is sent incrementally (`btrfs send -p`, parent = the newest pair both
+  sides hold) into TO:/var/lib/backups/backups/<FROM>, named `<subvol>.<YYYYMMDDTHHMM>`;
+- `btrfs receive` marks a subvolume read-only with a received UUID only when the stream
+  is complete, so a cut transfer never looks like a backup to `parse_restore_points`;
+  btrbk deletes it when the receive fails, and `btrbk clean` when the whole run was
+  killed (then `ls` and `btrbk list` would still show it);
+- btrbk applies the retention (`target_preserve*`) and keeps the pair the next
+  incremental needs. `snapshots_to_cull` is Infr's own retention, the reference that
+  btrbk's is measured against (see RETENTION_DIFFERENCES).
+
+On FROM, TO's key is forced through `infr-backup-filter`, which hands each command to
+btrbk's ssh_filter_btrbk.sh: deletes only below TO's own snapshot directory, sends only
+from it, snapshots and read-only queries otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from infr.errors import ValidationError
+from infr.state import validate
+from infr.state.model import BACKUP_ACTIVE, Backup, Host, Lxc
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+HOST_SUBVOL = "host"
+SNAPSHOT_DIR = "var/lib/btrbk/snapshots"  # on FROM, relative to its root subvolume
+LXC_DIR = "var/lib/lxc"
+FILTER_SCRIPT = "/usr/local/sbin/infr-backup-filter"
+NOTIFY_SCRIPT = "/usr/local/sbin/infr-backup-notify"
+BTRBK_FILTER = "/usr/share/btrbk/scripts/ssh_filter_btrbk.sh"
+SERVICE = "infr-backup.service"
+
+STATUS_OK = "ok"
+STATUS_STALE = "stale"
+MAX_AGE = timedelta(minutes=15)
+
+# Infr's retention, counted back from the latest backup (Infr's `backups-to-cull`).
+KEEP_ALL = timedelta(hours=2)
+_TIERS = (  # (bucket, how many buckets back)
+    (timedelta(hours=1), 48),
+    (timedelta(days=1), 14),
+    (timedelta(weeks=1), 12),
+)
+
+RETENTION_DIFFERENCES = (
+    "btrbk counts back from the time of the run, Infr from the latest backup: while a "
+    "source is unreachable btrbk skips it, but a pair that is reachable and failing keeps "
+    "being thinned",
+    "btrbk's windows are whole hours and inclusive: '2h' keeps 2-3 h of backups and "
+    "48h/14d/12w keep 49 hours, 15 days and 13 weeks where Infr keeps 48, 14 and 12",
+    "btrbk keeps the first backup inside each hour/day/week, Infr the first one after "
+    "each boundary: the same backup unless one lands exactly on the boundary (Infr counts "
+    "13:00 into the 12:00 hour) or a bucket is empty (Infr then keeps the next backup)",
+    "btrbk also keeps the newest snapshot/backup pair the next incremental needs; Infr kept the newest backup only",
+)
+
+# btrbk's `timestamp_format long`: YYYYMMDDTHHMM, with _N for the N-th run in a minute.
+_BACKUP_NAME = re.compile(r"^(?P<subvol>.+)\.(?P<stamp>\d{8}T\d{4})(?:_(?P<seq>\d+))?$")
+_STAMP = "%Y%m%dT%H%M"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """Where things live. The defaults are production; tests point paths at loop mounts."""
+
+    admin_email: str = ""
+    ssh_user: str = "infr-backup"
+    # btrbk runs commands on FROM as `sudo -n btrfs ...` (backend btrfs-progs-sudo);
+    # False only for a root ssh_user.
+    use_sudo: bool = True
+    source_root: str = "/"  # FROM's root subvolume; LXCs and snapshots live inside it
+    backup_dir: str = "/var/lib/backups/backups"
+    btrbk_dir: str = "/etc/btrbk"
+    lockfile: str = "/run/lock/btrbk.lock"
+    filter_script: str = FILTER_SCRIPT
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, str]) -> BackupSettings:
+        return cls(admin_email=config.get("adminEmail", ""))
+
+    @property
+    def btrbk_conf(self) -> str:
+        return f"{self.btrbk_dir}/btrbk.conf"
+
+    @property
+    def ssh_identity(self) -> str:
+        return f"{self.btrbk_dir}/ssh/id_ed25519"
+
+    @property
+    def known_hosts(self) -> str:
+        return f"{self.btrbk_dir}/ssh/known_hosts"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One FROM host as TO's btrbk.conf pulls it."""
+
+    name: str
+    url: str
+    snapshot_dir: str  # relative to the volume (FROM's root)
+    target: str
+    subvolumes: tuple[tuple[str, str], ...]  # (path relative to the volume, snapshot_name)
+
+
+@dataclass(frozen=True, order=True)
+class RestorePoint:
+    """A complete backup on TO; sorts oldest first."""
+
+    at: datetime
+    seq: int  # btrbk's _N: several backups in one minute
+    subvol: str  # "host" or "lxc-<name>"
+    name: str  # the subvolume's directory name under the pair's backup directory
+
+
+@dataclass(frozen=True)
+class Command:
+    """`argv` to run on `host` (a host name from the inventory)."""
+
+    host: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """`send` on one host with its stdout fed to `receive` on another (or the same) host."""
+
+    send: Command
+    receive: Command
+
+
+Step = Command | Pipe
+
+
+# --- naming -------------------------------------------------------------------------
+
+
+def lxc_subvol(lxc_name: str) -> str:
+    """btrbk snapshot_name of a container: every rootfs is called `rootfs`, so name it."""
+    return f"lxc-{lxc_name}"
+
+
+def backup_dir(from_host: str, settings: BackupSettings) -> str:
+    """TO's directory for FROM's backups (Infr's layout; `backup stop` archives it)."""
+    return f"{settings.backup_dir}/{from_host}"
+
+
+def snapshot_dir(to_host: str, settings: BackupSettings) -> str:
+    """FROM's directory of the snapshots TO takes: one per TO, so two TOs never prune
+    each other's incremental parents, and the filter can confine TO's deletes to it."""
+    return posixpath.join(settings.source_root, SNAPSHOT_DIR, to_host)
+
+
+def lxc_rootfs(lxc_name: str, root: str = "/") -> str:
+    return posixpath.join(root, LXC_DIR, lxc_name, "rootfs")
+
+
+def setup_commands(from_host: str, to_host: str, settings: BackupSettings) -> list[Command]:
+    """Directories btrbk expects and never creates, for `backup start`."""
+    return [
+        Command(from_host, ("mkdir", "-p", snapshot_dir(to_host, settings))),
+        Command(to_host, ("mkdir", "-p", backup_dir(from_host, settings))),
+    ]
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def render_btrbk_conf(
+    to_host: Host,
+    pairs: Sequence[tuple[Backup, Host]],
+    lxcs_by_host: Mapping[str, Sequence[Lxc]],
+    settings: BackupSettings,
+) -> str:
+    """TO's /etc/btrbk/btrbk.conf: one volume per active pair (Backup, its FROM Host).
+
+    Archived pairs are left out: `backup stop` moved their backups aside.
+    """
+    active = [(b, h) for b, h in pairs if b.status == BACKUP_ACTIVE]
+    _check(_pair_problems(to_host, active, lxcs_by_host))
+    sources = [_source(to_host, host, lxcs_by_host.get(host.name, ()), settings) for _, host in active]
+    return _render("btrbk.conf.j2", to_host=to_host, sources=sorted(sources, key=lambda s: s.name), s=settings)
+
+
+def render_units(to_host: Host, pair_hosts: Sequence[Host], settings: BackupSettings) -> dict[str, str]:
+    """Every file TO needs besides btrbk.conf, by install path: timer, services, the
+    failure mailer, and the ssh client config that pins each FROM host's key."""
+    _check(_names_problems([to_host.name]) + _mail_problems(settings))
+    context = {"to_host": to_host, "s": settings, "service": SERVICE, "notify": NOTIFY_SCRIPT}
+    files = {
+        f"/etc/systemd/system/{SERVICE}": "infr-backup.service.j2",
+        "/etc/systemd/system/infr-backup.timer": "infr-backup.timer.j2",
+        "/etc/systemd/system/infr-backup-failed.service": "infr-backup-failed.service.j2",
+        NOTIFY_SCRIPT: "infr-backup-notify.sh.j2",
+        "/etc/ssh/ssh_config.d/infr-backup.conf": "ssh_config.j2",
+    }
+    rendered = {path: _render(template, **context) for path, template in files.items()}
+    rendered[settings.known_hosts] = render_known_hosts(pair_hosts)
+    return rendered
+
+
+def render_known_hosts(hosts: Iterable[Host]) -> str:
+    """Pinned keys of the FROM hosts; a host whose key is not yet known is left out, so
+    btrbk's ssh refuses it rather than trusting whatever answers."""
+    lines = [f"{_ssh_host(h)} {h.host_key}\n" for h in sorted(hosts, key=lambda h: h.name) if h.host_key]
+    return "".join(lines)
+
+
+def render_source_files(settings: BackupSettings) -> dict[str, str]:
+    """What every FROM host needs once, by install path: the ssh filter and sudoers."""
+    files = {settings.filter_script: "infr-backup-filter.sh.j2"}
+    if settings.use_sudo:
+        files[f"/etc/sudoers.d/{settings.ssh_user}"] = "sudoers.j2"
+    return {path: _render(template, s=settings, btrbk_filter=BTRBK_FILTER) for path, template in files.items()}
+
+
+def render_authorized_key(to_host: str, public_key: str, settings: BackupSettings) -> str:
+    """The line for FROM's ~infr-backup/.ssh/authorized_keys that lets TO pull, and no more."""
+    _check(_names_problems([to_host]) + [validate.ssh_public_key(public_key)])
+    key = " ".join(public_key.split()[:2])
+    return _render(
+        "authorized_keys.j2", s=settings, key=key, to_host=to_host, snapshot_dir=snapshot_dir(to_host, settings)
+    )
+
+
+def _source(to_host: Host, host: Host, lxcs: Sequence[Lxc], settings: BackupSettings) -> Source:
+    containers = sorted(lxc.name for lxc in lxcs)
+    return Source(
+        name=host.name,
+        url=f"ssh://{_url_host(host)}{settings.source_root}",
+        snapshot_dir=posixpath.join(SNAPSHOT_DIR, to_host.name),
+        target=backup_dir(host.name, settings),
+        subvolumes=((".", HOST_SUBVOL), *((lxc_rootfs(n, ""), lxc_subvol(n)) for n in containers)),
+    )
+
+
+def _url_host(host: Host) -> str:
+    return host.vnet_ip if host.ssh_port == 22 else f"{host.vnet_ip}:{host.ssh_port}"
+
+
+def _ssh_host(host: Host) -> str:
+    return host.vnet_ip if host.ssh_port == 22 else f"[{host.vnet_ip}]:{host.ssh_port}"
+
+
+def _pair_problems(
+    to_host: Host, pairs: Sequence[tuple[Backup, Host]], lxcs_by_host: Mapping[str, Sequence[Lxc]]
+) -> list[str | None]:
+    problems = _names_problems([to_host.name])
+    for backup, host in pairs:
+        if backup.to_host != to_host.name or backup.from_host != host.name:
+            problems.append(f"backup {backup.from_host} -> {backup.to_host} is not {host.name} -> {to_host.name}")
+        problems += _names_problems([host.name, *(lxc.name for lxc in lxcs_by_host.get(host.name, ()))])
+        problems.append(validate.ipv4(host.vnet_ip, f"vnet address of {host.name}"))
+    return problems
+
+
+def _names_problems(names: Iterable[str]) -> list[str | None]:
+    # Names land in paths, config files and shell lines: DNS labels only.
+    return [validate.dns_label(name) for name in names]
+
+
+def _mail_problems(settings: BackupSettings) -> list[str | None]:
+    if not settings.admin_email:
+        return []
+    return [validate.email(settings.admin_email, "adminEmail")]
+
+
+def _check(problems: Sequence[str | None]) -> None:
+    found = [p for p in problems if p]
+    if found:
+        raise ValidationError(found, "fix the inventory, then apply again")
+
+
+def _render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    import shlex
+
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("infr", "templates/backup"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters["sh"] = shlex.quote
+    return environment
+
+
+# --- retention ----------------------------------------------------------------------
+
+
+def snapshots_to_cull(timestamps: Iterable[datetime], latest: datetime | None = None) -> set[datetime]:
+    """Infr's retention: the backups to delete so that what stays is every backup of the
+    last 2 hours, then the first backup after each of the last 48 hour marks, 14
+    midnights and 12 Monday midnights, all counted back from `latest` (default: the
+    newest backup), never from the clock, so backups stopping does not thin them.
+
+    The newest backup is never culled: it is the parent of the next incremental send.
+    Aware datetimes count in their own zone; Infr's and btrbk's run in UTC.
+    """
+    ordered = sorted(set(timestamps))
+    if not ordered:
+        return set()
+    reference = ordered[-1] if latest is None else latest
+    keep = {ordered[-1]}
+    keep.update(t for t in ordered if t > reference - KEEP_ALL)
+    for mark in _marks(reference):
+        index = bisect.bisect_right(ordered, mark)  # first backup strictly after the mark
+        if index < len(ordered):
+            keep.add(ordered[index])
+    return set(ordered) - keep
+
+
+def _marks(reference: datetime) -> Iterable[datetime]:
+    hour = reference.replace(minute=0, second=0, microsecond=0)
+    day = hour.replace(hour=0)
+    starts = (hour, day, day - timedelta(days=day.weekday()))  # weekday() 0 is Monday
+    for start, (step, count) in zip(starts, _TIERS, strict=True):
+        yield from (start - i * step for i in range(count))
+
+
+def backup_age_status(newest: datetime | None, now: datetime, max_age: timedelta = MAX_AGE) -> str:
+    """STATUS_STALE when a pair has no backup or its newest is older than `max_age`."""
+    if newest is None or now - newest > max_age:
+        return STATUS_STALE
+    return STATUS_OK
+
+
+# --- restore points -----------------------------------------------------------------
+
+
+def list_restore_points_argv(from_host: str, settings: BackupSettings) -> tuple[str, ...]:
+    """Run on TO. Read-only subvolumes with their received UUID: a half-received one is
+    neither, which `ls` and `btrbk list` cannot tell."""
+    return ("btrfs", "subvolume", "list", "-o", "-r", "-R", backup_dir(from_host, settings))
+
+
+def parse_backup_name(name: str) -> tuple[str, datetime, int] | None:
+    """`host.20261122T2045_1` -> ("host", 2026-11-22 20:45 UTC, 1); None if not a backup."""
+    match = _BACKUP_NAME.match(name)
+    if not match:
+        return None
+    try:
+        at = datetime.strptime(match["stamp"], _STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return match["subvol"], at, int(match["seq"] or 0)
+
+
+def parse_restore_points(output: str) -> list[RestorePoint]:
+    """Restore points from `list_restore_points_argv` output, oldest first.
+
+    Also accepts bare directory names (`ls`), which cannot show a half-received backup:
+    use them only where no transfer can be running.
+    """
+    points = [_restore_point(line.strip()) for line in output.splitlines()]
+    return sorted(p for p in points if p is not None)
+
+
+def _restore_point(line: str) -> RestorePoint | None:
+    path = line.rpartition(" path ")[2] if " path " in line else line
+    if " received_uuid - " in f"{line} " or not path:
+        return None  # receive never finished: not a backup
+    name = posixpath.basename(path)
+    parsed = parse_backup_name(name)
+    return RestorePoint(parsed[1], parsed[2], parsed[0], name) if parsed else None
+
+
+def newest_by_subvol(points: Iterable[RestorePoint]) -> dict[str, RestorePoint]:
+    newest: dict[str, RestorePoint] = {}
+    for point in sorted(points):
+        newest[point.subvol] = point
+    return newest
+
+
+def pick_restore_point(points: Iterable[RestorePoint], subvol: str, at: datetime | None = None) -> RestorePoint | None:
+    """The newest backup of `subvol` taken at or before `at` (default: the newest)."""
+    candidates = [p for p in points if p.subvol == subvol and (at is None or p.at <= at)]
+    return max(candidates, default=None)
+
+
+# --- restore plans ------------------------------------------------------------------
+
+
+def send_receive(point_path: str, backup_host: str, dest_host: str, dest_dir: str) -> Pipe:
+    """Copy a backup subvolume to `dest_dir` on `dest_host`; it arrives read-only, under
+    its backup name."""
+    return Pipe(
+        Command(backup_host, ("btrfs", "send", point_path)),
+        Command(dest_host, ("btrfs", "receive", dest_dir)),
+    )
+
+
+def plan_lxc_restore(
+    point_path: str, lxc_name: str, backup_host: str, dest_host: str, stamp: str, root: str = "/"
+) -> list[Step]:
+    """Put a container's rootfs back from a backup, the container being stopped.
+
+    The current rootfs, if any, is moved aside to `rootfs.pre-restore-<stamp>`, never
+    deleted. The new rootfs is a writable snapshot of the backup: never `btrfs property
+    set ro false`, which leaves a stale received UUID that breaks later incrementals.
+    On the backup host itself the backup is snapshotted directly (same filesystem);
+    elsewhere it is first sent into a scratch directory beside the container.
+    """
+    rootfs = lxc_rootfs(lxc_name, root)
+    container = posixpath.dirname(rootfs)
+    aside = Command(dest_host, _move_aside(rootfs, f"{rootfs}.pre-restore-{stamp}"))
+    if dest_host == backup_host:
+        return [Command(dest_host, ("mkdir", "-p", container)), aside, _snapshot(dest_host, point_path, rootfs)]
+    scratch = posixpath.join(container, f".infr-restore-{stamp}")
+    received = posixpath.join(scratch, posixpath.basename(point_path))
+    return [
+        Command(dest_host, ("mkdir", "-p", scratch)),
+        send_receive(point_path, backup_host, dest_host, scratch),
+        aside,
+        _snapshot(dest_host, received, rootfs),
+        Command(dest_host, ("btrfs", "subvolume", "delete", received)),
+        Command(dest_host, ("rmdir", scratch)),
+    ]
+
+
+def plan_file_restore(point_path: str, path: str, into: str, backup_host: str, dest_host: str) -> list[Step]:
+    """Copy PATH (as it was on the backed-up host) out of a backup into INTO/PATH on
+    `dest_host`: contents, modes, numeric owners, times, ACLs and xattrs, byte for byte."""
+    relative = _relative(path)
+    tar = ("tar", "--xattrs", "--acls", "--numeric-owner")
+    return [
+        Command(dest_host, ("mkdir", "-p", into)),
+        Pipe(
+            Command(backup_host, (*tar, "-C", point_path, "-cf", "-", "--", relative)),
+            Command(dest_host, (*tar, "-C", into, "-xpf", "-")),
+        ),
+    ]
+
+
+def _relative(path: str) -> str:
+    relative = posixpath.normpath("/" + path).lstrip("/")
+    if not relative or ".." in path.split("/"):
+        raise ValidationError([f"restore path {path!r} must name something inside the backup"])
+    return relative
+
+
+def _move_aside(rootfs: str, aside: str) -> tuple[str, ...]:
+    # Positional parameters, not string pasting: paths reach the shell as data.
+    return ("sh", "-c", 'if [ -e "$1" ]; then mv -- "$1" "$2"; fi', "sh", rootfs, aside)
+
+
+def _snapshot(host: str, source: str, dest: str) -> Command:
+    return Command(host, ("btrfs", "subvolume", "snapshot", source, dest))
