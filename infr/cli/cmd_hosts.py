@@ -101,8 +101,11 @@ def add(app: App, name: str, ip: str, adopt: bool, root_password: str | None, as
         click.confirm(
             f"infr will take over {ip} as {name}: root and password logins will be turned off. Go on?", abort=True
         )
+    from infr.cli.cmd_dns import fix_after_change
+
     changes = hostops.adopt(app.session, name, ip, root_password, _reporter(name))
     click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
+    fix_after_change(app)
 
 
 @host.command()
@@ -131,8 +134,11 @@ def remove(app: App, force: bool) -> None:
     """Forget the host (nothing on the machine is touched)."""
     from infr.core import hostops
 
+    from infr.cli.cmd_dns import fix_after_change
+
     for note in hostops.remove(app.session, target_name(), force):
         click.echo(note)
+    fix_after_change(app)
 
 
 @host.command()

@@ -62,7 +62,6 @@ ACME_SERVERS = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
-DNS_PROVIDERS = ("vultr", "rage4", "powerdns", "rfc2136")
 REQUIRED = ("vnetNetwork", "vnetPoolStart", "dnsDomain", "dnsPrefix", "vnetPrefix", "adminEmail")
 
 SETTINGS: dict[str, Setting] = {
@@ -100,27 +99,15 @@ SETTINGS: dict[str, Setting] = {
             "address for Let's Encrypt and failed-backup mail",
             check=lambda v: validate.email(v, "adminEmail"),
         ),
-        Setting("dnsProvider", "DNS provider whose API infr keeps right", choices=DNS_PROVIDERS),
-        Setting("dnsTTL", "TTL of the records infr manages, in seconds", 3600, integer=True),
-        Setting("dnsVultrAPIKey", "Vultr API key (vultr)", secret=True, env="INFR_VULTR_API_KEY"),
-        Setting("dnsRage4Account", "Rage4 account email (rage4)", check=lambda v: validate.email(v, "dnsRage4Account")),
-        Setting("dnsRage4Key", "Rage4 API key (rage4)", secret=True, env="INFR_RAGE4_KEY"),
-        Setting("dnsPowerDNSURL", "PowerDNS API URL, e.g. http://ns1:8081 (powerdns)", check=_url),
-        Setting("dnsPowerDNSAPIKey", "PowerDNS API key (powerdns)", secret=True, env="INFR_POWERDNS_API_KEY"),
-        Setting("dnsPowerDNSServerId", "PowerDNS server id (powerdns)", "localhost"),
         Setting(
-            "dnsRFC2136Server",
-            "DNS server address for dynamic updates (rfc2136)",
-            check=lambda v: validate.ipv4(v, "dnsRFC2136Server"),
+            "dnsProvider", "DNS provider whose API infr keeps right", choices=("vultr", "rage4", "powerdns", "rfc2136")
         ),
-        Setting("dnsRFC2136Port", "DNS server port (rfc2136)", 53, integer=True),
-        Setting("dnsRFC2136KeyName", "TSIG key name (rfc2136)"),
-        Setting("dnsRFC2136KeySecret", "TSIG key secret, base64 (rfc2136)", secret=True, env="INFR_RFC2136_KEY_SECRET"),
+        Setting("dnsTTL", "TTL of the records infr manages, in seconds", 3600, integer=True),
         Setting(
-            "dnsRFC2136KeyAlgorithm",
-            "TSIG algorithm (rfc2136)",
-            "hmac-sha256",
-            choices=("hmac-sha256", "hmac-sha512", "hmac-sha1"),
+            "dnsOwnerId",
+            "marks the DNS records this infr owns (differ per installation sharing a zone)",
+            "infr",
+            check=lambda v: validate.dns_label(v, "dnsOwnerId"),
         ),
         Setting(
             "acmeServer", "ACME CA: letsencrypt, letsencrypt-staging or a directory URL", "letsencrypt", check=_acme
@@ -137,6 +124,38 @@ SETTINGS: dict[str, Setting] = {
         Setting("vnetListenPort", "UDP port of the WireGuard mesh", 51820, integer=True),
     )
 }
+
+
+# Checks and defaults for provider settings, beyond what the provider registry says.
+_PROVIDER_EXTRAS: dict[str, dict[str, Any]] = {
+    "dnsRage4Account": {"check": lambda v: validate.email(v, "dnsRage4Account")},
+    "dnsPowerDNSURL": {"check": _url},
+    "dnsPowerDNSServerId": {"default": "localhost"},
+    "dnsRFC2136Server": {"check": lambda v: validate.ipv4(v, "dnsRFC2136Server")},
+    "dnsRFC2136Port": {"default": 53},
+    "dnsRFC2136KeyAlgorithm": {"default": "hmac-sha256", "choices": ("hmac-sha256", "hmac-sha512", "hmac-sha1")},
+}
+
+
+def _provider_settings() -> list[Setting]:
+    """Each DNS provider's settings, from the provider registry (one source of truth)."""
+    from infr.providers import PROVIDERS
+
+    return [
+        Setting(
+            item.key,
+            f"{item.help} ({spec.name})",
+            secret=item.secret,
+            integer=item.integer,
+            env=f"INFR_{spec.name.upper()}_{item.arg.upper()}" if item.secret else "",
+            **_PROVIDER_EXTRAS.get(item.key, {}),
+        )
+        for spec in PROVIDERS.values()
+        for item in spec.settings
+    ]
+
+
+SETTINGS.update((setting.key, setting) for setting in _provider_settings())
 
 
 def lookup(key: str) -> Setting:
