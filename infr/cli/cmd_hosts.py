@@ -132,9 +132,8 @@ def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy
 @pass_app
 def remove(app: App, force: bool) -> None:
     """Forget the host (nothing on the machine is touched)."""
-    from infr.core import hostops
-
     from infr.cli.cmd_dns import fix_after_change
+    from infr.core import hostops
 
     for note in hostops.remove(app.session, target_name(), force):
         click.echo(note)
