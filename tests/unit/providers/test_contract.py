@@ -9,11 +9,10 @@ infr's suffixes) and asks only for a `dns_env` fixture.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pytest
-import responses
 
 from infr.core import dnsplan
 from infr.core.dnsplan import ApplyReport, Plan, Status
@@ -222,30 +221,6 @@ RAGE4_ACCOUNT, RAGE4_KEY = "admin@example.com", "rage4-test-key-0123456789"
 
 def no_sleep(seconds: float) -> None:
     """Backoff and request spacing cost no time in tests."""
-
-
-@pytest.fixture
-def api_mock() -> Iterator[responses.RequestsMock]:
-    """Every HTTP request of a test answered by the emulators registered on it, or refused."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def vultr(api_mock: responses.RequestsMock) -> VultrEmulator:
-    emulator = VultrEmulator(api_mock, ZONE, VULTR_KEY)
-    emulator.seed("", "NS", "ns1.vultr.com")
-    emulator.seed("www", "A", OUTSIDE.value)
-    return emulator
-
-
-@pytest.fixture
-def rage4(api_mock: responses.RequestsMock) -> Rage4Emulator:
-    emulator = Rage4Emulator(api_mock, ZONE, RAGE4_ACCOUNT, RAGE4_KEY)
-    emulator.seed(ZONE, "SOA", "ns1.r4ns.com. support.rage4.com. 1 10800 3600 604800 3600", 3600)
-    emulator.seed(ZONE, "NS", "ns1.r4ns.com", 3600)
-    emulator.seed(OUTSIDE.name, "A", OUTSIDE.value)
-    return emulator
 
 
 def vultr_env() -> DnsEnv:
