@@ -78,7 +78,9 @@ class Session:
                 raise
             if not change.writes:
                 return
-            problems = schema.check_inventory(change.inv)
+            # The inventory was valid when loaded: check the files this change writes, and
+            # references and uniqueness across everything.
+            problems = schema.check_inventory(change.inv, change.writes)
             if problems:
                 self._inventory = None
                 raise ValidationError(problems, "nothing was changed")
