@@ -92,23 +92,27 @@ class RFC2136Provider(Provider):
         return records
 
     def create(self, zone: str, record: Record) -> None:
-        update = self._message(zone)
-        update.add(f"{record.name}.", record.ttl, record.type, self._text(record))
-        self._send(zone, update, f"create {record}")
+        self._change(zone, f"create {record}", None, record)
 
     def update(self, zone: str, old: Record, new: Record) -> None:
-        update = self._message(zone)
-        update.delete(f"{old.name}.", old.type, self._text(old))
-        update.add(f"{new.name}.", new.ttl, new.type, self._text(new))
-        self._send(zone, update, f"update {old} -> {new}")
+        self._change(zone, f"update {old} -> {new}", old, new)
 
     def delete(self, zone: str, record: Record) -> None:
-        update = self._message(zone)
-        update.delete(f"{record.name}.", record.type, self._text(record))
-        self._send(zone, update, f"delete {record}")
+        self._change(zone, f"delete {record}", record, None)
 
-    def _message(self, zone: str) -> dns.update.UpdateMessage:
-        return dns.update.UpdateMessage(zone, keyring=self.keyring, keyname=self.key_name, keyalgorithm=self.algorithm)
+    def _change(self, zone: str, what: str, remove: Record | None, add: Record | None) -> None:
+        """One signed UPDATE that removes `remove` and adds `add`, atomically."""
+        update = dns.update.UpdateMessage(
+            zone, keyring=self.keyring, keyname=self.key_name, keyalgorithm=self.algorithm
+        )
+        try:
+            if remove is not None:
+                update.delete(f"{remove.name}.", remove.type, self._text(remove))
+            if add is not None:
+                update.add(f"{add.name}.", add.ttl, add.type, self._text(add))
+        except dns.exception.DNSException as exc:
+            raise ProviderError(f"cannot {what}: {exc}") from exc
+        self._send(zone, update, what)
 
     @staticmethod
     def _text(record: Record) -> str:

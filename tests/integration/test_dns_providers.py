@@ -117,3 +117,12 @@ def test_load_provider_builds_working_providers(dns_server: DnsServer) -> None:
     desired = hosts(("web1", "192.0.2.1"))
     plan = dnsplan.compute_plan(desired, provider.list_records(ZONE), ("infr.example.com", "vnet.example.com"), "c")
     assert dnsplan.apply(provider, ZONE, plan).ok
+
+
+def test_a_record_the_server_cannot_take_fails_alone(dns_server: DnsServer, dns_env: DnsEnv) -> None:
+    desired = [*hosts(("web1", "192.0.2.1")), Record("bad.infr.example.com", "A", "not-an-address", 300)]
+    _, report, _ = fix(dns_env, desired)
+    assert [str(o.change.record) for o in report.failed] == ["bad.infr.example.com 300 A not-an-address"]
+    assert "\n" not in report.failed[0].error
+    assert len(report.done) == 5  # web1's two records and markers, and bad's marker
+    assert resolve(dns_server, "web1.infr.example.com") == {"192.0.2.1"}
