@@ -3,6 +3,7 @@
 Fixtures
     admin_key     a fresh ed25519 public key file (ssh-keygen), comment alice@laptop
     state_dir     an initialized state directory (example.com, 10.8.0.0/16 from 10.8.1.0)
+    hypothesis    the "infr" profile (no deadline) is loaded for every suite
     (autouse)     git author env for the state's commits; INFR_DIR pointed at a path
                   that does not exist, so no test can touch ~/.infr by accident;
                   secret env variables cleared
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from infr.core.config import init_state
 from infr.core.session import Session
@@ -47,6 +49,11 @@ DEFAULT_SETTINGS = {
     "vnetPrefix": "vnet",
     "adminEmail": "admin@example.com",
 }
+# No per-example deadline: the first call of a validator may import tldextract (0.3 s),
+# and shared CI machines stall; a timing failure there is noise, not a bug.
+settings.register_profile("infr", deadline=None)
+settings.load_profile("infr")
+
 # Files that change on every run and say nothing about the state.
 VOLATILE = {"log", ".lock", ".lock.info", ".apply.lock"}
 
