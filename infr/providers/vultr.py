@@ -59,6 +59,8 @@ class VultrProvider(Provider):
             params = {"per_page": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
             body = self._call("GET", f"/domains/{zone}/records", params=params)
             for item in body.get("records", []):
+                if item["type"] == "SOA":
+                    continue
                 record = self._record(item, zone)
                 records.append(record)
                 self._ids.add(record, item["id"])
