@@ -94,6 +94,15 @@ def test_terminate_certificate_from_pebble_through_haproxy(
     assert renewed != first
     assert renewed == pem_der((live / "cert.pem").read_text())
 
+    # A new alias: the same lineage is issued again with the longer name list.
+    lxcs = [shop.lxc(http="REDIRECT-HTTPS", https="TERMINATE", aliases=["www.shop.example.test", "shop.example.test"])]
+    assert haproxy.apply(lxcs).returncode == 0
+    (request,) = certificate_requests(lxcs, haproxy.settings)
+    certbot(certonly_argv(request, settings), env)
+    served_certificate(haproxy, ca.root_pem(), tmp_path, request.domains)
+    (info,) = parse_certbot_certificates(certbot(certificates_argv(settings), env).stdout)
+    assert set(info.domains) == set(request.domains)
+
     # A record pointing elsewhere is caught before the CA is asked.
     ca.set_a("www.shop.example.test", "127.0.0.9")
     assert check_names_resolve(request.domains, haproxy.address, ca.resolve) == [

@@ -10,12 +10,14 @@ import ssl
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from infr.state.model import TcpForward
 from tests.integration.haproxy_fixture import (  # noqa: F401  (the *_fixture names register pytest fixtures)
+    HOST,
     Containers,
     Haproxy,
     containers_fixture,
@@ -116,8 +118,30 @@ def test_terminate_serves_haproxys_certificate_and_speaks_http_to_the_lxc(
         assert cert == der
         assert status == 200
         assert body.startswith(f"container app\nhost {name}\npath /x\nproto https\nfor 127.")
+    # Browsers speak HTTP/2 after ALPN: HAProxy turns :authority into the Host it routes by.
+    port = haproxy.settings.https_port
+    out = subprocess.run(
+        ["curl", "-sS", "--http2", "-k", "-w", "%{http_version}",
+         "--resolve", f"{fqdn('app')}:{port}:{haproxy.address}", f"https://{fqdn('app')}:{port}/h2"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert out.stdout.startswith("container app\n") and out.stdout.endswith("\n2"), out.stderr
     # http NONE: plain HTTP for a TERMINATE-only name gets the clear page.
     assert http_get(haproxy.address, haproxy.settings.http_port, fqdn("app"))[0] == 404
+
+
+def test_every_mode_passes_haproxy_check_without_warnings(haproxy: Haproxy) -> None:
+    from tests.unit.test_haproxy_render import EVERY_MODE
+
+    lxcs = [replace(lxc, host=HOST.name) for lxc in EVERY_MODE]
+    Path(haproxy.settings.certs_dir).mkdir()
+    cert, key = make_cert(haproxy.dir, "default.test")
+    Path(haproxy.settings.default_cert).write_text(cert.read_text() + key.read_text())
+    config = haproxy.dir / "every_mode.cfg"
+    config.write_text(haproxy.render(lxcs))
+    out = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" not in out.stdout + out.stderr
 
 
 def test_tcp_forward_reaches_the_container(haproxy: Haproxy, containers: Containers) -> None:
