@@ -85,5 +85,5 @@ class Session:
                 self._inventory = None
                 raise ValidationError(problems, "nothing was changed")
             self.store.commit(change.writes)
-            self.store.save_cache(change.inv)
+            self.store.save_cache(change.inv, change.writes)
             history.commit(self.root, [p for p in change.writes if p != "secrets.toml"], self.command_line)

@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ class Store:
         self.root = root
         self.journal = root / ".journal"
         self.cache_path = root / ".cache" / "inventory.json"
+        # (inode, mtime, size) of every inventory file, as last seen by load().
+        self._stats: dict[str, tuple[int, int, int]] | None = None
 
     # ---- existence and layout -------------------------------------------------------
 
@@ -108,7 +110,8 @@ class Store:
             with self._apply_lock(exclusive=True):
                 self._roll_forward()
         with self._apply_lock(exclusive=False):
-            fingerprint = self._fingerprint()
+            self._stats = self._scan()
+            fingerprint = self._digest(self._stats)
             cached = self._read_cache(fingerprint)
             if cached is not None:
                 return cached
@@ -132,26 +135,41 @@ class Store:
                 values[setting.key] = os.environ[setting.env]
         return values
 
-    def _fingerprint(self) -> str:
-        digest = hashlib.blake2b(digest_size=16)
+    def _scan(self) -> dict[str, tuple[int, int, int]]:
+        """(inode, mtime, size) of every file the inventory is read from."""
+        stats: dict[str, tuple[int, int, int]] = {}
         for name in TOP_FILES:
-            self._stat_into(digest, name, self.root / name)
+            self._stat_into(stats, name)
         for directory in ENTITY_DIRS:
             try:
-                entries = sorted(os.scandir(self.root / directory), key=lambda e: e.name)
+                entries = list(os.scandir(self.root / directory))
             except FileNotFoundError:
                 continue
             for entry in entries:
-                self._stat_into(digest, f"{directory}/{entry.name}", entry)
-        return digest.hexdigest()
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                stats[f"{directory}/{entry.name}"] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        return stats
+
+    def _stat_into(self, stats: dict[str, tuple[int, int, int]], rel: str) -> None:
+        try:
+            st = os.stat(self.root / rel)
+        except FileNotFoundError:
+            stats.pop(rel, None)
+            return
+        stats[rel] = (st.st_ino, st.st_mtime_ns, st.st_size)
 
     @staticmethod
-    def _stat_into(digest: Any, name: str, target: Path | os.DirEntry[str]) -> None:
-        try:
-            st = target.stat()
-        except FileNotFoundError:
-            return
-        digest.update(f"{name}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    def _digest(stats: dict[str, tuple[int, int, int]]) -> str:
+        from array import array
+
+        names = sorted(stats)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update("\0".join(names).encode())
+        digest.update(array("q", [n for name in names for n in stats[name]]).tobytes())
+        return digest.hexdigest()
 
     def _read_cache(self, fingerprint: str) -> Inventory | None:
         try:
@@ -162,10 +180,22 @@ class Store:
             return None
         return _inventory_from_cache(data["inventory"])
 
-    def save_cache(self, inventory: Inventory) -> None:
-        """Record `inventory` as what the files now hold (called right after a commit)."""
+    def save_cache(self, inventory: Inventory, written: Collection[str] | None = None) -> None:
+        """Record `inventory` as what the files now hold, right after commit(`written`).
+
+        Given `written`, only those files are stat'ed again; the rest of the fingerprint
+        is what load() saw, under the state lock the caller still holds. (On 10,000 LXCs
+        a full scan costs 0.1-0.15 s.) A file someone else edited in between keeps its
+        old stat here, so the next load notices and rebuilds: the cache is never stale.
+        """
         with self._apply_lock(exclusive=False):
-            self._write_cache(inventory, self._fingerprint())
+            if written is None or self._stats is None:
+                self._stats = self._scan()
+            else:
+                for rel in written:
+                    if rel in TOP_FILES or (rel.count("/") == 1 and rel.split("/")[0] in ENTITY_DIRS):
+                        self._stat_into(self._stats, rel)
+            self._write_cache(inventory, self._digest(self._stats))
 
     def _write_cache(self, inventory: Inventory, fingerprint: str) -> None:
         data = {"version": CACHE_VERSION, "fingerprint": fingerprint, "inventory": _inventory_to_cache(inventory)}

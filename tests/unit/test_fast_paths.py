@@ -61,3 +61,39 @@ def test_a_change_is_still_refused_when_it_breaks_the_state(state_dir: Path) -> 
         lxc.vnet_ip = a.vnet_ip
         change.put_lxc(lxc)
     assert Store(state_dir).load().lxcs["b"].vnet_ip != a.vnet_ip
+
+
+def test_after_a_change_the_cache_is_used_and_matches_a_full_scan(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_host(state_dir, "h1", "192.0.2.1")
+    seed_lxc(state_dir, "a", "h1")
+    with Session(state_dir).change() as change:
+        lxc = change.inv.lxcs["a"]
+        lxc.http = "FORWARD"
+        change.put_lxc(lxc)
+    store = Store(state_dir)
+    cached = store._read_cache(store._digest(store._scan()))
+    assert cached is not None and cached.lxcs["a"].http == "FORWARD"
+
+    def no_parse(self: Store) -> Inventory:
+        raise AssertionError("the cache was rebuilt")
+
+    monkeypatch.setattr(Store, "_parse", no_parse)
+    assert Store(state_dir).load().lxcs["a"].http == "FORWARD"
+
+
+def test_a_file_edited_during_a_change_is_not_hidden_by_the_cache(state_dir: Path) -> None:
+    seed_host(state_dir, "h1", "192.0.2.1")
+    seed_lxc(state_dir, "a", "h1")
+    seed_lxc(state_dir, "b", "h1")
+    with Session(state_dir).change() as change:
+        lxc = change.inv.lxcs["a"]
+        lxc.http = "FORWARD"
+        change.put_lxc(lxc)
+        # Someone edits b by hand while this command runs.
+        path = state_dir / "lxcs" / "b.toml"
+        path.write_text(path.read_text().replace('https = "NONE"', 'https = "FORWARD"') + "\n")
+    inventory = Store(state_dir).load()
+    assert inventory.lxcs["a"].http == "FORWARD"
+    assert inventory.lxcs["b"].https == "FORWARD"
