@@ -68,10 +68,13 @@ class Sshd:
     def log(self) -> str:
         return (self.directory / "sshd.log").read_text(errors="replace")
 
-    def stop(self) -> None:
+    def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -104,6 +107,14 @@ def _wait_ready(server: Sshd) -> None:
     raise RuntimeError(f"sshd on port {server.port} not ready:\n{server.log()}")
 
 
+def _launch(directory: Path, host_key: str, password_auth: bool) -> Sshd:
+    port = _free_port()
+    config = _CONFIG.format(port=port, dir=directory, password="yes" if password_auth else "no")
+    (directory / "sshd_config").write_text(config)
+    cmd = [SSHD, "-D", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log")]
+    return Sshd(port, directory, subprocess.Popen(cmd), host_key)
+
+
 def start_sshd(authorized_keys: list[str], *, password_auth: bool = False) -> Sshd:
     """Start an sshd that accepts `authorized_keys` (for any user) and, optionally, passwords."""
     if not os.path.exists(SSHD):
@@ -112,20 +123,28 @@ def start_sshd(authorized_keys: list[str], *, password_auth: bool = False) -> Ss
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="infr-sshd-"))
     directory.chmod(0o755)
-    host_key = make_keypair(directory / "host_key")
+    host_key = " ".join(make_keypair(directory / "host_key").public.split()[:2])
     (directory / "authorized_keys").write_text("".join(k + "\n" for k in authorized_keys))
-    port = _free_port()
-    (directory / "sshd_config").write_text(
-        _CONFIG.format(port=port, dir=directory, password="yes" if password_auth else "no")
-    )
-    cmd = [SSHD, "-D", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log")]
-    server = Sshd(port, directory, subprocess.Popen(cmd), " ".join(host_key.public.split()[:2]))
     try:
-        _wait_ready(server)
+        return _start_on_a_free_port(directory, host_key, password_auth)
     except BaseException:
-        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
         raise
-    return server
+
+
+def _start_on_a_free_port(directory: Path, host_key: str, password_auth: bool) -> Sshd:
+    errors = []
+    for _ in range(3):  # someone else may take the free port before sshd binds it
+        server = _launch(directory, host_key, password_auth)
+        try:
+            _wait_ready(server)
+            return server
+        except BaseException as e:
+            server.kill()
+            if not isinstance(e, RuntimeError):
+                raise
+            errors.append(str(e))
+    raise RuntimeError("sshd did not start:\n" + "\n".join(errors))
 
 
 @pytest.fixture(scope="session", name="client_key")

@@ -193,29 +193,33 @@ def test_password_login(
         SSHConnection.connect(wrong)
 
 
-def test_agent_login_without_key_file(
-    server: Sshd,
-    client_key: KeyPair,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+@pytest.fixture
+def agent_sock(tmp_path: Path) -> Iterator[str]:
+    """A private ssh-agent, killed by PID at teardown."""
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
+        env = {**os.environ, "SSH_AUTH_SOCK": sock}
+        # `ssh-add -l` exits 1 for "no identities" once the agent answers, 2 before.
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ssh-add", "-l"], env=env, capture_output=True).returncode == 2:
+            assert time.monotonic() < deadline, "ssh-agent did not start"
             time.sleep(0.05)
-        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
-        subprocess.run(["ssh-add", "-q", client_key.private], env=env, check=True)
-        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
-        target = Target("h1", server.host, server.port, user="root")
-        with SSHConnection.connect(target) as conn:
-            assert conn.run(["true"]).exit_status == 0
+        yield sock
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_agent_login_without_key_file(
+    server: Sshd, client_key: KeyPair, agent_sock: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**os.environ, "SSH_AUTH_SOCK": agent_sock}
+    subprocess.run(["ssh-add", "-q", client_key.private], env=env, check=True)
+    monkeypatch.setenv("SSH_AUTH_SOCK", agent_sock)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+    with SSHConnection.connect(Target("h1", server.host, server.port, user="root")) as conn:
+        assert conn.run(["true"]).exit_status == 0
 
 
 def test_put_file_atomic_with_owner_and_mode(
