@@ -1,8 +1,10 @@
 """Fixtures and helpers shared by every test suite.
 
 Fixtures
-    admin_key     a fresh ed25519 public key file (ssh-keygen), comment alice@laptop
+    admin_key     an ed25519 public key file (ssh-keygen), comment alice@laptop; the
+                  private key beside it (make_key() makes more)
     state_dir     an initialized state directory (example.com, 10.8.0.0/16 from 10.8.1.0)
+                  whose only admin key is admin_key
     hypothesis    the "infr" profile (no deadline) is loaded for every suite
     (autouse)     git author env for the state's commits; INFR_DIR pointed at a path
                   that does not exist, so no test can touch ~/.infr by accident;
@@ -21,6 +23,7 @@ file puts the repository root on sys.path to make ``tests.conftest`` importable)
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,17 +83,41 @@ def make_key(directory: Path, name: str = "id_ed25519", comment: str = "alice@la
     return private.with_name(name + ".pub")
 
 
-@pytest.fixture
-def admin_key(tmp_path: Path) -> Path:
-    return make_key(tmp_path / "keys")
+@pytest.fixture(scope="session")
+def _template_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One `infr init` per test session; each test gets a copy (init costs 0.1-0.4 s, a copy 10 ms)."""
+    base = tmp_path_factory.mktemp("template")
+    key = make_key(base / "keys")
+    root = base / "state"
+    env = {"INFR_AUTHOR_NAME": AUTHOR_NAME, "INFR_AUTHOR_EMAIL": AUTHOR_EMAIL}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        init_state(root, dict(DEFAULT_SETTINGS), " ".join(key.read_text().split()), "alice@laptop")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return key, root
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path, admin_key: Path) -> Path:
-    """A state directory as `infr init --yes` with DEFAULT_SETTINGS would leave it."""
+def admin_key(tmp_path: Path, _template_state: tuple[Path, Path]) -> Path:
+    """The admin key pair (alice@laptop) that `state_dir` was initialized with, copied into tmp_path/keys."""
+    source = _template_state[0]
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    for path in (source, source.with_suffix("")):
+        shutil.copy2(path, tmp_path / "keys" / path.name)
+    return tmp_path / "keys" / source.name
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, admin_key: Path, _template_state: tuple[Path, Path]) -> Path:
+    """A state directory as `infr init --yes` with DEFAULT_SETTINGS and `admin_key` leaves it (one commit)."""
     root = tmp_path / "state"
-    key_text = " ".join(admin_key.read_text().split())
-    init_state(root, dict(DEFAULT_SETTINGS), key_text, "alice@laptop")
+    shutil.copytree(_template_state[1], root, symlinks=True)
     return root
 
 

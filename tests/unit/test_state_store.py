@@ -1,0 +1,304 @@
+"""The state store: atomic multi-file commits through a journal, the parse cache, and load-time validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from infr.core.session import Session
+from infr.errors import StateError, ValidationError
+from infr.state import schema
+from infr.state.files import write_atomic
+from infr.state.model import Lxc, TcpForward
+from infr.state.store import Store, dump_toml
+from tests.conftest import seed_host, seed_lxc
+
+
+class Crash(BaseException):
+    """Stands in for the process dying at this instant."""
+
+
+def lxc_file(name: str, host: str, vnet_ip: str, **fields: object) -> bytes:
+    return dump_toml(schema.to_dict(Lxc(name, host, "debian", "bookworm", vnet_ip, **fields)))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def seeded(state_dir: Path) -> Path:
+    seed_host(state_dir, "bob", "45.32.191.151")  # 10.8.1.1
+    seed_lxc(state_dir, "c1", "bob")  # 10.8.1.2
+    seed_lxc(state_dir, "c2", "bob")  # 10.8.1.3
+    return state_dir
+
+
+def three_file_change(root: Path) -> dict[str, bytes | None]:
+    """One change over four files: c1 rewritten, c2 deleted, c3 added, the IPAM cursor moved."""
+    return {
+        "lxcs/c1.toml": lxc_file("c1", "bob", "10.8.1.2", http="FORWARD"),
+        "lxcs/c2.toml": None,
+        "lxcs/c3.toml": lxc_file("c3", "bob", "10.8.1.4", https="TERMINATE"),
+        "ipam.toml": dump_toml({"last": "10.8.1.4"}),
+    }
+
+
+def assert_new(inv_root: Path) -> None:
+    inv = Store(inv_root).load()
+    assert sorted(inv.lxcs) == ["c1", "c3"]
+    assert inv.lxcs["c1"].http == "FORWARD"
+    assert inv.lxcs["c3"].https == "TERMINATE"
+    assert inv.ipam_last == "10.8.1.4"
+    assert not (inv_root / ".journal").exists()
+
+
+def assert_old(inv_root: Path) -> None:
+    inv = Store(inv_root).load()
+    assert sorted(inv.lxcs) == ["c1", "c2"]
+    assert inv.lxcs["c1"].http == "NONE"
+    assert inv.ipam_last == "10.8.1.3"
+
+
+def test_a_commit_applies_every_write_and_delete_and_leaves_no_journal(seeded: Path) -> None:
+    Store(seeded).commit(three_file_change(seeded))
+    assert_new(seeded)
+    assert not (seeded / "lxcs" / "c2.toml").exists()
+    leftovers = [p.name for p in seeded.rglob("*.tmp")]
+    assert leftovers == []
+
+
+def test_a_crash_before_the_manifest_leaves_the_old_state(seeded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import infr.state.store as store_module
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(store_module, "write_atomic", crash)  # the manifest is written with write_atomic
+    with pytest.raises(Crash):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    journal = seeded / ".journal"
+    assert journal.exists() and not (journal / "manifest.json").exists()
+    assert len(list(journal.iterdir())) == 3  # the staged files
+    assert_old(seeded)
+
+
+def test_staged_files_without_a_manifest_are_discarded(seeded: Path) -> None:
+    journal = seeded / ".journal"
+    journal.mkdir()
+    (journal / "0").write_bytes(b"garbage from a crashed writer")
+    (journal / "1").write_bytes(lxc_file("c1", "bob", "10.8.1.2", http="FORWARD"))
+    assert_old(seeded)
+    assert (seeded / "lxcs" / "c1.toml").read_bytes() == lxc_file("c1", "bob", "10.8.1.2")
+    # The next change starts from a clean journal; the stale staged files never land.
+    with Session(seeded).change() as change:
+        lxc = change.inv.lxcs["c2"]
+        lxc.https = "FORWARD"
+        change.put_lxc(lxc)
+    inv = Store(seeded).load()
+    assert (inv.lxcs["c1"].http, inv.lxcs["c2"].https) == ("NONE", "FORWARD")
+    assert not journal.exists()
+
+
+def test_a_crash_after_the_manifest_is_rolled_forward_by_the_next_load(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(self: Store) -> None:
+        raise Crash
+
+    monkeypatch.setattr(Store, "_roll_forward", crash)
+    with pytest.raises(Crash):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    journal = seeded / ".journal"
+    assert (journal / "manifest.json").exists()
+    # Committed but not applied: the files still hold the old state ...
+    assert (seeded / "lxcs" / "c2.toml").exists()
+    assert not (seeded / "lxcs" / "c3.toml").exists()
+    # ... and the next reader finishes the change before reading.
+    assert_new(seeded)
+
+
+@pytest.mark.parametrize("applied", [0, 1, 2, 3])
+def test_a_crash_half_way_through_applying_is_finished_by_the_next_load(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch, applied: int
+) -> None:
+    def crash(self: Store) -> None:
+        raise Crash
+
+    monkeypatch.setattr(Store, "_roll_forward", crash)
+    with pytest.raises(Crash):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    ops = json.loads((seeded / ".journal" / "manifest.json").read_bytes())
+    assert {op["path"] for op in ops} == set(three_file_change(seeded))
+    for op in ops[:applied]:  # the renames that happened before the crash
+        if op["op"] == "delete":
+            (seeded / op["path"]).unlink()
+        else:
+            os.replace(seeded / ".journal" / op["staged"], seeded / op["path"])
+    assert_new(seeded)
+    assert_new(seeded)  # rolling forward twice is harmless
+
+
+def test_a_session_change_that_crashes_before_the_manifest_changes_nothing(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import infr.state.store as store_module
+
+    head = (seeded / ".git" / "refs" / "heads" / "main").read_text()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(store_module, "write_atomic", crash)
+    with pytest.raises(Crash), Session(seeded).change() as change:
+        for name in ("c1", "c2"):
+            lxc = change.inv.lxcs[name]
+            lxc.http = "FORWARD"
+            change.put_lxc(lxc)
+    monkeypatch.undo()
+    assert_old(seeded)
+    assert (seeded / ".git" / "refs" / "heads" / "main").read_text() == head
+
+
+# ---- the cache --------------------------------------------------------------------------
+
+
+def test_the_cache_is_used_when_nothing_changed(seeded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = Store(seeded).load()
+    assert (seeded / ".cache" / "inventory.json").exists()
+
+    def no_parsing(self: Store) -> None:
+        raise AssertionError("parsed the TOML although no file changed")
+
+    monkeypatch.setattr(Store, "_parse", no_parsing)
+    assert Store(seeded).load() == first
+
+
+def test_the_cache_round_trips_every_kind_of_record(seeded: Path) -> None:
+    with Session(seeded).change() as change:
+        lxc = change.inv.lxcs["c1"]
+        lxc.aliases = ["www.example.org"]
+        lxc.tcp_forwards = [TcpForward(2222, 22), TcpForward(5432, 5432)]
+        change.put_lxc(lxc)
+    parsed = Store(seeded)._parse()
+    assert Store(seeded).load() == parsed  # from the cache written by the change
+    (seeded / ".cache" / "inventory.json").unlink()
+    assert Store(seeded).load() == parsed  # from the files
+    assert Store(seeded).load() == parsed  # from the rebuilt cache
+
+
+def test_a_same_size_edit_by_hand_is_seen(seeded: Path) -> None:
+    assert Store(seeded).load().lxcs["c1"].http_port == 80
+    path = seeded / "lxcs" / "c1.toml"
+    text = path.read_text()
+    size, inode = path.stat().st_size, path.stat().st_ino
+    with path.open("r+") as handle:  # edit in place, as an editor writing through would
+        handle.write(text.replace("http_port = 80\n", "http_port = 81\n"))
+    assert (path.stat().st_size, path.stat().st_ino) == (size, inode)
+    assert Store(seeded).load().lxcs["c1"].http_port == 81
+
+
+def test_an_edit_that_replaces_the_file_is_seen(seeded: Path) -> None:
+    assert Store(seeded).load().lxcs["c2"].https == "NONE"
+    path = seeded / "lxcs" / "c2.toml"
+    path.write_text(path.read_text().replace('https = "NONE"', 'https = "FORWARD"'))
+    assert Store(seeded).load().lxcs["c2"].https == "FORWARD"
+
+
+def test_a_file_added_or_removed_by_hand_is_seen(seeded: Path) -> None:
+    Store(seeded).load()
+    (seeded / "lxcs" / "c9.toml").write_bytes(lxc_file("c9", "bob", "10.8.1.9"))
+    (seeded / "lxcs" / "c2.toml").unlink()
+    assert sorted(Store(seeded).load().lxcs) == ["c1", "c9"]
+
+
+def test_a_damaged_cache_is_ignored(seeded: Path) -> None:
+    expected = Store(seeded).load()
+    (seeded / ".cache" / "inventory.json").write_bytes(b'{"version": 1, "fingerprint"')
+    assert Store(seeded).load() == expected
+
+
+# ---- validation on load -----------------------------------------------------------------
+
+
+def test_a_hand_broken_state_reports_every_problem_at_once(seeded: Path) -> None:
+    host = seeded / "hosts" / "bob.toml"
+    host.write_text(host.read_text().replace('public_ip = "45.32.191.151"', 'public_ip = "45.32.191"'))
+    c1 = seeded / "lxcs" / "c1.toml"
+    c1.write_text(c1.read_text().replace('http = "NONE"', 'http = "SOMETIMES"') + "colour = 3\n")
+    c2 = seeded / "lxcs" / "c2.toml"
+    c2.write_text(c2.read_text().replace('vnet_ip = "10.8.1.3"', 'vnet_ip = "10.8.1.2"'))
+    (seeded / "lxcs" / "c3.toml").write_text('name = "c3"\nhost = "nobody"\n')
+    with pytest.raises(ValidationError) as caught:
+        Store(seeded).load()
+    problems = caught.value.problems
+    expected = [
+        "lxcs/c1.toml: unknown field 'colour'",
+        "lxcs/c3.toml: missing field 'distro'",
+    ]
+    assert expected == [p for p in problems if p in expected], problems
+    # The parse stops at field-level problems; fix them and the value checks report the rest together.
+    c1.write_text(c1.read_text().replace("colour = 3\n", ""))
+    (seeded / "lxcs" / "c3.toml").unlink()
+    with pytest.raises(ValidationError) as caught:
+        Store(seeded).load()
+    problems = caught.value.problems
+    assert "hosts/bob.toml: public_ip '45.32.191' is not an IPv4 address" in problems
+    assert "lxcs/c1.toml: http must be one of NONE, FORWARD, REDIRECT-HTTPS" in problems
+    assert "vnet address 10.8.1.2 is held by both lxc c1 and lxc c2" in problems
+    assert caught.value.hint == "fix these files by hand, or restore them with git"
+
+
+def test_a_file_that_is_not_toml_is_named(seeded: Path) -> None:
+    (seeded / "lxcs" / "c1.toml").write_text("name = \n")
+    with pytest.raises(StateError, match=r"lxcs/c1.toml is not valid TOML"):
+        Store(seeded).load()
+
+
+def test_a_name_that_differs_from_its_file_name_is_refused(seeded: Path) -> None:
+    (seeded / "lxcs" / "c1.toml").rename(seeded / "lxcs" / "web.toml")
+    with pytest.raises(ValidationError, match="lxcs/web.toml: name field differs from the file name"):
+        Store(seeded).load()
+
+
+def test_an_unknown_schema_version_is_refused(state_dir: Path) -> None:
+    (state_dir / "infr.toml").write_text("schema_version = 99\n")
+    with pytest.raises(StateError, match="state schema version 99 is not 1"):
+        Store(state_dir).load()
+
+
+def test_no_state_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="no infr state in .*run 'infr init' first"):
+        Store(tmp_path / "nothing").load()
+
+
+# ---- file modes and atomic writes ------------------------------------------------------------
+
+
+def test_secrets_are_written_mode_0600_and_other_files_0644(state_dir: Path) -> None:
+    with Session(state_dir).change() as change:
+        change.set_secrets({"dnsVultrAPIKey": "s3cret"})
+    assert stat.S_IMODE((state_dir / "secrets.toml").stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_dir / "config.toml").stat().st_mode) == 0o644
+    assert Store(state_dir).secrets_file() == {"dnsVultrAPIKey": "s3cret"}
+
+
+def test_write_atomic_replaces_whole_files_and_cleans_up_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "d" / "f.toml"
+    write_atomic(target, b"one", 0o600)
+    assert target.read_bytes() == b"one" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+    def crash(*args: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(Crash):
+        write_atomic(target, b"two")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"one"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.toml"]
