@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from infr.errors import ConflictError, StateError
@@ -24,16 +25,19 @@ class Entry:
     message: str
 
 
+@cache
+def _git_setting(name: str) -> str:
+    # Asked once per process: each `git config` is a process of its own, and a change
+    # runs three git commands.
+    out = subprocess.run(["git", "config", "--get", name], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def _identity() -> tuple[str, str]:
     """Name and email for commits: git's own config when set, else user@host."""
-
-    def setting(name: str) -> str:
-        out = subprocess.run(["git", "config", "--get", name], capture_output=True, text=True)
-        return out.stdout.strip()
-
     user = getpass.getuser()
-    name = os.environ.get("INFR_AUTHOR_NAME") or setting("user.name") or user
-    email = os.environ.get("INFR_AUTHOR_EMAIL") or setting("user.email") or f"{user}@{socket.gethostname()}"
+    name = os.environ.get("INFR_AUTHOR_NAME") or _git_setting("user.name") or user
+    email = os.environ.get("INFR_AUTHOR_EMAIL") or _git_setting("user.email") or f"{user}@{socket.gethostname()}"
     return name, email
 
 
