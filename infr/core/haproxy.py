@@ -16,8 +16,8 @@ Traffic shape (the same as Infr's):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 TEMPLATE = "haproxy/haproxy.cfg.j2"
 APPLY_SCRIPT = "/usr/local/sbin/infr-haproxy-apply"
 ACME_PATH = "/.well-known/acme-challenge/"
-# HAProxy identifiers (proxy, server and ACL names) allow only these characters.
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -200,7 +198,7 @@ def _environment() -> Environment:
 
 
 def _plan(host: Host, lxcs: list[Lxc], settings: HaproxySettings) -> _Plan:
-    problems: list[str] = []
+    problems = _settings_problems(settings)
     sites: list[Site] = []
     forwards: list[Forward] = []
     for lxc in sorted(lxcs, key=lambda c: c.name):
@@ -223,11 +221,24 @@ def _plan(host: Host, lxcs: list[Lxc], settings: HaproxySettings) -> _Plan:
     return _Plan(tuple(sites), tuple(forwards), problems)
 
 
+def _settings_problems(settings: HaproxySettings) -> list[str]:
+    """Settings end up in the config too: one stray newline would add a directive."""
+    problems = [
+        f"HAProxy setting {f.name} {value!r} spans lines"
+        for f in dataclasses.fields(settings)
+        if isinstance(value := getattr(settings, f.name), str) and not value.isprintable()
+    ]
+    for part in ("dns_domain", "dns_prefix", "vnet_prefix"):
+        problems.append(_hostname_problem(getattr(settings, part), part, labels=1) or "")
+    return [problem for problem in problems if problem]
+
+
 def _lxc_problems(host: Host, lxc: Lxc) -> list[str]:
     """Everything that would make the config wrong or let text escape into it."""
     checks = [
         None if lxc.host == host.name else f"LXC {lxc.name} is on {lxc.host}, not {host.name}",
-        None if _IDENTIFIER.match(lxc.name) else f"LXC name {lxc.name!r} cannot name a backend",
+        # It names backends and ACLs, and is the first label of the LXC's names.
+        validate.dns_label(lxc.name, "LXC name"),
         validate.ipv4(lxc.vnet_ip, f"LXC {lxc.name} vnet_ip"),
         None if lxc.http in HTTP_MODES else f"LXC {lxc.name}: unknown http mode {lxc.http!r}",
         None if lxc.https in HTTPS_MODES else f"LXC {lxc.name}: unknown https mode {lxc.https!r}",
@@ -237,16 +248,16 @@ def _lxc_problems(host: Host, lxc: Lxc) -> list[str]:
     for forward in lxc.tcp_forwards:
         checks.append(validate.port(forward.host_port, f"LXC {lxc.name} tcp forward host port"))
         checks.append(validate.port(forward.lxc_port, f"LXC {lxc.name} tcp forward LXC port"))
-    checks += [_hostname_problem(alias, lxc.name) for alias in lxc.aliases]
+    checks += [_hostname_problem(alias, f"LXC {lxc.name}: alias") for alias in lxc.aliases]
     return [problem for problem in checks if problem]
 
 
-def _hostname_problem(name: str, lxc: str) -> str | None:
+def _hostname_problem(name: str, what: str, labels: int = 2) -> str | None:
     # Syntax only: anything else could inject HAProxy directives. Whether the name is under
     # a public suffix is the CLI's business (test domains such as .test must render).
-    labels = name.lower().rstrip(".").split(".")
-    if len(labels) < 2 or any(validate.dns_label(label) for label in labels):
-        return f"LXC {lxc}: alias {name!r} is not a host name"
+    parts = name.lower().rstrip(".").split(".")
+    if len(parts) < labels or any(validate.dns_label(part) for part in parts):
+        return f"{what} {name!r} is not a host name"
     return None
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -185,10 +186,20 @@ def test_every_problem_is_reported_at_once() -> None:
         "'not-an-ip' is not an IPv4 address",
         "unknown http mode 'SOMETIMES'",
         "http_port 70000 is not a port number",
-        "'bad name' cannot name a backend",
+        "LXC name 'bad name' is not a DNS label",
     ]:
         assert fragment in problems
     assert len(err.value.problems) == 9
+
+
+def test_settings_cannot_inject_directives() -> None:
+    bad = replace(SETTINGS, log_target="stdout\n    stats socket /tmp/x level admin", dns_prefix="in fr")
+    with pytest.raises(ValidationError) as err:
+        render_haproxy(HOST, [], bad)
+    assert err.value.problems == [
+        "HAProxy setting log_target 'stdout\\n    stats socket /tmp/x level admin' spans lines",
+        "dns_prefix 'in fr' is not a host name",
+    ]
 
 
 def test_forward_on_the_configured_frontend_port_is_refused() -> None:
