@@ -33,6 +33,6 @@ def sync(app: App) -> None:
     session = app.session
     session.store.require()
     with session.locked():
-        head = git_history.sync(app.state_dir)
-        session.store.load()  # validate what came in: a bad merge is reported now, not later
+        # What came in is validated before anything is pushed: a bad merge is undone and reported.
+        head = git_history.sync(app.state_dir, check=session.store.load)
     click.echo(f"state is in sync with the remote at {head}")

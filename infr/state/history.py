@@ -10,11 +10,12 @@ import getpass
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from infr.errors import ConflictError, StateError
+from infr.errors import ConflictError, InfrError, StateError, ValidationError
 
 
 @dataclass
@@ -81,17 +82,25 @@ def log(root: Path, limit: int | None = None) -> list[Entry]:
     return [Entry(*line.split("\x1f", 3)) for line in result.stdout.splitlines()]
 
 
-def sync(root: Path) -> str:
-    """Pull (rebase) then push; a conflict is undone and reported, never merged silently."""
+def sync(root: Path, check: Callable[[], object] | None = None) -> str:
+    """Pull (rebase) then push; a conflict is undone and reported, never merged silently.
+
+    `check` validates what the pull produced (changes to different files merge cleanly
+    in git yet can clash, e.g. one host port forwarded twice); when it raises, the pull
+    is undone and nothing is pushed.
+    """
     if not git(root, "remote", check=False).stdout.strip():
         raise StateError(
             "the state directory has no git remote",
             f"add one with: git -C {root} remote add origin URL",
         )
     upstream = git(root, "rev-parse", "--abbrev-ref", "@{upstream}", check=False)
+    before = git(root, "rev-parse", "HEAD").stdout.strip()
+    # A new, empty remote has nothing to pull: the first sync only publishes.
+    empty_remote = upstream.returncode != 0 and not git(root, "ls-remote", "--heads", "origin", "main").stdout.strip()
     pull = ["pull", "--rebase", "-q"] if upstream.returncode == 0 else ["pull", "--rebase", "-q", "origin", "main"]
-    result = git(root, *pull, check=False)
-    if result.returncode != 0:
+    result = git(root, *pull, check=False) if not empty_remote else None
+    if result is not None and result.returncode != 0:
         conflicts = git(root, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
         git(root, "rebase", "--abort", check=False)
         if conflicts:
@@ -100,6 +109,15 @@ def sync(root: Path) -> str:
                 "nothing was changed; resolve by hand with git pull --rebase in the state directory",
             )
         raise StateError(f"git pull failed: {result.stderr.strip()}", "check the remote with git fetch")
+    if check is not None:
+        try:
+            check()
+        except InfrError as error:
+            git(root, "reset", "-q", "--hard", before)
+            hint = "nothing was changed; your changes and the remote's clash: resolve by hand with git pull --rebase"
+            if isinstance(error, ValidationError):
+                raise ValidationError(error.problems, hint) from None
+            raise StateError(str(error), hint) from None
     push = ["push", "-q"] if upstream.returncode == 0 else ["push", "-q", "-u", "origin", "main"]
     pushed = git(root, *push, check=False)
     if pushed.returncode != 0:
