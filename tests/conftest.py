@@ -17,6 +17,7 @@ file puts the repository root on sys.path to make ``tests.conftest`` importable)
     seed_lxc(root, name, host, ...)          an LXC written straight into state
     snapshot(root)                           every reviewable file and the git HEAD,
                                              to prove that a command changed nothing
+    run_cli(root, *args)                     `infr` through click's CliRunner, in this process
     run_infr(root, *args)                    the installed `infr` in a subprocess
 """
 
@@ -178,3 +179,17 @@ def run_infr(
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+def run_cli(root: Path | None, *args: str, input: str | None = None) -> Any:
+    """Invoke `infr` (with `-w root` when root is given) through click's CliRunner.
+
+    An InfrError is not caught here (main() does that for the real program), so it is
+    left in `result.exception`; click's own usage errors give exit code 2.
+    """
+    from click.testing import CliRunner
+
+    from infr.cli.main import cli
+
+    argv = [*(["-w", str(root)] if root is not None else []), *args]
+    return CliRunner().invoke(cli, argv, input=input, prog_name="infr")
