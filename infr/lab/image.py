@@ -76,11 +76,17 @@ printf 'Acquire::http::Proxy "%s";\n' "$SEED_APT_PROXY" > /etc/apt/apt.conf.d/01
 install -d -m 700 /root/.ssh
 printf '%s\n' "$SEED_AUTHORIZED_KEY" > /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
-echo "root:$SEED_ROOT_PASSWORD" | chpasswd
+# Hashed on the lab's host, like the host keys below: both are slow under emulation.
+usermod -p "$SEED_ROOT_PASSWORD_HASH" root
 
-# The image carries no host keys, so that no two VMs share them.
-ssh-keygen -A
-echo "infr-lab-hostkey: $(cat /etc/ssh/ssh_host_ed25519_key.pub)" > /dev/console
+# The image carries no host keys; each VM gets its own, which the lab knows in advance.
+for type in ed25519 ecdsa rsa; do
+    eval "key=\$SEED_HOSTKEY_$type; pub=\$SEED_HOSTKEY_${type}_PUB"
+    printf '%s\n' "$key" > "/etc/ssh/ssh_host_${type}_key"
+    chmod 600 "/etc/ssh/ssh_host_${type}_key"
+    printf '%s\n' "$pub" > "/etc/ssh/ssh_host_${type}_key.pub"
+done
+echo "infr-lab-hostkey: $SEED_HOSTKEY_ed25519_PUB" > /dev/console
 
 mkdir -p "${done_flag%/*}"
 touch "$done_flag"

@@ -34,6 +34,7 @@ TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
     "debootstrap": "debootstrap", "mkfs.btrfs": "btrfs-progs", "socat": "socat",
     "ip": "iproute2", "sfdisk": "fdisk", "losetup": "mount", "unshare": "util-linux",
+    "ssh-keygen": "openssh-client", "openssl": "openssl",
 }
 
 
@@ -71,6 +72,7 @@ class LabHost:
     running: bool
     ssh_ok: bool
     serial_log: Path
+    host_key: str = ""  # the VM's ed25519 host key ("ssh-ed25519 AAAA... root@lab1")
 
 
 class Lab:
@@ -133,7 +135,7 @@ class Lab:
             running = proc.is_ours(pid, "qemu-system")
             hosts.append(LabHost(host["name"], host["ip"], pid, running,
                                  running and vm.ssh_banner(host["ip"], timeout=2.0),
-                                 Path(host["dir"]) / "console.log"))
+                                 Path(host["dir"]) / "console.log", host.get("host_key", "")))
         return hosts
 
     def down(self, progress: Progress | None = None) -> None:
@@ -198,6 +200,7 @@ class Lab:
     def _start_vms(self, state: dict[str, Any], count: int, base: Path, accel: list[str],
                    say: Progress) -> None:
         cfg = self.config
+        password_hash = vm.hash_password(self.root_password)
         for index in range(count):
             name = f"lab{index + 1}"
             address = cfg.host_address(index)
@@ -213,10 +216,12 @@ class Lab:
             shutil.rmtree(spec.directory, ignore_errors=True)
             spec.directory.mkdir(parents=True)
             vm.create_overlay(base, spec.disk)
+            host_keys = vm.make_host_keys(spec.directory / "host-keys", f"root@{name}")
+            host["host_key"] = host_keys["ed25519"][1].strip()
             _write_private(spec.seed, vm.seed_text(
                 hostname=name, address=str(address), gateway=str(cfg.bridge_address.ip),
                 apt_proxy=state["apt_proxy"], authorized_key=self.admin_pubkey,
-                root_password=self.root_password))
+                root_password_hash=password_hash, host_keys=host_keys))
             network.create_tap(spec.tap, cfg.bridge)
             say(f"starting {name} ({address.ip})")
             host["pid"] = vm.start(spec, accel)

@@ -74,9 +74,16 @@ def qemu_argv(spec: VmSpec, accel: list[str]) -> list[str]:
     ]
 
 
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
 def seed_text(*, hostname: str, address: str, gateway: str, apt_proxy: str,
-              authorized_key: str, root_password: str) -> str:
-    """The per-VM seed, sourced by /usr/local/sbin/infr-lab-seed at first boot."""
+              authorized_key: str, root_password_hash: str,
+              host_keys: dict[str, tuple[str, str]]) -> str:
+    """The per-VM seed, sourced by /usr/local/sbin/infr-lab-seed at first boot.
+
+    `host_keys` maps a key type to its (private, public) SSH host key text.
+    """
     values = {
         "SEED_HOSTNAME": hostname,
         "SEED_IFNAME": GUEST_IFNAME,
@@ -84,9 +91,31 @@ def seed_text(*, hostname: str, address: str, gateway: str, apt_proxy: str,
         "SEED_GATEWAY": gateway,
         "SEED_APT_PROXY": apt_proxy,
         "SEED_AUTHORIZED_KEY": authorized_key.strip(),
-        "SEED_ROOT_PASSWORD": root_password,
+        "SEED_ROOT_PASSWORD_HASH": root_password_hash,
     }
+    for key_type in HOST_KEY_TYPES:
+        private, public = host_keys[key_type]
+        values[f"SEED_HOSTKEY_{key_type}"] = private.strip()
+        values[f"SEED_HOSTKEY_{key_type}_PUB"] = public.strip()
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
+
+
+def make_host_keys(directory: Path, comment: str) -> dict[str, tuple[str, str]]:
+    """Fresh SSH host keys for a VM, made here: RSA takes seconds under emulation."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for key_type in HOST_KEY_TYPES:
+        path = directory / f"ssh_host_{key_type}_key"
+        path.unlink(missing_ok=True)
+        proc.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", comment,
+                  "-f", str(path)])
+        keys[key_type] = (path.read_text(), path.with_name(path.name + ".pub").read_text())
+    return keys
+
+
+def hash_password(password: str) -> str:
+    """A crypt(3) SHA-512 hash of `password`, for /etc/shadow (the password goes by stdin)."""
+    return proc.run(["openssl", "passwd", "-6", "-stdin"], input_text=password).strip()
 
 
 def choose_accel(override: str | None, kvm_works: bool) -> list[str]:

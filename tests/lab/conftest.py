@@ -35,6 +35,25 @@ class LabKey:
     public: str
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Within the lab suite: test_lab.py first, on untouched VMs; stopping the lab last.
+
+    Other lab tests change the hosts (e.g. adopting one turns root logins off), and the
+    check that `down` leaves nothing behind ends the lab for everyone after it.
+    """
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.is_relative_to(here)]
+
+    def rank(item: pytest.Item) -> int:
+        if item.name == "test_down_leaves_nothing_behind":
+            return 2
+        return 0 if item.path.name == "test_lab.py" else 1
+
+    ordered = sorted((items[i] for i in slots), key=rank)
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
+
+
 @pytest.fixture(scope="session")
 def lab_key(tmp_path_factory: pytest.TempPathFactory) -> LabKey:
     private = tmp_path_factory.mktemp("lab-keys") / "id_ed25519"

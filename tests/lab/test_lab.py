@@ -14,6 +14,8 @@ import pytest
 
 from infr.lab import Lab, LabHost
 from infr.lab.mirror import configured_mirror, resolve_ipv4
+from infr.lab.proc import alive
+from infr.lab.vm import ssh_banner
 from tests.lab.conftest import LabKey, connect, ssh, wait_for_ssh
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -54,20 +56,31 @@ def test_systemd_is_pid_1_and_the_system_is_running(lab_hosts: list[LabHost],
 
 
 def test_each_vm_has_its_own_identity(lab_hosts: list[LabHost], lab_key: LabKey) -> None:
-    ids = {ssh(host, lab_key, "cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub")[1]
+    ids = {ssh(host, lab_key, "cat /etc/machine-id /etc/ssh/ssh_host_*_key.pub")[1]
            for host in lab_hosts}
     assert len(ids) == len(lab_hosts)
 
 
+def test_each_vm_presents_the_host_key_the_lab_made(lab_hosts: list[LabHost],
+                                                    lab_key: LabKey) -> None:
+    for host in lab_hosts:
+        client = connect(host.ip, key=lab_key.private)
+        try:
+            key = client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
+        finally:
+            client.close()
+        assert host.host_key.split()[:2] == [key.get_name(), key.get_base64()]
+
+
 def test_apt_reaches_the_mirror_through_the_forwarder(lab_hosts: list[LabHost],
                                                       lab_key: LabKey) -> None:
-    rc, out = ssh(lab_hosts[0], lab_key, "cd /tmp && apt-get download hello && ls hello_*.deb")
+    rc, out = ssh(lab_hosts[-1], lab_key, "cd /tmp && apt-get download hello && ls hello_*.deb")
     assert rc == 0, out
 
 
 def test_predownloaded_packages_install_without_the_network(lab_hosts: list[LabHost],
                                                             lab_key: LabKey) -> None:
-    rc, out = ssh(lab_hosts[0], lab_key,
+    rc, out = ssh(lab_hosts[-1], lab_key,
                   "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download "
                   "wireguard-tools && wg --version", timeout=300)
     assert rc == 0, out
@@ -92,7 +105,7 @@ def test_serial_log_has_the_kernel_boot(lab_hosts: list[LabHost]) -> None:
     for host in lab_hosts:
         text = host.serial_log.read_text(errors="replace")
         assert "Linux version" in text
-        assert "infr-lab-hostkey: ssh-ed25519 " in text
+        assert f"infr-lab-hostkey: {host.host_key}" in text
 
 
 def test_status_reports_every_host(lab_hosts: list[LabHost], lab: Lab) -> None:
@@ -107,7 +120,7 @@ def test_a_reboot_comes_back(lab_hosts: list[LabHost], lab_key: LabKey, lab: Lab
     # Detached, so that the SSH session ends cleanly before the VM goes down.
     ssh(host, lab_key, "systemd-run --on-active=1 systemctl reboot")
     deadline = time.monotonic() + 120
-    while _banner(host) and time.monotonic() < deadline:
+    while ssh_banner(host.ip, timeout=2.0) and time.monotonic() < deadline:
         time.sleep(1.0)
     took = wait_for_ssh(host, lab_key)
     rc, boot_after = ssh(host, lab_key, "cat /proc/sys/kernel/random/boot_id")
@@ -120,9 +133,9 @@ def test_a_reboot_comes_back(lab_hosts: list[LabHost], lab_key: LabKey, lab: Lab
 def test_down_leaves_nothing_behind(lab_hosts: list[LabHost], lab: Lab) -> None:
     state = json.loads((lab.lab_dir / "state.json").read_text())
     lab.down()
-    for host in lab_hosts:
-        assert not Path(f"/proc/{host.pid}").exists(), f"qemu of {host.name} still runs"
-    assert not Path(f"/proc/{state['forwarder_pid']}").exists(), "forwarder still runs"
+    pids = {h.name: h.pid for h in lab_hosts} | {"forwarder": state["forwarder_pid"]}
+    for name, pid in pids.items():
+        assert not alive(pid), f"{name} (pid {pid}) still runs"
     for link in [state["bridge"], *(h["tap"] for h in state["hosts"])]:
         assert not Path("/sys/class/net", link).exists(), f"{link} still exists"
     loops = json.loads(subprocess.run(["losetup", "--list", "--json"], capture_output=True,
@@ -133,9 +146,3 @@ def test_down_leaves_nothing_behind(lab_hosts: list[LabHost], lab: Lab) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert not any(p in mounts for p in ours)
     assert lab.status() == []
-
-
-def _banner(host: LabHost) -> bool:
-    from infr.lab.vm import ssh_banner
-
-    return ssh_banner(host.ip, timeout=2.0)

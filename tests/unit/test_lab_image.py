@@ -116,16 +116,28 @@ def test_kvm_probe_says_no_without_access_to_dev_kvm(monkeypatch: pytest.MonkeyP
 
 
 def test_seed_survives_shell_quoting(tmp_path: Path) -> None:
-    password = "p'a\"s$s `w` \\ord"
+    odd = "$6$s'a\"l`t`\\$h"
+    keys = {t: (f"-----BEGIN {t}-----\nline 1\nline 2\n-----END-----\n", f"ssh-{t} AAAA")
+            for t in vm.HOST_KEY_TYPES}
     seed = tmp_path / "seed"
     seed.write_text(vm.seed_text(hostname="lab1", address="198.51.100.11/24",
                                  gateway="198.51.100.1", apt_proxy="http://198.51.100.1:3142/",
                                  authorized_key="ssh-ed25519 AAAA admin@lab\n",
-                                 root_password=password))
-    out = subprocess.run(["sh", "-c", '. "$1"; printf "%s|%s|%s" "$SEED_ROOT_PASSWORD" '
-                          '"$SEED_AUTHORIZED_KEY" "$SEED_IFNAME"', "sh", str(seed)],
-                         capture_output=True, text=True, check=True).stdout
-    assert out == f"{password}|ssh-ed25519 AAAA admin@lab|ens3"
+                                 root_password_hash=odd, host_keys=keys))
+    out = subprocess.run(["sh", "-c", '. "$1"; printf "%s|%s|%s|%s" "$SEED_ROOT_PASSWORD_HASH" '
+                          '"$SEED_AUTHORIZED_KEY" "$SEED_IFNAME" "$SEED_HOSTKEY_rsa"', "sh",
+                          str(seed)], capture_output=True, text=True, check=True).stdout
+    assert out == (f"{odd}|ssh-ed25519 AAAA admin@lab|ens3|"
+                   "-----BEGIN rsa-----\nline 1\nline 2\n-----END-----")
+
+
+def test_host_keys_and_password_hash_are_made_here(tmp_path: Path) -> None:
+    keys = vm.make_host_keys(tmp_path, "root@lab1")
+    assert set(keys) == set(vm.HOST_KEY_TYPES)
+    assert keys["ed25519"][1].startswith("ssh-ed25519 ") and "root@lab1" in keys["ed25519"][1]
+    assert "PRIVATE KEY" in keys["rsa"][0]
+    hashed = vm.hash_password("correct horse")
+    assert hashed.startswith("$6$") and "correct horse" not in hashed
 
 
 def test_mirror_from_deb822_keeps_the_same_host_only() -> None:
