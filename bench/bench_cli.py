@@ -39,6 +39,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkHr0v3eW1nMbYx3c5mHk7xQ1mQjD1d7yJb0
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user + system: less disturbed than wall time by other jobs on the machine
     max_rss_mb: float
     stdout: bytes
     stderr: bytes
@@ -65,7 +66,8 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, check: bool = Tr
     proc.returncode = os.waitstatus_to_exitcode(status)
     for reader in readers:
         reader.join()
-    result = Run(elapsed, usage.ru_maxrss / 1024, chunks["out"], chunks["err"])
+    cpu = usage.ru_utime + usage.ru_stime
+    result = Run(elapsed, cpu, usage.ru_maxrss / 1024, chunks["out"], chunks["err"])
     if check and proc.returncode != 0:
         sys.exit(f"bench: {' '.join(argv)} exited {proc.returncode}:\n{result.stderr.decode(errors='replace')}")
     return result
@@ -78,6 +80,10 @@ class Series:
     @property
     def median(self) -> float:
         return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(r.cpu_seconds for r in self.runs)
 
     @property
     def spread(self) -> str:
@@ -185,23 +191,39 @@ def imported_modules(argv: Sequence[str], env: dict[str, str]) -> list[tuple[str
 @dataclass
 class Row:
     figure: str
-    value: str
-    ratio: str
-    target: str
-    ok: bool | None  # None: informational, no target
+    value: str = ""
+    ratio: str = ""
+    cpu: str = ""
+    target: str = ""
+    ok: bool | None = None  # None: informational, no target
 
     @property
     def verdict(self) -> str:
         return "-" if self.ok is None else ("PASS" if self.ok else "MISS")
 
 
+def timed_row(label: str, series: Series, base: Series, target: str, ok: bool | None, digits: int = 2) -> Row:
+    """Wall-time median and its ratio to the baseline's; CPU (user+sys) median and ratio alongside."""
+    return Row(
+        label,
+        ms(series.median),
+        f"{series.median / base.median:.{digits}f}",
+        f"{ms(series.cpu)} ({series.cpu / base.cpu:.{digits}f}x)",
+        target,
+        ok,
+    )
+
+
 def print_table(rows: list[Row]) -> None:
-    header = Row("figure", "median", "x baseline", "target", None)
-    table = [header, *rows]
-    cells = [(r.figure, r.value, r.ratio, r.target, "result" if r is header else r.verdict) for r in table]
-    widths = [max(len(c[i]) for c in cells) for i in range(5)]
+    head = ("figure", "median wall", "x baseline", "median cpu (x baseline)", "target", "result")
+    cells = [head] + [(r.figure, r.value, r.ratio, r.cpu, r.target, r.verdict) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     for i, c in enumerate(cells):
-        print("  ".join(v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths))).rstrip())
+        print(
+            "  ".join(
+                v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True))
+            ).rstrip()
+        )
         if i == 0:
             print("  ".join("-" * w for w in widths))
 
@@ -251,12 +273,15 @@ def main() -> None:
         assert hosts_out.count("\n") == 5 and "h3" in hosts_out, hosts_out
         print(f"small state: {args.reps} rounds of python -c pass / infr --help / infr hosts ...", flush=True)
         small_series = rounds(commands, args.reps)
-        base = small_series["baseline"].median
-        rows.append(Row("python -c pass (baseline)", ms(base), "1.00", "", None))
+        base_series = small_series["baseline"]
+        base = base_series.median
+        rows.append(timed_row("python -c pass (baseline)", base_series, base_series, "", None))
         for name, label in (("help", "infr --help"), ("hosts", "infr hosts (3 hosts, piped)")):
             ratio = small_series[name].median / base
-            rows.append(Row(label, ms(small_series[name].median), f"{ratio:.2f}", "<= 3x", ratio <= 3))
-        figures["small"] = {k: {"median_s": s.median, "spread": s.spread} for k, s in small_series.items()}
+            rows.append(timed_row(label, small_series[name], base_series, "<= 3x", ratio <= 3))
+        figures["small"] = {
+            k: {"median_s": s.median, "cpu_s": s.cpu, "spread": s.spread} for k, s in small_series.items()
+        }
 
         # Heavy imports on the fast paths.
         heavy_found: dict[str, list[str]] = {}
@@ -267,11 +292,13 @@ def main() -> None:
             figures[f"imports_{name}"] = {"count": len(modules), "heavy": heavy_found[name]}
         # The cost of click alone, for the record (see README: the floor of a click CLI).
         click_series = rounds({"click": lambda: run([python, "-c", "import click"], env=env)}, args.reps)
-        click_ratio = click_series["click"].median / base
-        rows.append(Row("python -c 'import click' (floor)", ms(click_series["click"].median), f"{click_ratio:.2f}", "", None))
+        rows.append(timed_row("python -c 'import click' (floor)", click_series["click"], base_series, "", None))
+        figures["click"] = {"median_s": click_series["click"].median, "cpu_s": click_series["click"].cpu}
         for name, label in (("help", "infr --help"), ("hosts", "infr hosts")):
             found = heavy_found[name]
-            rows.append(Row(f"{label}: heavy imports", ", ".join(found) or "none", "", "none", not found))
+            rows.append(
+                Row(f"{label}: imports of {'/'.join(HEAVY)}", ", ".join(found) or "none", target="none", ok=not found)
+            )
 
         # -- big state -----------------------------------------------------------------
         big = workdir / "big"
@@ -310,17 +337,24 @@ def main() -> None:
         assert history_len == 2 + 2 * args.big_reps + args.big_reps, history_len  # init, generate, changes
 
         big_b = big_base.median
+        rows.append(timed_row("python -c pass (baseline, big-state rounds)", big_base, big_base, "", None, 1))
         for series, label, limit in (
             (warm_list, f"infr lxcs -o json ({total} LXCs, warm)", 1.0),
             (cold_list, f"infr lxcs -o json ({total} LXCs, cold)", 1.0),
             (warm_change, "infr lxc c5000 http FORWARD|NONE (warm)", 0.5),
             (cold_change, "infr lxc c5000 http FORWARD|NONE (cold)", 0.5),
         ):
-            rows.append(Row(label, ms(series.median), f"{series.median / big_b:.1f}", f"< {limit:g} s", series.median < limit))
+            rows.append(timed_row(label, series, big_base, f"< {limit:g} s", series.median < limit, 1))
         peak = max(s.peak_mb for s in (cold_list, warm_list, cold_change, warm_change))
-        for series, label in ((cold_list, "lxcs -o json, cold"), (warm_list, "lxcs -o json, warm"),
-                              (cold_change, "lxc http, cold"), (warm_change, "lxc http, warm")):
-            rows.append(Row(f"peak RSS: {label}", f"{series.peak_mb:.0f} MB", "", "< 200 MB", series.peak_mb < 200))
+        for series, label in (
+            (cold_list, "lxcs -o json, cold"),
+            (warm_list, "lxcs -o json, warm"),
+            (cold_change, "lxc http, cold"),
+            (warm_change, "lxc http, warm"),
+        ):
+            rows.append(
+                Row(f"peak RSS: {label}", f"{series.peak_mb:.0f} MB", target="< 200 MB", ok=series.peak_mb < 200)
+            )
         figures["big"] = {
             "baseline_s": big_b,
             "first_run_s": first.seconds,
@@ -328,6 +362,10 @@ def main() -> None:
             "cold_list_s": cold_list.median,
             "warm_change_s": warm_change.median,
             "cold_change_s": cold_change.median,
+            "warm_list_cpu_s": warm_list.cpu,
+            "cold_list_cpu_s": cold_list.cpu,
+            "warm_change_cpu_s": warm_change.cpu,
+            "cold_change_cpu_s": cold_change.cpu,
             "peak_rss_mb": peak,
             "json_bytes": len(first.stdout),
         }
