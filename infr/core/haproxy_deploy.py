@@ -8,16 +8,14 @@ connection, and puts the previous config back if the reload fails.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.resources import files
 
 from infr.connector import SSHConnection
 from infr.core import converge
-from infr.core.haproxy import HaproxySettings, render_haproxy, summarize_changes
+from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
 from infr.core.session import Session
 from infr.errors import RemoteError
 from infr.state.model import Host
 
-APPLY_SCRIPT = "/usr/local/sbin/infr-haproxy-apply"
 CONFIG = "/etc/haproxy/haproxy.cfg"
 STAGED = "/etc/haproxy/haproxy.cfg.infr-new"
 EXIT_MEANINGS = {
@@ -36,15 +34,21 @@ def settings_for(session: Session) -> HaproxySettings:
     )
 
 
-def apply_script() -> bytes:
-    return files("infr").joinpath("templates/haproxy/infr-haproxy-apply").read_bytes()
+def host_files() -> list[converge.FileSpec]:
+    """The apply script, certbot's deploy hook and renewal timer, as packaged."""
+    return [converge.FileSpec(f.path, f.text().encode(), mode=f.mode) for f in HOST_FILES]
 
 
 def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[str], None]) -> list[str]:
     """Make the host's HAProxy serve the config state asks for; returns what changed."""
     inv = session.inventory()
     new = render_haproxy(host, inv.lxcs_on(host.name), settings_for(session))
-    changes = converge.ensure_file(conn, converge.FileSpec(APPLY_SCRIPT, apply_script(), mode=0o755))
+    changes = [line for spec in host_files() for line in converge.ensure_file(conn, spec)]
+    if any(".timer" in line or ".service" in line for line in changes):
+        # infr's timer renews with the deploy hook that feeds HAProxy; Debian's own would not.
+        conn.run(["systemctl", "daemon-reload"])
+        conn.run(["systemctl", "disable", "--now", "certbot.timer"], check=False)
+        conn.run(["systemctl", "enable", "--now", "infr-certbot-renew.timer"])
     current = conn.run(["cat", "--", CONFIG], check=False)
     old = current.text if current.exit_status == 0 else ""
     if old == new:

@@ -6,6 +6,8 @@ so bad input changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from infr.errors import ConflictError, NotFoundError, UsageError
 from infr.state import validate
 from infr.state.change import Change
@@ -28,10 +30,13 @@ def get_lxc(inv: Inventory, name: str) -> Lxc:
     return inv.lxcs[name]
 
 
-def fqdns(lxc: Lxc, config: dict) -> list[str]:
+def fqdns(lxc: Lxc, config: dict[str, Any]) -> list[str]:
     """The names HAProxy routes to this LXC: its public and vnet names, then its aliases."""
-    domain = config["dnsDomain"]
-    return [f"{lxc.name}.{config['dnsPrefix']}.{domain}", f"{lxc.name}.{config['vnetPrefix']}.{domain}", *lxc.aliases]
+    from infr.core.haproxy import lxc_fqdns
+
+    return lxc_fqdns(
+        lxc, dns_domain=config["dnsDomain"], dns_prefix=config["dnsPrefix"], vnet_prefix=config["vnetPrefix"]
+    )
 
 
 def _choose(value: str, modes: tuple[str, ...], what: str) -> str:
