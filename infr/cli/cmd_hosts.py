@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from infr.cli.common import complete_hosts, pass_app, target_name
+from infr.cli.common import NamedGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.errors import NotFoundError
@@ -44,7 +44,7 @@ def list_(app: App, fmt: str | None) -> None:
     emit_rows(rows, LIST_COLUMNS, fmt, empty="no hosts yet: add one with 'infr hosts add NAME IP'")
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=NamedGroup, invoke_without_command=True)
 @click.argument("name", shell_complete=complete_hosts)
 @format_option
 @click.pass_context

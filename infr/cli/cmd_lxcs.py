@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from infr.cli.common import changing, complete_lxcs, pass_app, target_name
+from infr.cli.common import NamedGroup, changing, complete_lxcs, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 
@@ -51,7 +51,7 @@ def list_(app: App, fmt: str | None) -> None:
     emit_rows(rows, LIST_COLUMNS, fmt, empty="no LXCs yet: add one with 'infr lxcs add NAME DISTRO RELEASE HOST'")
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=NamedGroup, invoke_without_command=True)
 @click.argument("name", shell_complete=complete_lxcs)
 @format_option
 @click.pass_context
@@ -70,7 +70,7 @@ def show(app: App, fmt: str | None) -> None:
 
     item = get_lxc(app.session.inventory(), target_name())
     record: dict[str, Any] = asdict(item)
-    if fmt in (None, "table"):
+    if fmt not in ("json", "yaml"):  # the table and csv columns
         record["distro_release"] = f"{item.distro} {item.release}"
         record["tcp_forwards_text"] = [f"{f.host_port} -> {f.lxc_port}" for f in item.tcp_forwards]
     emit_object(record, SHOW_FIELDS, fmt)

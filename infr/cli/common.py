@@ -47,6 +47,20 @@ def complete_keys(ctx: click.Context, param: Any, incomplete: str) -> list[Compl
     return [CompletionItem(n) for n in _names(ctx, "keys") if n.startswith(incomplete)]
 
 
+class NamedGroup(click.Group):
+    """`infr lxc NAME` / `infr host NAME`: options right after NAME belong to its default `show`.
+
+    click stops parsing a group's options at its first positional argument, so
+    `infr lxc web -o json` took `-o` for a subcommand and failed. It now means
+    `infr lxc web show -o json` (help options still go to the group).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if len(args) >= 2 and args[1].startswith("-") and args[1] not in ctx.help_option_names:
+            args = [args[0], "show", *args[1:]]
+        return super().parse_args(ctx, args)
+
+
 def target_name() -> str:
     """The NAME given to the enclosing `infr host NAME` / `infr lxc NAME` group."""
     ctx: click.Context | None = click.get_current_context()
