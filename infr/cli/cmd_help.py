@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import click
 
 
@@ -29,6 +25,12 @@ def help_(ctx: click.Context, command: tuple[str, ...]) -> None:
 @click.argument("shell", type=click.Choice(("bash", "zsh", "fish")))
 def completion(shell: str) -> None:
     """Print the completion script for SHELL; e.g. add  eval "$(infr completion bash)"  to ~/.bashrc."""
-    env = {**os.environ, "_INFR_COMPLETE": f"{shell}_source"}
-    script = subprocess.run([sys.argv[0]], env=env, capture_output=True, text=True).stdout
-    click.echo(script, nl=False)
+    # click's own script, made in-process: re-running sys.argv[0] breaks when infr is not
+    # started as an executable (python -m, a test runner) and costs a second start-up.
+    from click.shell_completion import get_completion_class
+
+    from infr.cli.main import cli
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # click.Choice only lets through the shells click knows
+    click.echo(complete(cli, {}, "infr", "_INFR_COMPLETE").source(), nl=False)
