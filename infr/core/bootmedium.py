@@ -306,7 +306,7 @@ def installer_kernel_args(settings: PreseedSettings) -> tuple[str, ...]:
 def render_ipxe_script(settings: PreseedSettings, installer: InstallerSource, *, embedded_preseed: bool = False) -> str:
     """The iPXE script: network, then the installer kernel and initrd from `installer.url`.
 
-    `embedded_preseed` is for a custom build with EMBED=boot.ipxe,preseed.cfg.
+    `embedded_preseed` is for a custom build with EMBED=embed.ipxe,preseed.cfg.
     """
     validate_settings(settings)
     if urlsplit(installer.url).scheme != "http":
