@@ -61,9 +61,9 @@ _TIERS = (  # (bucket, how many buckets back)
 )
 
 RETENTION_DIFFERENCES = (
-    "btrbk counts back from the time of the run, Infr from the latest backup: while a "
-    "source is unreachable btrbk skips it, but a pair that is reachable and failing keeps "
-    "being thinned",
+    "btrbk counts back from the time of the run, Infr from the latest backup. btrbk leaves "
+    "the backups of a source it cannot reach alone, so this bites only when a reachable "
+    "source keeps failing otherwise, or on a `btrbk prune` by hand",
     "btrbk's windows are whole hours and inclusive: '2h' keeps 2-3 h of backups and "
     "48h/14d/12w keep 49 hours, 15 days and 13 weeks where Infr keeps 48, 14 and 12",
     "btrbk keeps the first backup inside each hour/day/week, Infr the first one after "

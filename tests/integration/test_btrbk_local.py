@@ -13,6 +13,8 @@ Run as root (loop devices, mounts): pytest -m integration tests/integration/test
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import os
 import re
@@ -62,6 +64,7 @@ pytestmark = pytest.mark.integration
 FROM, TO = "alpha", "beta"
 WEB = Lxc("web", FROM, "debian", "12", "10.8.1.2")
 MIB = 1024 * 1024
+CLONE_NEWNS = 0x00020000
 TOOLS = ("btrfs", "mkfs.btrfs", "btrbk", "losetup", "mount", "umount", "tar")
 
 # Copies the send stream from stdin to stdout, counting it; slowed down while THROTTLE
@@ -160,13 +163,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     devices: list[str] = []
     mounts: list[Path] = []
     lab_: Lab | None = None
+    with private_mounts():
+        try:
+            from_root, to_root = _filesystems(directory, devices, mounts)
+            lab_ = _configure(directory, from_root, to_root)
+            lab_.devices, lab_.mounts = devices, mounts
+            yield lab_
+        finally:
+            _teardown(lab_, directory, devices, mounts)
+
+
+@contextlib.contextmanager
+def private_mounts() -> Iterator[None]:
+    """Mount in a mount namespace of our own, which this process and its children
+    (btrbk, sshd) share: a namespace someone else creates meanwhile (unshare, a lab VM
+    build) would otherwise copy our mounts and keep the loop devices busy after we
+    unmount. Needs a single-threaded process; otherwise mount where we are."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    cwd = os.getcwd()
     try:
-        from_root, to_root = _filesystems(directory, devices, mounts)
-        lab_ = _configure(directory, from_root, to_root)
-        lab_.devices, lab_.mounts = devices, mounts
-        yield lab_
+        if len(os.listdir("/proc/self/task")) > 1 or libc.unshare(CLONE_NEWNS) != 0:
+            yield
+            return
+        try:
+            run(["mount", "--make-rprivate", "/"])  # nothing propagates back out
+            yield
+        finally:
+            if libc.setns(original, CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the original mount namespace")
+            os.chdir(cwd)  # setns moved us to /
     finally:
-        _teardown(lab_, directory, devices, mounts)
+        os.close(original)
 
 
 def _filesystems(directory: Path, devices: list[str], mounts: list[Path]) -> tuple[Path, Path]:
@@ -542,6 +570,20 @@ def test_retention_with_synthetic_timestamps(lab: Lab) -> None:
     # btrbk's windows are one bucket wider: up to an hour more of "keep all", one more
     # hour, day and week (RETENTION_DIFFERENCES).
     assert len(extra) <= 6 + 3
+
+
+def test_unreachable_source_is_not_thinned(lab: Lab) -> None:
+    """btrbk counts from the clock, but leaves the backups of a source it cannot reach."""
+    source = lab.target / lab.newest(HOST_SUBVOL).name
+    old = lab.target / f"{HOST_SUBVOL}.{datetime.now(UTC) - timedelta(weeks=30):%Y%m%dT%H%M}"
+    run(["btrfs", "subvolume", "snapshot", "-r", str(source), str(old)])
+    unreachable = lab.directory / "unreachable.conf"
+    port = f"127.0.0.1:{lab.sshd.port}/"
+    unreachable.write_text(Path(lab.settings.btrbk_conf).read_text().replace(port, "127.0.0.1:9/"))
+
+    result = subprocess.run(["btrbk", "-c", str(unreachable), "prune"], env=lab.env, capture_output=True, text=True)
+    assert result.returncode != 0 and old.exists()
+    assert btrbk(lab, "prune").returncode == 0 and not old.exists()
 
 
 def synthetic_times(now: datetime) -> list[datetime]:
