@@ -66,6 +66,8 @@ def init(root: Path) -> None:
 
 def commit(root: Path, paths: list[str], message: str) -> None:
     """Commit exactly `paths` (added, changed or deleted) with `message`."""
+    if not paths:  # 'git add -A --' with no path adds the whole tree: commit nothing instead
+        return
     git(root, "add", "-A", "--", *paths)
     if git(root, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return
