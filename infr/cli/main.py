@@ -55,6 +55,19 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("INFR_DIR") or Path.home() / ".infr")
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as logged and committed, with the value of 'config set SECRET VALUE' masked."""
+    words = list(argv)
+    if "set" in words:
+        from infr.state.settings import SETTINGS
+
+        for i, word in enumerate(words[:-1]):
+            setting = SETTINGS.get(word)
+            if setting is not None and setting.secret:
+                words[i + 1] = "********"
+    return " ".join(["infr", *words])[:500]
+
+
 class App:
     """What every command gets: global options, and the session built from them on demand."""
 
@@ -64,7 +77,7 @@ class App:
         self.identity = identity
         self.down = frozenset(h for h in down.split(",") if h)
         self.lock_timeout = lock_timeout
-        self.command_line = " ".join(["infr", *sys.argv[1:]])[:500]
+        self.command_line = command_line(sys.argv[1:])
         self._session: Any = None
 
     @property
