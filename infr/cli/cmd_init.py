@@ -8,7 +8,7 @@ import click
 
 from infr.cli.common import pass_app
 from infr.cli.main import App
-from infr.errors import UsageError
+from infr.errors import StateError, UsageError
 from infr.state.settings import SETTINGS
 
 PROMPTED = ("vnetNetwork", "vnetPoolStart", "dnsDomain", "dnsPrefix", "vnetPrefix")
@@ -65,7 +65,7 @@ def init(
     from infr.state.store import Store
 
     if Store(app.state_dir).exists():
-        raise UsageError(
+        raise StateError(
             f"infr is already set up in {app.state_dir}",
             "change settings with 'infr config set', or use another -w DIR",
         )
