@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -593,6 +595,80 @@ def synthetic_times(now: datetime) -> list[datetime]:
     minutes += [d * 1440 + 17 for d in range(3, 21)] + [w * 7 * 1440 + 31 for w in range(3, 16)]
     times = [now - timedelta(minutes=m) for m in minutes]
     return [t - timedelta(minutes=1) if t.minute == 0 else t for t in times]
+
+
+@pytest.fixture
+def backup_user() -> Iterator[str]:
+    """A passwordless user whose only privilege is the rendered sudoers file; named per
+    process, as two checkouts may run this test at once."""
+    if not shutil.which("visudo"):
+        pytest.skip("sudo not installed (.ci/backup-packages.txt)")
+    name = f"infrbkp{os.getpid()}"
+    run(["useradd", "--no-create-home", "--shell", "/bin/sh", name])
+    try:
+        run(["usermod", "-p", "*", name])  # no password, but not locked: sshd would refuse
+        yield name
+    finally:
+        _remove_user(name)
+
+
+def _remove_user(name: str) -> None:
+    Path(f"/etc/sudoers.d/{name}").unlink(missing_ok=True)
+    subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def test_pull_as_unprivileged_user_through_sudo(lab: Lab, backup_user: str) -> None:
+    """The production shape: a non-root ssh user, btrbk's sudo backend, the rendered sudoers."""
+    # The user runs the filter: it must not sit under pytest's private (0700) temp dirs.
+    directory = Path(tempfile.mkdtemp(prefix="infr-backup-sudo-"))
+    directory.chmod(0o755)
+    settings = dataclasses.replace(
+        lab.settings,
+        ssh_user=backup_user,
+        use_sudo=True,
+        backup_dir=str(lab.to_root / "var/lib/backups/sudo"),
+        btrbk_dir=str(directory / "etc-btrbk"),
+        filter_script=str(directory / "infr-backup-filter"),
+    )
+    Path(settings.ssh_identity).parent.mkdir(parents=True)
+    key = make_keypair(Path(settings.ssh_identity))
+    sources = render_source_files(settings)
+    sudoers = Path(directory / "sudoers")
+    sudoers.write_text(sources.pop(f"/etc/sudoers.d/{backup_user}"))
+    run(["visudo", "-c", "-q", "-f", str(sudoers)])
+    shutil.copy(sudoers, f"/etc/sudoers.d/{backup_user}")
+    Path(f"/etc/sudoers.d/{backup_user}").chmod(0o440)
+    _install(sources)
+    to_host = Host("gamma", "198.51.100.13", "127.0.0.3")
+    sshd = start_sshd([render_authorized_key(to_host.name, key.public, settings)])
+    env: dict[str, str] = {}
+    try:
+        from_host = Host(FROM, "198.51.100.11", "127.0.0.1", ssh_port=sshd.port, host_key=sshd.host_key)
+        for command in setup_commands(FROM, to_host.name, settings):
+            run(command.argv)
+        conf = render_btrbk_conf(to_host, [(Backup(FROM, to_host.name), from_host)], {FROM: [WEB]}, settings)
+        Path(settings.btrbk_conf).write_text(conf)
+        units = render_units(to_host, [from_host], settings)
+        _install({settings.known_hosts: units[settings.known_hosts]})
+        (directory / "ssh_config").write_text(units["/etc/ssh/ssh_config.d/infr-backup.conf"])
+        env = _shim(directory, directory / "ssh_config")
+
+        result = subprocess.run(["btrbk", "-c", settings.btrbk_conf, "run"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        listing = run(list_restore_points_argv(FROM, settings)).stdout
+        assert {p.subvol for p in parse_restore_points(listing)} == {HOST_SUBVOL, lxc_subvol("web")}
+        user_ssh = ["ssh", "-i", settings.ssh_identity, "-p", str(sshd.port), f"{backup_user}@127.0.0.1"]
+        rootfs = lxc_rootfs("web", str(lab.from_root))
+        refused = subprocess.run(
+            [*user_ssh, f"sudo -n btrfs subvolume delete '{rootfs}'"], env=env, capture_output=True
+        )
+        assert refused.returncode == 255 and Path(rootfs).exists()
+    finally:
+        if env:
+            argv = ["ssh", "-O", "exit", "-p", str(sshd.port), f"{backup_user}@127.0.0.1"]
+            subprocess.run(argv, env=env, capture_output=True, check=False, timeout=30)
+        sshd.stop()
+        shutil.rmtree(directory)
 
 
 def test_backup_status_turns_stale(lab: Lab) -> None:
