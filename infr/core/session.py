@@ -6,14 +6,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infr.errors import ValidationError
-from infr.state import history, schema
-from infr.state.change import Change
-from infr.state.lock import StateLock
-from infr.state.model import Inventory
-from infr.state.settings import SETTINGS, Value
 from infr.state.store import Store
+
+# A command that only reads needs the store alone: locking, validation, changes and
+# git load when a command changes something (this keeps `infr hosts` quick).
+if TYPE_CHECKING:
+    from infr.state.change import Change
+    from infr.state.lock import StateLock
+    from infr.state.model import Inventory
+    from infr.state.settings import Value
 
 
 @dataclass
@@ -43,6 +47,8 @@ class Session:
 
     def settings(self) -> dict[str, Value]:
         """Every setting's effective value: defaults, then config.toml, then secrets."""
+        from infr.state.settings import SETTINGS
+
         values = {k: s.default for k, s in SETTINGS.items() if s.default is not None}
         return {**values, **self.inventory().config, **self.store.secrets()}
 
@@ -50,6 +56,8 @@ class Session:
     def locked(self) -> Iterator[None]:
         """Hold the state lock (re-entrant within this process)."""
         if self._lock_depth == 0:
+            from infr.state.lock import StateLock
+
             self._lock = StateLock(self.root, self.command_line)
             self._lock.acquire(self.lock_timeout, self.on_wait)
         self._lock_depth += 1
@@ -67,6 +75,9 @@ class Session:
 
         If the body raises, nothing is written: the state stays as it was.
         """
+        from infr.state import history, schema
+        from infr.state.change import Change
+
         with self.locked():
             self.store.require()
             self._inventory = None  # re-read under the lock: another process may have written

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from infr.state import ipam, schema
+from typing import TYPE_CHECKING, Any
+
 from infr.state.model import Backup, Host, Inventory, Key, Lxc, Peer
-from infr.state.settings import Value
 from infr.state.store import dump_toml, entity_path
+
+if TYPE_CHECKING:
+    from infr.state.settings import Value
+
+
+def _toml_of(item: Any) -> bytes:
+    # schema (and its validators) loads only when something is written, not when a
+    # command module that can change state is merely imported.
+    from infr.state.schema import to_dict
+
+    return dump_toml(to_dict(item))
 
 
 class Change:
@@ -24,7 +35,7 @@ class Change:
 
     def put_host(self, host: Host) -> None:
         self.inv.hosts[host.name] = host
-        self.writes[entity_path("hosts", host.name)] = dump_toml(schema.to_dict(host))
+        self.writes[entity_path("hosts", host.name)] = _toml_of(host)
 
     def delete_host(self, name: str) -> None:
         del self.inv.hosts[name]
@@ -33,7 +44,7 @@ class Change:
     def put_lxc(self, lxc: Lxc) -> None:
         self.inv.lxcs[lxc.name] = lxc
         self.touched_hosts.add(lxc.host)
-        self.writes[entity_path("lxcs", lxc.name)] = dump_toml(schema.to_dict(lxc))
+        self.writes[entity_path("lxcs", lxc.name)] = _toml_of(lxc)
 
     def delete_lxc(self, name: str) -> None:
         self.touched_hosts.add(self.inv.lxcs.pop(name).host)
@@ -49,7 +60,7 @@ class Change:
 
     def put_peer(self, peer: Peer) -> None:
         self.inv.peers[peer.name] = peer
-        self.writes[entity_path("peers", peer.name)] = dump_toml(schema.to_dict(peer))
+        self.writes[entity_path("peers", peer.name)] = _toml_of(peer)
 
     def delete_peer(self, name: str) -> None:
         del self.inv.peers[name]
@@ -57,10 +68,14 @@ class Change:
 
     def set_backups(self, backups: list[Backup]) -> None:
         self.inv.backups = backups
-        self.writes["backups.toml"] = dump_toml({"backup": [schema.to_dict(b) for b in backups]})
+        from infr.state.schema import to_dict
+
+        self.writes["backups.toml"] = dump_toml({"backup": [to_dict(b) for b in backups]})
 
     def allocate_address(self, requested: str | None = None) -> str:
         """A vnet address from IPAM; the cursor is saved when the pool was used."""
+        from infr.state import ipam
+
         before = self.inv.ipam_last
         address = ipam.take(self.inv, requested)
         if self.inv.ipam_last != before:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -21,6 +20,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
     `durable=False` skips both fsyncs, for files that only save time (the cache): readers
     still see the old file or the new one, and after a power cut it may be empty or cut short.
     """
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -29,18 +29,19 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tomllib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infr.errors import StateError, ValidationError
-from infr.state import schema
 from infr.state.files import fsync_dir, write_atomic
 from infr.state.model import Backup, Host, Inventory, Key, Lxc, Peer
-from infr.state.settings import SETTINGS, Value
+
+# Reading the state from the cache needs none of schema, settings, tomllib or shutil:
+# they are imported where used, so `infr hosts` starts quickly.
+if TYPE_CHECKING:
+    from infr.state.settings import Value
 
 ENTITY_DIRS = ("hosts", "lxcs", "keys", "peers")
 TOP_FILES = ("infr.toml", "config.toml", "ipam.toml", "backups.toml")
@@ -49,6 +50,8 @@ CACHE_VERSION = 1
 
 
 def _toml(path: Path) -> dict[str, Any]:
+    import tomllib
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
@@ -116,6 +119,8 @@ class Store:
             if cached is not None:
                 return cached
             inventory = self._parse()
+        from infr.state import schema
+
         problems = schema.check_inventory(inventory)
         if problems:
             raise ValidationError(problems, "fix these files by hand, or restore them with git")
@@ -129,6 +134,8 @@ class Store:
 
     def secrets(self) -> dict[str, Value]:
         """Secret settings: the environment wins over secrets.toml."""
+        from infr.state.settings import SETTINGS
+
         values = self.secrets_file()
         for setting in SETTINGS.values():
             if setting.secret and setting.env and os.environ.get(setting.env):
@@ -205,6 +212,8 @@ class Store:
             write_atomic(self.cache_path, json.dumps(data, separators=(",", ":")).encode(), 0o600, durable=False)
 
     def _parse(self) -> Inventory:
+        from infr.state import schema
+
         problems: list[str] = []
         meta = _toml(self.root / "infr.toml")
         if meta.get("schema_version") != schema.SCHEMA_VERSION:
@@ -243,6 +252,8 @@ class Store:
 
     def commit(self, writes: dict[str, bytes | None]) -> None:
         """Apply whole-file writes (None deletes) atomically as one change."""
+        import shutil
+
         with self._apply_lock(exclusive=True):
             if self.journal.exists():
                 shutil.rmtree(self.journal)
@@ -264,6 +275,8 @@ class Store:
 
     def _roll_forward(self) -> None:
         """Finish a committed change: idempotent, so a crash half-way is finished next time."""
+        import shutil
+
         manifest = self.journal / "manifest.json"
         if manifest.exists():
             touched: set[Path] = set()
@@ -284,6 +297,8 @@ class Store:
 
 
 def _inventory_to_cache(inv: Inventory) -> dict[str, Any]:
+    from infr.state import schema
+
     return {
         "config": inv.config,
         "hosts": [schema.to_dict(h) for h in inv.hosts.values()],
