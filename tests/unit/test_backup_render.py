@@ -75,6 +75,11 @@ def test_matches_golden_file(name: str) -> None:
     assert CASES[name] == path.read_text()
 
 
+def test_settings_from_the_inventory_config() -> None:
+    assert BackupSettings.from_config({"adminEmail": "ops@example.com", "dnsDomain": "x"}) == SETTINGS
+    assert BackupSettings.from_config({}).admin_email == ""
+
+
 def test_install_paths() -> None:
     assert set(render_units(TO, [ALPHA], SETTINGS)) == {
         "/etc/systemd/system/infr-backup.service",
