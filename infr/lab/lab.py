@@ -260,7 +260,8 @@ class Lab:
         network.stop_forwarder(state.get("forwarder_pid"))
         if state.get("bridge"):
             network.delete_link(state["bridge"])
-        shutil.rmtree(self.lab_dir / "hosts", ignore_errors=True)
+        for host in state["hosts"]:
+            _remove_all_but_console_log(Path(host["dir"]))
         self._state_path.unlink(missing_ok=True)
 
     # -- state --------------------------------------------------------------------------------
@@ -294,6 +295,19 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
+
+
+def _remove_all_but_console_log(directory: Path) -> None:
+    """Drop a stopped VM's disk, seed and keys; keep its console log for a post-mortem."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.name == "console.log":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _read_pid(path: Path) -> int | None:

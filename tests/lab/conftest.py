@@ -94,10 +94,14 @@ def ssh(host: LabHost, key: LabKey, command: str, timeout: float = 120.0) -> tup
     """Run `command` as root on `host`; return its exit code and its stdout+stderr."""
     client = connect(host.ip, key=key.private)
     try:
-        _, stdout, _ = client.exec_command(command, timeout=timeout, get_pty=False)
-        stdout.channel.set_combined_stderr(True)
-        output = stdout.read().decode(errors="replace")
-        return stdout.channel.recv_exit_status(), output
+        transport = client.get_transport()
+        assert transport is not None
+        channel = transport.open_session(timeout=timeout)
+        channel.set_combine_stderr(True)
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        output = channel.makefile("rb").read().decode(errors="replace")
+        return channel.recv_exit_status(), output
     finally:
         client.close()
 
