@@ -27,6 +27,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -619,28 +620,30 @@ def remaster_ipxe_iso(stock_iso: Path, cpio: Path, command_line: str, out: Path)
     iPXE without our script, so it is left out."""
     if not stock_iso.is_file():
         raise InfrError(f"missing {stock_iso}", hint="apt-get install ipxe")
-    root = out.parent / "isoroot"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="infr-iso-") as tmp:
+        root = Path(tmp) / "root"
+        _stage_iso_root(stock_iso, cpio, command_line, root)
+        # The ISO's own isohybrid MBR code, so it matches its isolinux.bin.
+        mbr = Path(tmp) / "isohdpfx.bin"
+        mbr.write_bytes(stock_iso.read_bytes()[:432])
+        _run(
+            ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", str(out),
+             "-isohybrid-mbr", str(mbr), "-b", "isolinux.bin", "-c", "boot.cat",
+             "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", str(root)],
+            "xorriso",
+        )  # fmt: skip
+
+
+def _stage_iso_root(stock_iso: Path, cpio: Path, command_line: str, root: Path) -> None:
+    root.mkdir()
     extract = [
         arg
         for name in ("ipxe.krn", "isolinux.bin", "ldlinux.c32")
         for arg in ("-extract", f"/{name}", str(root / name))
     ]
     _run(["xorriso", "-osirrox", "on", "-indev", str(stock_iso), *extract], "xorriso")
-    for path in root.iterdir():
-        path.chmod(0o644)
     shutil.copyfile(cpio, root / "preseed.cpio")
     (root / "isolinux.cfg").write_text(_render("isolinux.cfg.j2", command_line=command_line))
-    # The ISO's own isohybrid MBR, so it matches its isolinux.bin.
-    mbr = out.parent / "isohdpfx.bin"
-    mbr.write_bytes(stock_iso.read_bytes()[:432])
-    _run(
-        ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", str(out),
-         "-isohybrid-mbr", str(mbr), "-b", "isolinux.bin", "-c", "boot.cat",
-         "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", str(root)],
-        "xorriso",
-    )  # fmt: skip
 
 
 def build_custom_ipxe(ipxe_source: Path, script: Path, preseed: Path, out: Path) -> None:
