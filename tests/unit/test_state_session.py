@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,18 +13,21 @@ from infr.core.session import Session
 from infr.errors import LockTimeoutError, ValidationError
 from infr.state.model import Lxc
 from infr.state.store import Store
-from tests.conftest import AUTHOR_EMAIL, AUTHOR_NAME, seed_host, seed_lxc, snapshot
+from tests.conftest import AUTHOR_EMAIL, AUTHOR_NAME, clone_state, seed_host, seed_lxc, snapshot
 
 
 def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
 
 
+def seed_bob(root: Path) -> None:
+    seed_host(root, "bob", "45.32.191.151")
+    seed_lxc(root, "c1", "bob")
+
+
 @pytest.fixture
-def seeded(state_dir: Path) -> Path:
-    seed_host(state_dir, "bob", "45.32.191.151")
-    seed_lxc(state_dir, "c1", "bob")
-    return state_dir
+def seeded(tmp_path: Path, state_template: Callable[..., Path]) -> Path:
+    return clone_state(state_template("session-seeded", seed_bob), tmp_path / "state")
 
 
 def test_a_change_is_one_git_commit_with_the_command_line_and_the_author(seeded: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from infr.state import schema
 from infr.state.files import write_atomic
 from infr.state.model import Lxc, TcpForward
 from infr.state.store import Store, dump_toml
-from tests.conftest import seed_host, seed_lxc
+from tests.conftest import clone_state, seed_host, seed_lxc
 
 
 class Crash(BaseException):
@@ -26,12 +27,15 @@ def lxc_file(name: str, host: str, vnet_ip: str, **fields: object) -> bytes:
     return dump_toml(schema.to_dict(Lxc(name, host, "debian", "bookworm", vnet_ip, **fields)))  # type: ignore[arg-type]
 
 
+def seed_bob(root: Path) -> None:
+    seed_host(root, "bob", "45.32.191.151")  # 10.8.1.1
+    seed_lxc(root, "c1", "bob")  # 10.8.1.2
+    seed_lxc(root, "c2", "bob")  # 10.8.1.3
+
+
 @pytest.fixture
-def seeded(state_dir: Path) -> Path:
-    seed_host(state_dir, "bob", "45.32.191.151")  # 10.8.1.1
-    seed_lxc(state_dir, "c1", "bob")  # 10.8.1.2
-    seed_lxc(state_dir, "c2", "bob")  # 10.8.1.3
-    return state_dir
+def seeded(tmp_path: Path, state_template: Callable[..., Path]) -> Path:
+    return clone_state(state_template("store-seeded", seed_bob), tmp_path / "state")
 
 
 def three_file_change(root: Path) -> dict[str, bytes | None]:
