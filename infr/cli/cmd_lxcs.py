@@ -1,4 +1,8 @@
-"""infr lxcs [list] and infr lxc NAME [show] | add-alias | http | https | ports | tcp forwards."""
+"""infr lxcs [list] | add, and infr lxc NAME [show] | routing changes | remove | start | stop | restart | ssh.
+
+Every routing change is applied to the LXC's host at once (HAProxy re-deployed);
+`infr lxc --no-apply NAME ...` only records it, to batch several changes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 import click
 
-from infr.cli.common import NamedGroup, changing, complete_lxcs, pass_app, target_name
+from infr.cli.common import NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 
@@ -51,11 +55,29 @@ def list_(app: App, fmt: str | None) -> None:
     emit_rows(rows, LIST_COLUMNS, fmt, empty="no LXCs yet: add one with 'infr lxcs add NAME DISTRO RELEASE HOST'")
 
 
+@lxcs.command()
+@click.argument("name")
+@click.argument("distro")
+@click.argument("release")
+@click.argument("host", shell_complete=complete_hosts)
+@click.option("--ip", default=None, help="The LXC's vnet address (default: the next free one).")
+@pass_app
+def add(app: App, name: str, distro: str, release: str, host: str, ip: str | None) -> None:
+    """Create the container NAME (e.g. debian bookworm) on HOST, with sshd and manager inside."""
+    from infr.cli.cmd_dns import fix_after_change
+    from infr.core import lxcops
+
+    changes = lxcops.add(app.session, name, distro, release, host, ip, _reporter(name))
+    click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
+    fix_after_change(app)
+
+
 @click.group(cls=NamedGroup, invoke_without_command=True)
 @click.argument("name", shell_complete=complete_lxcs)
+@click.option("--no-apply", is_flag=True, help="Record changes only; apply later with 'infr host HOST reconfigure'.")
 @format_option
 @click.pass_context
-def lxc(ctx: click.Context, name: str, fmt: str | None) -> None:
+def lxc(ctx: click.Context, name: str, no_apply: bool, fmt: str | None) -> None:
     """Show or change the LXC NAME."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(show, fmt=fmt)
@@ -76,9 +98,29 @@ def show(app: App, fmt: str | None) -> None:
     emit_object(record, SHOW_FIELDS, fmt)
 
 
+def _reporter(name: str) -> Callable[[str], None]:
+    return lambda message: click.echo(f"{name}: {message}")
+
+
 def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
+    """Record the change, then put it live on the LXC's host unless --no-apply."""
     with changing(app) as change:
         edit(change, target_name(), *args)
+    if _no_apply():
+        for host in sorted(change.touched_hosts):
+            click.echo(f"not applied (--no-apply); apply with: infr host {host} reconfigure")
+        return
+    from infr.core import lxcops
+
+    with app.session.locked():
+        lxcops.apply_routing(app.session, change.touched_hosts, click.echo)
+
+
+def _no_apply() -> bool:
+    ctx: click.Context | None = click.get_current_context()
+    while ctx is not None and ctx.command is not lxc:
+        ctx = ctx.parent
+    return bool(ctx and ctx.params.get("no_apply"))
 
 
 @lxc.command(name="add-alias")
@@ -163,3 +205,61 @@ def remove_tcp_forward(app: App, host_port: int) -> None:
     from infr.core.lxcs import remove_tcp_forward as edit
 
     _change(app, edit, host_port)
+
+
+@lxc.command()
+@click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask to type the name.")
+@pass_app
+def remove(app: App, assume_yes: bool) -> None:
+    """Destroy the container and forget it (its address and routes go too)."""
+    from infr.cli.cmd_dns import fix_after_change
+    from infr.core import lxcops
+    from infr.core.lxcs import get_lxc
+
+    name = get_lxc(app.session.inventory(), target_name()).name
+    if not assume_yes and click.prompt(f"This destroys {name} and everything in it. Type its name to go on") != name:
+        raise click.Abort()
+    for line in lxcops.remove(app.session, name, _reporter(name)):
+        click.echo(line)
+    fix_after_change(app)
+
+
+def _power(app: App, action: str) -> None:
+    from infr.core import lxcops
+
+    name = target_name()
+    click.echo(f"{name}: {lxcops.power(app.session, name, action)}")
+
+
+@lxc.command()
+@pass_app
+def start(app: App) -> None:
+    """Start the container."""
+    _power(app, "start")
+
+
+@lxc.command()
+@pass_app
+def stop(app: App) -> None:
+    """Stop the container (it starts again when its host boots)."""
+    _power(app, "stop")
+
+
+@lxc.command()
+@pass_app
+def restart(app: App) -> None:
+    """Stop and start the container."""
+    _power(app, "restart")
+
+
+@lxc.command()
+@click.argument("command", nargs=-1)
+@pass_app
+def ssh(app: App, command: tuple[str, ...]) -> None:
+    """Open a shell in the container as manager, through its host (or run COMMAND there)."""
+    import os
+
+    from infr.core import lxcops
+
+    argv = lxcops.ssh_argv(app.session, target_name(), list(command))
+    os.execvp(argv[0], argv)

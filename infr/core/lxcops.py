@@ -1,0 +1,292 @@
+"""LXCs on their hosts: add, remove, start, stop, restart, ssh, and applying routing changes.
+
+As with hosts (hostops.py), an LXC is recorded in state before anything is done on its
+host, so its vnet address is reserved and a run cut off half-way is finished by running
+the same command again.
+
+Images (setting `lxcImageSource`):
+  download      `lxc-create -t download` from the LXC image server (needs the internet)
+  anything else a rootfs tarball (path on this machine, or http(s) URL the host fetches),
+                for offline setups. The container is made with `lxc-create -t none -B btrfs`,
+                which creates the empty btrfs subvolume, and the tarball is unpacked into it;
+                LXC 5's `-t local` would also need a metadata tarball nobody has.
+Either way infr then writes the whole container config itself (network, autostart), so
+both kinds of container end up the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infr.connector import SSHConnection, command
+from infr.connector.ssh import Result
+from infr.core import converge, haproxy_deploy, provision
+from infr.core.hostops import get_host, now, target
+from infr.core.lxcs import get_lxc
+from infr.core.session import Session
+from infr.errors import ConflictError, RemoteError, UsageError
+from infr.state import validate
+from infr.state.model import HOST_READY, Host, Lxc
+
+Report = Callable[[str], None]
+LXC_ROOT = "/var/lib/lxc"
+IMAGE_CACHE = "/var/cache/infr/lxc-images"
+# Written last when a container's rootfs is complete: without it a container is a
+# leftover of a cut-off run, destroyed and made again.
+CREATED_MARK = "infr-created"
+CONTAINER_PACKAGES = ("openssh-server", "sudo")
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A converge.Runner for a container: commands run inside it with lxc-attach on its host."""
+
+    conn: SSHConnection
+    name: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = True,
+        input: bytes | None = None,
+        check: bool = True,
+        secret_output: bool = False,
+    ) -> Result:
+        attach = ["lxc-attach", "-n", self.name, "--clear-env", "--set-var", f"PATH={PATH}", "--"]
+        return self.conn.run([*attach, *argv], input=input, check=check, secret_output=secret_output)
+
+    def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None:
+        steps = command.write_file_cmds(path, owner, group, mode, command.tmp_path_for(path))
+        self.run(["sh", "-c", command.quote_chain(steps)], input=data)
+
+
+def _check_new_lxc(session: Session, name: str, host_name: str) -> Host:
+    inv = session.inventory()
+    if problem := validate.dns_label(name, "LXC name"):
+        raise UsageError(problem, "e.g. infr lxcs add web debian bookworm HOST")
+    if name in inv.hosts:
+        raise ConflictError(f"{name} is already a host's name", "names are shared by hosts and LXCs: pick another")
+    host = get_host(inv, host_name)
+    if host.status != HOST_READY:
+        raise ConflictError(
+            f"host {host_name} is {host.status}", f"finish it first: infr hosts add --adopt {host_name} IP"
+        )
+    return host
+
+
+def record_lxc(session: Session, name: str, distro: str, release: str, host_name: str, ip: str | None) -> Lxc:
+    """The LXC as recorded in state, recording it first if new; resumes a cut-off add."""
+    with session.change() as change:
+        if name in change.inv.lxcs:
+            lxc = change.inv.lxcs[name]
+            asked = (host_name, distro, release, ip or lxc.vnet_ip)
+            if (lxc.host, lxc.distro, lxc.release, lxc.vnet_ip) != asked:
+                raise ConflictError(
+                    f"LXC {name} already exists on {lxc.host} ({lxc.distro} {lxc.release}, {lxc.vnet_ip})",
+                    f"pick another name, or remove it first: infr lxc {name} remove",
+                )
+            return lxc
+        _check_new_lxc(session, name, host_name)
+        lxc = Lxc(name, host_name, distro, release, change.allocate_address(ip), added=now())
+        change.put_lxc(lxc)
+        change.note(f"LXC {name} recorded on {host_name} with vnet address {lxc.vnet_ip}")
+        return lxc
+
+
+def container_config(lxc: Lxc, host: Host, settings: dict) -> bytes:
+    """The whole LXC config: infr owns it, whichever image the rootfs came from."""
+    prefix = ipaddress.IPv4Network(str(settings["vnetNetwork"])).prefixlen
+    # A fixed MAC from the address: the same on every run, unique on the bridge.
+    mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(lxc.vnet_ip).packed[1:])
+    lines = [
+        f"# infr: LXC {lxc.name} ({lxc.distro} {lxc.release})",
+        "lxc.include = /usr/share/lxc/config/common.conf",
+        "lxc.arch = linux64",
+        f"lxc.rootfs.path = btrfs:{LXC_ROOT}/{lxc.name}/rootfs",
+        f"lxc.uts.name = {lxc.name}",
+        "lxc.start.auto = 1",
+        "lxc.net.0.type = veth",
+        f"lxc.net.0.link = {provision.BRIDGE}",
+        "lxc.net.0.flags = up",
+        f"lxc.net.0.hwaddr = {mac}",
+        f"lxc.net.0.ipv4.address = {lxc.vnet_ip}/{prefix}",
+        f"lxc.net.0.ipv4.gateway = {host.vnet_ip}",
+        "lxc.apparmor.profile = generated",
+        "lxc.apparmor.allow_nesting = 1",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _image_on_host(conn: SSHConnection, source: str) -> str:
+    """The rootfs tarball's path on the host, fetched or uploaded once (named by its source/content)."""
+    conn.run(["install", "-d", "-m", "755", IMAGE_CACHE])
+    if source.startswith(("http://", "https://")):
+        path = f"{IMAGE_CACHE}/{hashlib.sha256(source.encode()).hexdigest()[:16]}.tar"
+        if conn.run(["test", "-s", path], check=False).exit_status != 0:
+            conn.run(["curl", "-fsSL", "-o", path + ".part", "--", source], timeout=1800)
+            conn.run(["mv", "-f", "--", path + ".part", path])
+        return path
+    data = Path(source).expanduser().read_bytes()
+    path = f"{IMAGE_CACHE}/{hashlib.sha256(data).hexdigest()[:16]}.tar"
+    if conn.run(["test", "-s", path], check=False).exit_status != 0:
+        conn.put_file(path, data, mode=0o600, timeout=1800)
+    return path
+
+
+def _create(conn: SSHConnection, lxc: Lxc, source: str, report: Report) -> list[str]:
+    """Make the container's rootfs unless a previous run finished it; returns what changed."""
+    mark = f"{LXC_ROOT}/{lxc.name}/{CREATED_MARK}"
+    if conn.run(["test", "-e", mark], check=False).exit_status == 0:
+        return []
+    # A container without the mark is what a cut-off run left: start it over.
+    conn.run(["lxc-destroy", "-n", lxc.name, "-f"], check=False)
+    report(f"creating {lxc.name} from {'the LXC image server' if source == 'download' else source}")
+    create = ["lxc-create", "-n", lxc.name, "-B", "btrfs"]
+    if source == "download":
+        conn.run([*create, "-t", "download", "--", "-d", lxc.distro, "-r", lxc.release, "-a", "amd64"], timeout=1800)
+    else:
+        tarball = _image_on_host(conn, source)
+        conn.run([*create, "-t", "none"])
+        rootfs = f"{LXC_ROOT}/{lxc.name}/rootfs"
+        conn.run(["tar", "-xpf", tarball, "--numeric-owner", "-C", rootfs], timeout=1800)
+        # One tarball makes many containers: each gets its own SSH host keys and machine id.
+        conn.run(["sh", "-c", 'rm -f "$1"/etc/ssh/ssh_host_* && : > "$1"/etc/machine-id', "-", rootfs])
+    conn.run(["touch", "--", mark])
+    return [f"created container {lxc.name}"]
+
+
+def _start(conn: SSHConnection, name: str) -> list[str]:
+    if _running(conn, name):
+        return []
+    conn.run(["lxc-start", "-n", name])
+    conn.run(["lxc-wait", "-n", name, "-s", "RUNNING", "-t", "60"])
+    return [f"started {name}"]
+
+
+def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list[str]:
+    """sshd, the manager account with the admin keys and sudo, inside the running container."""
+    box = Attached(conn, lxc.name)
+    # systemd must be up before packages and sshd are touched (a unit reload needs it).
+    box.run(["systemctl", "is-system-running", "--wait"], check=False)
+    resolv = converge.FileSpec("/etc/resolv.conf", f"nameserver {host.vnet_ip}\n".encode())
+    changes = converge.ensure_file(box, resolv)
+    changes += converge.ensure_packages(box, CONTAINER_PACKAGES)
+    box.run(["ssh-keygen", "-A"])  # only the missing keys: a no-op once they exist
+    box.run(["systemctl", "enable", "--now", "ssh"])
+    changes += converge.ensure_user(box, provision.MANAGER, ["sudo"])
+    box.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
+    for spec in [*provision.manager_files(session.inventory()), provision.sshd_file()]:
+        changes += converge.ensure_file(box, spec)
+    return changes
+
+
+def add(
+    session: Session, name: str, distro: str, release: str, host_name: str, ip: str | None, report: Report
+) -> list[str]:
+    """Make the LXC on its host as state describes it; safe to run again."""
+    with session.locked():
+        lxc = record_lxc(session, name, distro, release, host_name, ip)
+        host = get_host(session.inventory(), lxc.host)
+        settings = session.settings()
+        with SSHConnection.connect(target(session, host)) as conn:
+            changes = _create(conn, lxc, str(settings["lxcImageSource"]), report)
+            config = converge.FileSpec(f"{LXC_ROOT}/{name}/config", container_config(lxc, host, settings))
+            changes += converge.ensure_file(conn, config)
+            changes += _start(conn, name)
+            changes += _inside(conn, session, lxc, host)
+    for line in changes:
+        report(line)
+    return changes
+
+
+def remove(session: Session, name: str, report: Report) -> list[str]:
+    """Destroy the container, then forget it; its host's HAProxy stops routing to it."""
+    with session.locked():
+        lxc = get_lxc(session.inventory(), name)
+        host = get_host(session.inventory(), lxc.host)
+        with SSHConnection.connect(target(session, host)) as conn:
+            if conn.run(["lxc-info", "-n", name], check=False).exit_status == 0:
+                conn.run(["lxc-destroy", "-n", name, "-f"])
+                report(f"destroyed container {name}")
+            with session.change() as change:
+                change.delete_lxc(name)
+                change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")
+            changes = haproxy_deploy.deploy(conn, session, host, report)
+    return [*change.notes, *changes]
+
+
+def _running(conn: SSHConnection, name: str) -> bool:
+    return conn.run(["lxc-info", "-n", name, "-s", "-H"]).text.strip() == "RUNNING"
+
+
+def power(session: Session, name: str, action: str) -> str:
+    """start, stop or restart the container; says what it did."""
+    lxc = get_lxc(session.inventory(), name)
+    host = get_host(session.inventory(), lxc.host)
+    with SSHConnection.connect(target(session, host)) as conn:
+        if action == "start":
+            return "started" if _start(conn, name) else "already running"
+        running = _running(conn, name)
+        if running:
+            conn.run(["lxc-stop", "-n", name], timeout=120)
+        if action == "stop":
+            return "stopped" if running else "already stopped"
+        _start(conn, name)
+        return "restarted" if running else "started"
+
+
+def _prefixed(report: Report, name: str) -> Report:
+    return lambda line: report(f"{name}: {line}")
+
+
+def apply_routing(session: Session, host_names: set[str], report: Report) -> list[str]:
+    """Re-deploy HAProxy on each named host that is ready and not marked down; returns what changed."""
+    inv = session.inventory()
+    changes: list[str] = []
+    for name in sorted(host_names):
+        host = inv.hosts[name]
+        if host.status != HOST_READY:
+            continue  # adopting it deploys HAProxy from state when it finishes
+        if name in session.down_hosts:
+            report(f"{name}: not applied (marked down); later: infr host {name} reconfigure")
+            continue
+        with SSHConnection.connect(target(session, host)) as conn:
+            done = haproxy_deploy.deploy(conn, session, host, _prefixed(report, name))
+        report(f"{name}: {'applied' if done else 'haproxy already up to date'}")
+        changes += done
+    return changes
+
+
+def ssh_argv(session: Session, name: str, remote: list[str]) -> list[str]:
+    """OpenSSH into the container as manager, through its host; both keys pinned."""
+    from infr.core import sshexec
+    from infr.state.files import write_atomic
+
+    lxc = get_lxc(session.inventory(), name)
+    hop = sshexec.ssh_argv(session, lxc.host, [])  # also writes the host's pinned key
+    proxy = [*hop[:-1], "-W", "%h:%p", hop[-1]]
+    alias = f"infr-lxc-{name}"
+    known_hosts = session.root / ".cache" / f"known_hosts-lxc-{name}"
+    write_atomic(known_hosts, f"{alias} {container_host_key(session, lxc)}\n".encode(), 0o600)
+    argv = ["ssh", "-A", "-o", f"ProxyCommand={shlex.join(proxy)}", "-o", f"HostKeyAlias={alias}"]
+    argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+    if session.identity_file:
+        argv += ["-i", session.identity_file]
+    return [*argv, f"manager@{lxc.vnet_ip}", *(["--", *remote] if remote else [])]
+
+
+def container_host_key(session: Session, lxc: Lxc) -> str:
+    """The container's SSH host key, read through its host (whose key is pinned)."""
+    host = get_host(session.inventory(), lxc.host)
+    with SSHConnection.connect(target(session, host)) as conn:
+        key = Attached(conn, lxc.name).run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).text.split()
+    if len(key) < 2:
+        raise RemoteError(f"{lxc.name} has no SSH host key", f"set it up again: infr lxcs add {lxc.name} ...")
+    return f"{key[0]} {key[1]}"
