@@ -154,6 +154,9 @@ _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _CONSOLE_RE = re.compile(r"^[A-Za-z0-9,]+$")
 _RELEASE_RE = re.compile(r"^[a-z]+$")
+_GRUB_UUID_RE = re.compile(r"^[0-9A-Za-z-]+$")
+_GRUB_PATH_RE = re.compile(r"^/[\w@.+/-]*$")
+_GRUB_MODULE_RE = re.compile(r"^[a-z0-9_]+$")
 
 
 def validate_settings(settings: PreseedSettings) -> None:
@@ -441,13 +444,18 @@ def _one(values: dict[str, list[str]], key: str) -> str:
 
 def _grub_facts(values: dict[str, list[str]]) -> GrubFacts | None:
     uuid, path, fs = (_one(values, k) for k in ("grub_uuid", "grub_path", "grub_fs"))
-    if not (uuid and path.startswith("/") and fs):
+    if not (uuid and path and fs):
         return None
     # What grub-mkconfig loads before touching a device: partition maps, then
     # LVM/RAID layers, then the filesystem.
     modules = [f"part_{p}" for p in _one(values, "grub_partmap").split()]
     modules += _one(values, "grub_abstraction").split()
     modules.append(fs)
+    # These values are written into grub.cfg: anything unusual is refused, not quoted.
+    odd = [v for v, rx in [(uuid, _GRUB_UUID_RE), (path, _GRUB_PATH_RE)] if not rx.match(v)]
+    odd += [m for m in modules if not _GRUB_MODULE_RE.match(m)]
+    if odd:
+        raise InfrError(f"unexpected GRUB probe values {odd}", hint="infr cannot add a boot entry to this GRUB")
     return GrubFacts(uuid, path, tuple(dict.fromkeys(modules)))
 
 

@@ -369,6 +369,11 @@ def test_parse_probe_without_grub() -> None:
         bm.choose_method(bm.parse_box_probe("disk=/dev/sda\nfirmware=uefi\ngrub_uuid=\n"))
 
 
+def test_parse_probe_refuses_odd_grub_values() -> None:
+    with pytest.raises(InfrError, match="unexpected GRUB probe values"):
+        bm.parse_box_probe(PROBE_BTRFS.replace("grub_path=/@rootfs/boot", "grub_path=/boot; reboot"))
+
+
 @pytest.mark.parametrize("disks", ["", "disk=/dev/vda\ndisk=/dev/vdb\n"])
 def test_parse_probe_needs_exactly_one_disk(disks: str) -> None:
     with pytest.raises(InfrError, match="which disk"):
