@@ -1,0 +1,349 @@
+"""Backups on real hosts: start and stop a pair, and read back how fresh its backups are.
+
+What gets installed is rendered by infr.core.backups; this module records pairs in state
+and converges the two hosts over SSH (as `manager` with sudo), so running a command
+again changes nothing and repairs a run that was cut off half-way.
+
+TO holds the btrbk config, the units and its own key pair (the private key never
+leaves it); FROM holds the `infr-backup` user, which TO's key can only use through the
+filter. Stopping a pair archives TO's backups of FROM (Infr's way), never deletes them;
+starting the pair again moves the archive back so that incrementals resume.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from infr.connector import SSHConnection
+from infr.core import backups, converge
+from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
+from infr.core.converge import FileSpec
+from infr.core.hostops import get_host, now, target
+from infr.core.session import Session
+from infr.errors import ConflictError, InfrError, NotFoundError, UsageError
+from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory
+
+Report = Callable[[str], None]
+
+TIMER = "infr-backup.timer"
+DEBIAN_TIMER = "btrbk.timer"  # Debian's daily btrbk run: ours replaces it
+STATUS_UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class PairStatus:
+    """How fresh one active pair's backups are; `newest` is None when there is none."""
+
+    from_host: str
+    to_host: str
+    newest: datetime | None
+    status: str  # backups.STATUS_OK, STATUS_STALE or STATUS_UNREACHABLE
+    error: str = ""
+
+    def age(self, now_: datetime) -> timedelta | None:
+        return None if self.newest is None else now_ - self.newest
+
+
+# --- state ----------------------------------------------------------------------------
+
+
+def _settings(session: Session) -> BackupSettings:
+    return BackupSettings.from_config({k: str(v) for k, v in session.settings().items()})
+
+
+def _check_pair(inv: Inventory, from_host: str, to_host: str) -> None:
+    if from_host == to_host:
+        raise UsageError("a host cannot back itself up", "pick another host as TO")
+    for name in (from_host, to_host):
+        host = get_host(inv, name)
+        if host.status != HOST_READY:
+            raise ConflictError(f"host {name} is {host.status}", f"finish it first: infr hosts add --adopt {name} IP")
+
+
+def _record_start(session: Session, from_host: str, to_host: str) -> bool:
+    """Record the pair as active; True if it was archived (its backups need moving back)."""
+    with session.change() as change:
+        _check_pair(change.inv, from_host, to_host)
+        found = change.inv.find_backup(from_host, to_host)
+        if found is not None and found.status == BACKUP_ACTIVE:
+            return False  # already started: converge the hosts again, state stays
+        others = [b for b in change.inv.backups if b.pair != (from_host, to_host)]
+        change.set_backups([*others, Backup(from_host, to_host, BACKUP_ACTIVE, now())])
+        change.note(f"backup {from_host} -> {to_host} started")
+        return found is not None
+
+
+def _record_stop(session: Session, from_host: str, to_host: str) -> None:
+    with session.change() as change:
+        found = change.inv.find_backup(from_host, to_host)
+        if found is None:
+            raise NotFoundError(f"no backup {from_host} -> {to_host}", "list them with 'infr backups'")
+        if found.status == BACKUP_ARCHIVED:
+            return  # stopped before: clean the hosts up again, state stays
+        change.set_backups([replace(b, status=BACKUP_ARCHIVED) if b is found else b for b in change.inv.backups])
+        change.note(f"backup {from_host} -> {to_host} stopped; its backups are archived on {to_host}")
+
+
+def _pull_view(host: Host) -> Host:
+    # There is no WireGuard mesh between hosts yet, so TO cannot reach FROM's vnet
+    # address: it pulls over the public one (inside ssh). Drop this once the mesh exists.
+    return replace(host, vnet_ip=host.public_ip)
+
+
+# --- start / stop ---------------------------------------------------------------------
+
+
+def start(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:
+    """Start (or resume, or reactivate) backing FROM up onto TO; returns what changed."""
+    with session.locked():
+        reactivated = _record_start(session, from_host, to_host)
+        inv, settings = session.inventory(), _settings(session)
+        changes: list[str] = []
+        with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
+            if reactivated:
+                changes += _unarchive(to_conn, from_host, settings)
+            public_key = _ensure_key_pair(to_conn, to_host, settings)
+            with SSHConnection.connect(target(session, inv.hosts[from_host])) as from_conn:
+                changes += _deploy_source(from_conn, to_host, public_key, settings)
+                _make_dirs({from_host: from_conn, to_host: to_conn}, from_host, to_host, settings)
+            changes += _deploy_target(to_conn, inv, to_host, settings)
+    for line in changes:
+        report(line)
+    return changes
+
+
+def stop(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:
+    """Stop backing FROM up onto TO: archive TO's backups, clean FROM up; returns what changed."""
+    with session.locked():
+        _record_stop(session, from_host, to_host)
+        inv, settings = session.inventory(), _settings(session)
+        with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
+            changes = _deploy_target(to_conn, inv, to_host, settings)
+            changes += _archive(to_conn, from_host, settings)
+        with SSHConnection.connect(target(session, inv.hosts[from_host])) as from_conn:
+            changes += _clean_source(from_conn, to_host, settings)
+    for line in changes:
+        report(line)
+    return changes
+
+
+def _make_dirs(conns: dict[str, SSHConnection], from_host: str, to_host: str, settings: BackupSettings) -> None:
+    # `mkdir -p`: nothing worth reporting, and a no-op the second time.
+    for cmd in backups.setup_commands(from_host, to_host, settings):
+        conns[cmd.host].run(cmd.argv)
+
+
+# --- TO ---------------------------------------------------------------------------------
+
+
+def _ensure_key_pair(conn: SSHConnection, to_host: str, settings: BackupSettings) -> str:
+    """TO's backup key, made on TO so that the private half never travels; its public half."""
+    identity = settings.ssh_identity
+    if conn.run(["test", "-f", identity], check=False).exit_status != 0:
+        conn.run(["install", "-d", "-m", "700", "--", posixpath.dirname(identity)])
+        conn.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"infr-backup@{to_host}", "-f", identity])
+    return conn.run(["cat", "--", f"{identity}.pub"]).text.strip()
+
+
+def _deploy_target(conn: SSHConnection, inv: Inventory, to_host: str, settings: BackupSettings) -> list[str]:
+    """btrbk config, units and pinned keys for every active pair pulling onto TO; the timer."""
+    pairs = [(b, _pull_view(inv.hosts[b.from_host])) for b in inv.backups if b.to_host == to_host]
+    active_hosts = [h for b, h in pairs if b.status == BACKUP_ACTIVE]
+    lxcs = {h.name: inv.lxcs_on(h.name) for _, h in pairs}
+    to = inv.hosts[to_host]
+    files = {settings.btrbk_conf: backups.render_btrbk_conf(to, pairs, lxcs, settings)}
+    files.update(backups.render_units(to, active_hosts, settings))
+    changes = converge.ensure_packages(conn, ["btrbk", "btrfs-progs"])
+    reload = False
+    for path, text in files.items():
+        changed = converge.ensure_file(conn, _spec(path, text))
+        reload = reload or (bool(changed) and path.startswith("/etc/systemd/"))
+        changes += changed
+    if reload:
+        conn.run(["systemctl", "daemon-reload"])
+    return changes + _ensure_timers(conn, enabled=bool(active_hosts))
+
+
+def _spec(path: str, text: str) -> FileSpec:
+    return FileSpec(path, text.encode(), mode=0o755 if text.startswith("#!") else 0o644)
+
+
+def _ensure_timers(conn: SSHConnection, *, enabled: bool) -> list[str]:
+    """Our timer on while TO pulls anything (off when nothing is left); Debian's always off."""
+    changes = []
+    for unit, wanted in ((DEBIAN_TIMER, False), (TIMER, enabled)):
+        if _unit_state(conn, unit) != (wanted, wanted):
+            conn.run(["systemctl", "enable" if wanted else "disable", "--now", unit])
+            changes.append(f"{'enabled' if wanted else 'disabled'} {unit}")
+    return changes
+
+
+def _unit_state(conn: SSHConnection, unit: str) -> tuple[bool, bool]:
+    """(enabled, active) of a unit; a unit that does not exist is neither."""
+    enabled = conn.run(["systemctl", "is-enabled", "--quiet", unit], check=False).exit_status == 0
+    active = conn.run(["systemctl", "is-active", "--quiet", unit], check=False).exit_status == 0
+    return enabled, active
+
+
+def archive_dir(from_host: str, settings: BackupSettings) -> str:
+    """Where `backup stop` moves TO's backups of FROM: beside the live backups, not among them."""
+    return posixpath.join(posixpath.dirname(settings.backup_dir), "archive", from_host)
+
+
+def _archive(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[str]:
+    live, archived = backups.backup_dir(from_host, settings), archive_dir(from_host, settings)
+    conn.run(["mkdir", "-p", posixpath.dirname(archived)])
+    return _move(conn, live, archived)
+
+
+def _unarchive(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[str]:
+    return _move(conn, archive_dir(from_host, settings), backups.backup_dir(from_host, settings))
+
+
+def _move(conn: SSHConnection, source: str, dest: str) -> list[str]:
+    """Rename a directory of subvolumes (same filesystem: nothing is copied). Refuses to
+    merge into an existing one: two sets of backups are for the admin to sort out."""
+    script = 'if [ ! -e "$1" ]; then exit 3; fi; if [ -e "$2" ]; then exit 4; fi; mv -T -- "$1" "$2"'
+    result = conn.run(["sh", "-c", script, "sh", source, dest], check=False)
+    if result.exit_status == 3:
+        return []
+    if result.exit_status == 4:
+        raise ConflictError(f"{conn.target.name}: both {source} and {dest} exist", "move one of them aside by hand")
+    if result.exit_status != 0:
+        raise InfrError(f"{conn.target.name}: could not move {source} to {dest}: {result.stderr.decode().strip()}")
+    return [f"moved {source} to {dest}"]
+
+
+# --- FROM -------------------------------------------------------------------------------
+
+
+def _home(settings: BackupSettings) -> str:
+    return f"/var/lib/{settings.ssh_user}"
+
+
+def _deploy_source(conn: SSHConnection, to_host: str, public_key: str, settings: BackupSettings) -> list[str]:
+    """The backup user that TO's key logs in as, its filter and sudoers."""
+    changes = _ensure_system_user(conn, settings)
+    for path, text in backups.render_source_files(settings).items():
+        changes += converge.ensure_file(conn, _source_spec(path, text))
+    line = backups.render_authorized_key(to_host, public_key, settings)
+    return changes + _edit_authorized_keys(conn, to_host, line, settings)
+
+
+def _source_spec(path: str, text: str) -> FileSpec:
+    if path.startswith("/etc/sudoers.d/"):
+        return FileSpec(path, text.encode(), mode=0o440, precheck=("visudo", "-c", "-q", "-f", "{}"))
+    return _spec(path, text)
+
+
+def _ensure_system_user(conn: SSHConnection, settings: BackupSettings) -> list[str]:
+    # Not converge.ensure_user: a system account in no group, whose shell must still run
+    # the forced command (so not nologin).
+    user = settings.ssh_user
+    if conn.run(["id", "-u", "--", user], check=False).exit_status == 0:
+        return []
+    conn.run(["useradd", "--system", "--create-home", "--home-dir", _home(settings), "--shell", "/bin/sh", "--", user])
+    return [f"created user {user}"]
+
+
+def _edit_authorized_keys(conn: SSHConnection, to_host: str, line: str | None, settings: BackupSettings) -> list[str]:
+    """Replace TO's line (comment infr-backup@TO) in the backup user's authorized_keys,
+    keeping the other TO hosts' lines; `line` None removes it."""
+    user, path = settings.ssh_user, f"{_home(settings)}/.ssh/authorized_keys"
+    current = conn.get_file(path).decode() if _exists(conn, path) else ""
+    mine = f"infr-backup@{to_host}"
+    kept = [k for k in current.splitlines() if k.strip() and k.split()[-1] != mine]
+    wanted = "".join(f"{k}\n" for k in [*kept, *([line.strip()] if line else [])])
+    conn.run(["install", "-d", "-m", "700", "-o", user, "-g", user, "--", posixpath.dirname(path)])
+    return converge.ensure_file(conn, FileSpec(path, wanted.encode(), user, user, 0o600))
+
+
+def _exists(conn: SSHConnection, path: str) -> bool:
+    return conn.run(["test", "-e", path], check=False).exit_status == 0
+
+
+def _clean_source(conn: SSHConnection, to_host: str, settings: BackupSettings) -> list[str]:
+    """TO's key off FROM, and the snapshots TO took (only the archive on TO stays)."""
+    changes = _edit_authorized_keys(conn, to_host, None, settings)
+    snapshots = backups.snapshot_dir(to_host, settings)
+    if _exists(conn, snapshots):
+        script = 'for s in "$1"/*; do if [ -e "$s" ]; then btrfs subvolume delete -- "$s"; fi; done; rmdir -- "$1"'
+        conn.run(["sh", "-c", script, "sh", snapshots])
+        changes.append(f"deleted the snapshots in {snapshots}")
+    return changes
+
+
+# --- status and restore points ---------------------------------------------------------------
+
+
+def _read_points(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[RestorePoint]:
+    directory = backups.backup_dir(from_host, settings)
+    if not _exists(conn, directory):
+        return []
+    listing = conn.run(list(backups.list_restore_points_argv(from_host, settings)))
+    return backups.parse_restore_points(listing.text)
+
+
+def _newest_complete(points: list[RestorePoint], subvols: list[str]) -> datetime | None:
+    """When FROM was last backed up whole: the oldest of each expected subvolume's newest."""
+    newest = backups.newest_by_subvol(points)
+    if any(s not in newest for s in subvols):
+        return None
+    return min(newest[s].at for s in subvols)
+
+
+def max_age(session: Session) -> timedelta:
+    return timedelta(minutes=int(session.settings().get("backupMaxAgeMinutes", 15)))
+
+
+def status(session: Session, now_: datetime | None = None) -> list[PairStatus]:
+    """The freshness of every active pair, one SSH connection per TO host."""
+    inv, settings = session.inventory(), _settings(session)
+    moment, limit = now_ or datetime.now(UTC), max_age(session)
+    active = [b for b in inv.backups if b.status == BACKUP_ACTIVE]
+    rows: list[PairStatus] = []
+    for to_host in sorted({b.to_host for b in active}):
+        pairs = sorted((b for b in active if b.to_host == to_host), key=lambda b: b.from_host)
+        rows += _status_on(session, inv, to_host, pairs, settings, moment, limit)
+    return rows
+
+
+def _status_on(
+    session: Session,
+    inv: Inventory,
+    to_host: str,
+    pairs: list[Backup],
+    settings: BackupSettings,
+    moment: datetime,
+    limit: timedelta,
+) -> list[PairStatus]:
+    if to_host in session.down_hosts:
+        return [PairStatus(b.from_host, to_host, None, STATUS_UNREACHABLE, "skipped (-D)") for b in pairs]
+    try:
+        with SSHConnection.connect(target(session, inv.hosts[to_host])) as conn:
+            found = {b.from_host: _read_points(conn, b.from_host, settings) for b in pairs}
+    except InfrError as e:  # a TO that is down makes its pairs red, not the whole report fail
+        return [PairStatus(b.from_host, to_host, None, STATUS_UNREACHABLE, str(e)) for b in pairs]
+    rows = []
+    for b in pairs:
+        subvols = [HOST_SUBVOL, *(backups.lxc_subvol(c.name) for c in inv.lxcs_on(b.from_host))]
+        newest = _newest_complete(found[b.from_host], subvols)
+        rows.append(PairStatus(b.from_host, to_host, newest, backups.backup_age_status(newest, moment, limit)))
+    return rows
+
+
+def restore_points(session: Session, host: str, subvol: str | None = None) -> list[tuple[str, RestorePoint]]:
+    """(TO host, restore point) of every backup of `host` held by its active pairs,
+    oldest first; `subvol` keeps one subvolume (e.g. one container's)."""
+    inv, settings = session.inventory(), _settings(session)
+    get_host(inv, host)
+    found: list[tuple[str, RestorePoint]] = []
+    for b in inv.backups:
+        if b.from_host == host and b.status == BACKUP_ACTIVE:
+            with SSHConnection.connect(target(session, inv.hosts[b.to_host])) as conn:
+                points = _read_points(conn, host, settings)
+            found += [(b.to_host, p) for p in points if subvol is None or p.subvol == subvol]
+    return sorted(found, key=lambda item: item[1])
