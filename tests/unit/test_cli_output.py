@@ -27,17 +27,13 @@ def seed(root: Path) -> None:
     seed_lxc(root, "fozzie", "bob", aliases=["www.example.org"])
     seed_lxc(root, "web", "tom")
     with Session(root, command_line="test: seed backup").change() as change:
-        lxc = change.inv.lxcs["fozzie"]
-        lxc.tcp_forwards = [dataclasses.replace(f) for f in lxc.tcp_forwards]
         change.set_backups([Backup("bob", "tom", started="2026-01-01T00:00:00+00:00")])
 
 
 @pytest.fixture
 def world(tmp_path: Path, state_template: Callable[..., Path]) -> Path:
     root = clone_state(state_template("output", seed), tmp_path / "state")
-    result = run_cli(root, "lxc", "fozzie", "--no-apply", "add-tcp-forward", "2222", "22")
-    if result.exit_code != 0:  # before --no-apply existed
-        result = run_cli(root, "lxc", "fozzie", "add-tcp-forward", "2222", "22")
+    result = run_cli(root, "lxc", "fozzie", "add-tcp-forward", "2222", "22")
     assert result.exit_code == 0, (result.output, result.exception)
     return root
 
