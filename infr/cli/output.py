@@ -36,7 +36,7 @@ def _cell(value: Any) -> str:
 def emit_rows(rows: list[dict[str, Any]], columns: Columns, fmt: str | None, empty: str = "") -> None:
     """Print a list of records; the full records go to json/yaml, the columns to tables."""
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(_json_lines(rows))
     elif fmt == "yaml":
         _yaml(rows)
     elif fmt == "csv":
@@ -47,6 +47,16 @@ def emit_rows(rows: list[dict[str, Any]], columns: Columns, fmt: str | None, emp
         _rich_table(rows, columns)
     else:
         _plain_table(rows, columns)
+
+
+def _json_lines(rows: list[dict[str, Any]]) -> str:
+    """A JSON array with one compact record per line: valid JSON, easy to grep, and made by
+    the C encoder (indent=2 falls back to the pure-Python one: 0.15 s vs 0.06 s of CPU for
+    10,000 LXCs)."""
+    if not rows:
+        return "[]"
+    encode = json.JSONEncoder().encode
+    return "[\n  " + ",\n  ".join([encode(row) for row in rows]) + "\n]"
 
 
 def emit_object(obj: dict[str, Any], fields: Columns, fmt: str | None) -> None:
