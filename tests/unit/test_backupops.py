@@ -1,0 +1,84 @@
+"""infr.core.backupops against a fake host: authorized_keys edits, timers, archive moves, freshness."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from infr.connector.ssh import Result
+from infr.core import backupops
+from infr.core.backups import BackupSettings, RestorePoint
+from infr.errors import ConflictError
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFdlbGwsIHRoaXMgaXMgbm90IHRoZSByZWFsIGtleSE="
+
+
+class FakeHost:
+    """Files in a dict; commands answered by `answers` (argv prefix -> exit status)."""
+
+    def __init__(self, files: dict[str, bytes] | None = None, answers: dict[tuple[str, ...], int] | None = None):
+        self.files = dict(files or {})
+        self.answers = answers or {}
+        self.ran: list[tuple[str, ...]] = []
+        self.target = type("T", (), {"name": "fake"})()
+
+    def run(self, argv: Sequence[str], *, check: bool = True, secret_output: bool = False, **_: object) -> Result:
+        argv = tuple(argv)
+        self.ran.append(argv)
+        if argv[0] == "stat":
+            return Result(0 if argv[-1] in self.files else 1, b"root:root:600\n", b"")
+        if argv[0] == "test":
+            return Result(0 if argv[-1] in self.files else 1, b"", b"")
+        if argv[0] == "cat":
+            return Result(0, self.files[argv[-1]], b"")
+        status = next((code for prefix, code in self.answers.items() if argv[: len(prefix)] == prefix), 0)
+        return Result(status, b"", b"")
+
+    def get_file(self, path: str) -> bytes:
+        return self.files[path]
+
+    def put_file(self, path: str, data: bytes, **_: object) -> None:
+        self.files[path] = data
+
+
+AUTH = "/var/lib/infr-backup/.ssh/authorized_keys"
+
+
+def test_authorized_keys_keep_other_backup_hosts_and_swap_our_line() -> None:
+    other = f'command="x",restrict {KEY} infr-backup@ann\n'.encode()
+    host = FakeHost({AUTH: other + f"restrict {KEY} infr-backup@tom\n".encode()})
+    line = f'command="y",restrict {KEY} infr-backup@tom'
+    assert backupops._edit_authorized_keys(host, "tom", line, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
+    assert host.files[AUTH] == other + f"{line}\n".encode()
+    assert backupops._edit_authorized_keys(host, "tom", None, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
+    assert host.files[AUTH] == other
+
+
+def test_timers_are_switched_only_when_they_differ() -> None:
+    off = FakeHost(answers={("systemctl", "is-enabled"): 1, ("systemctl", "is-active"): 1})
+    assert backupops._ensure_timers(off, enabled=False) == []  # type: ignore[arg-type]
+    assert backupops._ensure_timers(off, enabled=True) == ["enabled infr-backup.timer"]  # type: ignore[arg-type]
+    on = FakeHost()
+    assert backupops._ensure_timers(on, enabled=True) == ["disabled btrbk.timer"]  # type: ignore[arg-type]
+
+
+def test_move_refuses_to_merge_two_sets_of_backups() -> None:
+    assert backupops._move(FakeHost(answers={("sh",): 3}), "/a", "/b") == []  # type: ignore[arg-type]
+    assert backupops._move(FakeHost(), "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
+    with pytest.raises(ConflictError):
+        backupops._move(FakeHost(answers={("sh",): 4}), "/a", "/b")  # type: ignore[arg-type]
+
+
+def test_archive_sits_beside_the_live_backups() -> None:
+    assert backupops.archive_dir("bob", BackupSettings()) == "/var/lib/backups/archive/bob"
+
+
+def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
+    def point(subvol: str, minute: int) -> RestorePoint:
+        return RestorePoint(datetime(2026, 1, 1, 12, minute, tzinfo=UTC), 0, subvol, f"{subvol}.x")
+
+    found = [point("host", 0), point("host", 10), point("lxc-web", 5)]
+    assert backupops._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
+    assert backupops._newest_complete(found, ["host", "lxc-db"]) is None
