@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import click
 
+from infr.cli.cmd_backups import host_backups
 from infr.cli.common import NamedGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
@@ -148,3 +149,6 @@ def ssh(app: App, command: tuple[str, ...]) -> None:
     from infr.core import sshexec
 
     sshexec.exec_ssh(app.session, target_name(), list(command))
+
+
+host.add_command(host_backups)

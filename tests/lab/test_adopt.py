@@ -53,7 +53,7 @@ def run_as_manager(ip: str, key: Path, command: str) -> tuple[int, str]:
     client = login(ip, "manager", key)
     try:
         _, stdout, _ = client.exec_command(command, timeout=120)
-        stdout.channel.set_combined_stderr(True)
+        stdout.channel.set_combine_stderr(True)
         out = stdout.read().decode()
         return stdout.channel.recv_exit_status(), out
     finally:
