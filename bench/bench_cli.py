@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--lxcs-per-host", type=int, default=10)
     parser.add_argument("--infr", default=str(Path(sys.executable).parent / "infr"), help="the infr to measure")
+    parser.add_argument("--small-only", action="store_true", help="only the startup figures (3-host state)")
     parser.add_argument("--keep", action="store_true", help="keep the generated state directories")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -306,6 +307,10 @@ def main() -> None:
             )
 
         # -- big state -----------------------------------------------------------------
+        if args.small_only:
+            print()
+            print_table(rows)
+            return
         big = workdir / "big"
         total = args.hosts * args.lxcs_per_host
         print(f"big state: generating {args.hosts} hosts and {total} LXCs ...", flush=True)
