@@ -59,6 +59,13 @@ def _toml(path: Path) -> dict[str, Any]:
         raise StateError(f"{path} is not valid TOML: {exc}", "fix the file or restore it from git") from None
 
 
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
 def dump_toml(data: dict[str, Any]) -> bytes:
     import tomli_w
 
@@ -236,12 +243,15 @@ class Store:
             (Peer, "peers", inventory.peers),
         )
         for cls, directory, target in kinds:
-            for path in sorted((self.root / directory).glob("*.toml")):
-                item = schema.from_dict(cls, _toml(path), f"{directory}/{path.name}", problems)
+            # What glob("*.toml") finds, sorted as strings: sorting 10,000 Paths took 0.08 s.
+            names = sorted(n for n in _listdir(self.root / directory) if n.endswith(".toml") and n[0] != ".")
+            for name in names:
+                stem = name[: -len(".toml")]
+                item = schema.from_dict(cls, _toml(self.root / directory / name), f"{directory}/{name}", problems)
                 if item is not None:
-                    if item.name != path.stem:
-                        problems.append(f"{directory}/{path.name}: name field differs from the file name")
-                    target[path.stem] = item
+                    if item.name != stem:
+                        problems.append(f"{directory}/{name}: name field differs from the file name")
+                    target[stem] = item
         for path in sorted((self.root / "keys").glob("*.pub")):
             inventory.keys[path.stem] = Key(path.stem, path.read_text().strip())
         backups = self.root / "backups.toml"
