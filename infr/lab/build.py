@@ -83,6 +83,7 @@ def _configure(recipe: ImageRecipe, mnt: Path, uuid: str, build_log: Path) -> No
     proc.run(["mount", "-t", "proc", "proc", str(mnt / "proc")])
     chroot = ["chroot", str(mnt), "env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8"]
     proc.run([*chroot, "systemctl", "enable", "infr-lab-seed.service"], log_file=build_log)
+    proc.run([*chroot, "update-initramfs", "-u", "-k", "all"], log_file=build_log, timeout=600)
     proc.run([*chroot, "apt-get", "update"], log_file=build_log, timeout=600)
     proc.run([*chroot, "apt-get", "install", "--download-only", "-y", *recipe.predownload],
              log_file=build_log, timeout=1800)

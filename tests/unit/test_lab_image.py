@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from infr.errors import LabError
 from infr.lab import LabConfig, network, vm
-from infr.lab.image import ImageRecipe, read_recipe
+from infr.lab.image import ImageRecipe, _prune, read_recipe
 from infr.lab.mirror import from_sources, parse_deb822, parse_one_line
 
 SOURCES = """Types: deb
@@ -44,21 +45,23 @@ def test_equal_recipes_hash_equal() -> None:
     assert len(recipe().digest()) == 16
 
 
-@pytest.mark.parametrize("changes", [
-    {"mirror_url": "http://elsewhere.example.test/debian"},
-    {"sources": "y"},
-    {"include": ("linux-image-amd64",)},
-    {"predownload": ("lxc",)},
-    {"disk_size": "16G"},
-    {"version": 999},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"mirror_url": "http://elsewhere.example.test/debian"},
+        {"sources": "y"},
+        {"include": ("linux-image-amd64",)},
+        {"predownload": ("lxc",)},
+        {"disk_size": "16G"},
+        {"version": 999},
+    ],
+)
 def test_recipe_hash_changes_with_the_recipe(changes: dict[str, object]) -> None:
     assert recipe(**changes).digest() != recipe().digest()
 
 
 def test_recipe_hash_changes_with_a_file_of_the_image() -> None:
-    files = tuple((p, c + "# changed\n" if p.endswith("seed") else c, m)
-                  for p, c, m in recipe().files)
+    files = tuple((p, c + "# changed\n" if p.endswith("seed") else c, m) for p, c, m in recipe().files)
     assert recipe(files=files).digest() != recipe().digest()
 
 
@@ -68,9 +71,25 @@ def test_recipe_survives_its_json_file(tmp_path: Path) -> None:
     assert read_recipe(path) == recipe()
 
 
+def test_prune_keeps_the_current_and_the_newest_other_image(tmp_path: Path) -> None:
+    for age, name in enumerate(["current", "newer", "older", "oldest", "building.tmp"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "base.qcow2").write_text("")
+        os.utime(tmp_path / name / "base.qcow2", (1e9 - age, 1e9 - age))
+    _prune(tmp_path, keep=tmp_path / "current")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["building.tmp", "current", "newer"]
+
+
 def spec(tmp_path: Path) -> vm.VmSpec:
-    return vm.VmSpec(name="lab1", directory=tmp_path, disk=tmp_path / "disk.qcow2",
-                     tap="infrlab-tap1", mac="52:54:00:1a:b0:01", memory_mb=1280, cpus=1)
+    return vm.VmSpec(
+        name="lab1",
+        directory=tmp_path,
+        disk=tmp_path / "disk.qcow2",
+        tap="infrlab-tap1",
+        mac="52:54:00:1a:b0:01",
+        memory_mb=1280,
+        cpus=1,
+    )
 
 
 def test_qemu_argv(tmp_path: Path) -> None:
@@ -95,12 +114,15 @@ def test_qemu_argv_with_kvm(tmp_path: Path) -> None:
     assert argv[argv.index("-accel") + 1] == "kvm" and "host" in argv
 
 
-@pytest.mark.parametrize(("override", "kvm_works", "expected"), [
-    (None, True, vm.KVM),
-    (None, False, vm.TCG),
-    ("tcg", True, vm.TCG),
-    ("kvm", False, vm.KVM),
-])
+@pytest.mark.parametrize(
+    ("override", "kvm_works", "expected"),
+    [
+        (None, True, vm.KVM),
+        (None, False, vm.TCG),
+        ("tcg", True, vm.TCG),
+        ("kvm", False, vm.KVM),
+    ],
+)
 def test_accelerator_choice(override: str | None, kvm_works: bool, expected: list[str]) -> None:
     assert vm.choose_accel(override, kvm_works) == expected
 
@@ -117,18 +139,33 @@ def test_kvm_probe_says_no_without_access_to_dev_kvm(monkeypatch: pytest.MonkeyP
 
 def test_seed_survives_shell_quoting(tmp_path: Path) -> None:
     odd = "$6$s'a\"l`t`\\$h"
-    keys = {t: (f"-----BEGIN {t}-----\nline 1\nline 2\n-----END-----\n", f"ssh-{t} AAAA")
-            for t in vm.HOST_KEY_TYPES}
+    keys = {t: (f"-----BEGIN {t}-----\nline 1\nline 2\n-----END-----\n", f"ssh-{t} AAAA") for t in vm.HOST_KEY_TYPES}
     seed = tmp_path / "seed"
-    seed.write_text(vm.seed_text(hostname="lab1", address="198.51.100.11/24",
-                                 gateway="198.51.100.1", apt_proxy="http://198.51.100.1:3142/",
-                                 authorized_key="ssh-ed25519 AAAA admin@lab\n",
-                                 root_password_hash=odd, host_keys=keys))
-    out = subprocess.run(["sh", "-c", '. "$1"; printf "%s|%s|%s|%s" "$SEED_ROOT_PASSWORD_HASH" '
-                          '"$SEED_AUTHORIZED_KEY" "$SEED_IFNAME" "$SEED_HOSTKEY_rsa"', "sh",
-                          str(seed)], capture_output=True, text=True, check=True).stdout
-    assert out == (f"{odd}|ssh-ed25519 AAAA admin@lab|ens3|"
-                   "-----BEGIN rsa-----\nline 1\nline 2\n-----END-----")
+    seed.write_text(
+        vm.seed_text(
+            hostname="lab1",
+            address="198.51.100.11/24",
+            gateway="198.51.100.1",
+            apt_proxy="http://198.51.100.1:3142/",
+            authorized_key="ssh-ed25519 AAAA admin@lab\n",
+            root_password_hash=odd,
+            host_keys=keys,
+        )
+    )
+    out = subprocess.run(
+        [
+            "sh",
+            "-c",
+            '. "$1"; printf "%s|%s|%s|%s" "$SEED_ROOT_PASSWORD_HASH" '
+            '"$SEED_AUTHORIZED_KEY" "$SEED_IFNAME" "$SEED_HOSTKEY_rsa"',
+            "sh",
+            str(seed),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == (f"{odd}|ssh-ed25519 AAAA admin@lab|ens3|-----BEGIN rsa-----\nline 1\nline 2\n-----END-----")
 
 
 def test_host_keys_and_password_hash_are_made_here(tmp_path: Path) -> None:
@@ -144,16 +181,20 @@ def test_mirror_from_deb822_keeps_the_same_host_only() -> None:
     mirror = from_sources(parse_deb822(SOURCES))
     assert mirror.url == "http://mirror.example.test/debian"
     assert mirror.host == "mirror.example.test" and mirror.port == 80
-    assert [s.uri for s in mirror.sources] == ["http://mirror.example.test/debian",
-                                               "http://mirror.example.test/debian-security"]
+    assert [s.uri for s in mirror.sources] == [
+        "http://mirror.example.test/debian",
+        "http://mirror.example.test/debian-security",
+    ]
     text = mirror.deb822()
     assert "Suites: bookworm bookworm-updates" in text and "other.example.test" not in text
     assert "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" in text
 
 
 def test_mirror_from_one_line_sources() -> None:
-    sources = parse_one_line("deb http://mirror.example.test/debian bookworm main # x\n"
-                             "deb-src http://mirror.example.test/debian bookworm main\n")
+    sources = parse_one_line(
+        "deb http://mirror.example.test/debian bookworm main # x\n"
+        "deb-src http://mirror.example.test/debian bookworm main\n"
+    )
     assert from_sources(sources).url == "http://mirror.example.test/debian"
 
 
@@ -165,8 +206,7 @@ def test_https_only_mirror_is_refused() -> None:
 def test_lab_addresses() -> None:
     config = LabConfig()
     assert str(config.bridge_address) == "198.51.100.1/24"
-    assert [str(config.host_address(i).ip) for i in range(2)] == ["198.51.100.11",
-                                                                  "198.51.100.12"]
+    assert [str(config.host_address(i).ip) for i in range(2)] == ["198.51.100.11", "198.51.100.12"]
 
 
 def test_overlapping_routes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,7 +217,5 @@ def test_overlapping_routes(monkeypatch: pytest.MonkeyPatch) -> None:
         {"dst": "198.51.100.1", "dev": "infrlab-br", "type": "local"},
     ]
     monkeypatch.setattr(network.proc, "run", lambda *_a, **_k: json.dumps(routes))
-    assert network.overlapping_routes(ipaddress.IPv4Network("198.51.100.0/24"),
-                                      "infrlab-br") == []
-    assert network.overlapping_routes(ipaddress.IPv4Network("192.0.2.0/24"),
-                                      "infrlab-br") == ["192.0.2.0/24 dev eth0"]
+    assert network.overlapping_routes(ipaddress.IPv4Network("198.51.100.0/24"), "infrlab-br") == []
+    assert network.overlapping_routes(ipaddress.IPv4Network("192.0.2.0/24"), "infrlab-br") == ["192.0.2.0/24 dev eth0"]
