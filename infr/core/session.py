@@ -95,6 +95,7 @@ class Session:
             if problems:
                 self._inventory = None
                 raise ValidationError(problems, "nothing was changed")
+            history.ready(self.root)  # a git that cannot commit is found before, not after, saving
             self.store.commit(change.writes)
             self.store.save_cache(change.inv, change.writes)
             history.commit(self.root, [p for p in change.writes if p != "secrets.toml"], self.command_line)

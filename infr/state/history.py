@@ -10,6 +10,7 @@ import getpass
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -62,6 +63,27 @@ def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def init(root: Path) -> None:
     git(root, "init", "-q", "-b", "main")
+
+
+# Locks git takes while committing. One left behind by a killed git makes every later
+# 'git add' or 'git commit' fail, which infr would only find out after saving a change.
+GIT_LOCKS = (".git/index.lock", ".git/HEAD.lock", ".git/refs/heads/main.lock")
+
+
+def ready(root: Path, wait: float = 2.0) -> None:
+    """Refuse a change, before anything is written, while git cannot commit in `root`.
+
+    A git still finishing for an infr that was killed lets go within `wait` seconds; a
+    lock older than that is from a git that is running by hand or that died.
+    """
+    deadline = time.monotonic() + wait
+    while held := [name for name in GIT_LOCKS if (root / name).exists()]:
+        if time.monotonic() >= deadline:
+            raise StateError(
+                f"git in the state directory is locked ({root / held[0]} exists)",
+                "a git command is running there, or was killed: if none is running, remove that file",
+            )
+        time.sleep(0.05)
 
 
 def commit(root: Path, paths: list[str], message: str) -> None:
