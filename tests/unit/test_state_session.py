@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from infr.core.session import Session
-from infr.errors import LockTimeoutError, ValidationError
+from infr.errors import LockTimeoutError, StateError, ValidationError
+from infr.state import history
 from infr.state.model import Lxc
 from infr.state.store import Store
 from tests.conftest import AUTHOR_EMAIL, AUTHOR_NAME, clone_state, seed_host, seed_lxc, snapshot
@@ -138,3 +140,31 @@ def test_a_second_writer_waits_says_who_holds_the_lock_and_gives_up(seeded: Path
 def test_a_lock_timeout_of_zero_fails_at_once(seeded: Path) -> None:
     with Session(seeded).locked(), pytest.raises(LockTimeoutError), Session(seeded, lock_timeout=0).locked():
         pass
+
+
+# ---- git must be able to commit ------------------------------------------------------------------
+
+
+def test_a_change_waits_for_a_git_that_is_finishing(seeded: Path) -> None:
+    lock = seeded / ".git" / "index.lock"
+    lock.touch()
+    threading.Timer(0.3, lock.unlink).start()
+    with Session(seeded).change() as change:
+        lxc = change.inv.lxcs["c1"]
+        lxc.http = "FORWARD"
+        change.put_lxc(lxc)
+    assert git(seeded, "status", "--porcelain") == ""
+    assert Store(seeded).load().lxcs["c1"].http == "FORWARD"
+
+
+def test_a_change_is_refused_before_saving_while_git_is_locked(seeded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history.ready, "__defaults__", (0.2,))
+    (seeded / ".git" / "refs" / "heads" / "main.lock").touch()
+    before = snapshot(seeded)
+    locked = r"git in the state directory is locked \(.*main.lock exists\)"
+    with pytest.raises(StateError, match=locked), Session(seeded).change() as change:
+        lxc = change.inv.lxcs["c1"]
+        lxc.http = "FORWARD"
+        change.put_lxc(lxc)
+    assert snapshot(seeded) == before
+    assert Store(seeded).load().lxcs["c1"].http == "NONE"
