@@ -153,6 +153,10 @@ def _internal_error(exc: BaseException) -> int:
     return 70
 
 
+# click 8.2+ raises this for a group run without arguments (older click prints the help itself).
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="infr", standalone_mode=False)
@@ -164,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("infr: aborted; nothing was changed", err=True)
         code = 1
+    except _NO_ARGS_IS_HELP as shown:  # plain 'infr': the help, not an error
+        click.echo(shown.format_message())
+        code = 0
     except click.ClickException as error:
         ctx = getattr(error, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx else ""
