@@ -58,6 +58,7 @@ class Session:
         if self._lock_depth == 0:
             from infr.state.lock import StateLock
 
+            self.store.require()  # the lock file lives in the state directory
             self._lock = StateLock(self.root, self.command_line)
             self._lock.acquire(self.lock_timeout, self.on_wait)
         self._lock_depth += 1
