@@ -143,13 +143,18 @@ def _report(error: InfrError) -> int:
 
 
 def _internal_error(exc: BaseException) -> int:
+    import logging
     import traceback
 
     from infr import oplog
 
+    # The log file of this run (under -w DIR), if the state directory had one to open.
+    logs = [h.baseFilename for h in logging.getLogger(oplog.LOGGER_NAME).handlers if isinstance(h, logging.FileHandler)]
+    if not logs:  # no log: say so, rather than let logging print the traceback to stderr
+        click.echo(f"infr: internal error: {exc!r} (a bug; please report it with the command line)", err=True)
+        return 70
     oplog.get_logger("cli").error("internal error\n%s", "".join(traceback.format_exception(exc)))
-    where = default_state_dir() / "log"
-    click.echo(f"infr: internal error: {exc!r} (a bug; the traceback is in the log, {where})", err=True)
+    click.echo(f"infr: internal error: {exc!r} (a bug; the traceback is in the log, {logs[0]})", err=True)
     return 70
 
 
