@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.shell_completion import BashComplete
 
-from infr.cli.main import COMMANDS, cli
+from infr.cli.main import COMMANDS, cli, main
 from infr.errors import StateError
 from tests.conftest import AUTHOR_EMAIL, AUTHOR_NAME, clone_state, run_cli, seed_host, seed_lxc
 
@@ -164,3 +164,43 @@ def test_completion_on_a_broken_or_missing_state_offers_nothing(world: Path, tmp
     (world / "lxcs" / "fozzie.toml").write_text("name = \n")
     assert complete(["-w", str(world), "lxc"], "") == []
     assert complete(["-w", str(tmp_path / "none"), "host"], "") == []
+
+
+# ---- internal errors ---------------------------------------------------------------------------------
+
+
+def test_a_bug_is_one_line_with_the_traceback_in_the_state_log(
+    world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import infr.core.lxcs
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(infr.core.lxcs, "set_http", boom)
+    with pytest.raises(SystemExit) as done:
+        main(["-w", str(world), "lxc", "fozzie", "http", "FORWARD"])
+    assert done.value.code == 70
+    err = capsys.readouterr().err
+    assert err == f"infr: internal error: RuntimeError('boom') (a bug; the traceback is in the log, {world / 'log'})\n"
+    assert "Traceback" in (world / "log").read_text()
+
+
+def test_a_bug_without_a_state_directory_prints_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    import click.shell_completion
+
+    def boom(shell: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(logging.getLogger("infr"), "handlers", [])
+    monkeypatch.setattr(click.shell_completion, "get_completion_class", boom)
+    with pytest.raises(SystemExit) as done:
+        main(["completion", "bash"])
+    assert done.value.code == 70
+    assert capsys.readouterr().err == (
+        "infr: internal error: RuntimeError('boom') (a bug; please report it with the command line)\n"
+    )
