@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 HEAVY = ("paramiko", "requests", "jinja2", "tomlkit", "tldextract")
@@ -168,6 +169,37 @@ def make_state(root: Path, hosts: int, lxcs_per_host: int) -> float:
     return time.perf_counter() - start
 
 
+def regular_install(workdir: Path, python: str) -> Path | None:
+    """`infr` installed as `pip install .` would (not editable), in a scratch venv.
+
+    An editable install adds a finder to every start of the venv's python (pathlib, re,
+    urllib: ~15 ms on this machine), which inflates the baseline and flatters the ratios.
+    The scratch venv gets infr's wheel and reads the dependencies from the dev venv's
+    site-packages through a .pth (whose own .pth files, the editable finder among them,
+    are not run). None, with the reason printed, when the wheel cannot be built.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    wheels, venv = workdir / "wheel", workdir / "regular"
+    build = subprocess.run(
+        [python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(repo)], capture_output=True, text=True
+    )
+    if build.returncode != 0:
+        print(f"bench: no regular-install figures: building the wheel failed: {build.stderr.strip()[-300:]}")
+        return None
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    wheel = next(wheels.glob("infr-*.whl"))
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
+    deps = subprocess.run(
+        [python, "-c", "import click, os; print(os.path.dirname(os.path.dirname(click.__file__)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "_bench_deps.pth").write_text(deps + "\n")
+    return venv / "bin"
+
+
 def drop_cache(root: Path) -> None:
     shutil.rmtree(root / ".cache", ignore_errors=True)
 
@@ -217,7 +249,9 @@ def timed_row(label: str, series: Series, base: Series, target: str, ok: bool | 
 
 def print_table(rows: list[Row]) -> None:
     head = ("figure", "median wall", "x baseline", "median cpu (x baseline)", "target", "result")
-    cells = [head] + [(r.figure, r.value, r.ratio, r.cpu, r.target, r.verdict) for r in rows]
+    cells = [head] + [
+        (r.figure, r.value, r.ratio, r.cpu, r.target, "" if r.figure[0] == "[" else r.verdict) for r in rows
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     for i, c in enumerate(cells):
         print(
@@ -240,6 +274,9 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--lxcs-per-host", type=int, default=10)
     parser.add_argument("--infr", default=str(Path(sys.executable).parent / "infr"), help="the infr to measure")
+    parser.add_argument(
+        "--no-regular", action="store_true", help="skip the figures of a regular (non-editable) install"
+    )
     parser.add_argument("--small-only", action="store_true", help="only the startup figures (3-host state)")
     parser.add_argument("--keep", action="store_true", help="keep the generated state directories")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
@@ -268,26 +305,39 @@ def main() -> None:
         make_state(small, 3, 0)
         baseline = [python, "-c", "pass"]
         small_env = {**env, "INFR_DIR": str(small)}
-        commands = {
-            "baseline": lambda: run(baseline, env=env),
-            "help": lambda: run([infr, "--help"], env=small_env),
-            "hosts": lambda: run([infr, "hosts"], env=small_env),
-        }
-        for command in commands.values():  # warm the page cache and infr's cache
-            command()
-        hosts_out = commands["hosts"]().stdout.decode()
-        assert hosts_out.count("\n") == 5 and "h3" in hosts_out, hosts_out
-        print(f"small state: {args.reps} rounds of python -c pass / infr --help / infr hosts ...", flush=True)
-        small_series = rounds(commands, args.reps)
-        base_series = small_series["baseline"]
-        base = base_series.median
-        rows.append(timed_row("python -c pass (baseline)", base_series, base_series, "", None))
-        for name, label in (("help", "infr --help"), ("hosts", "infr hosts (3 hosts, piped)")):
-            ratio = small_series[name].median / base
-            rows.append(timed_row(label, small_series[name], base_series, "<= 3x", ratio <= 3))
-        figures["small"] = {
-            k: {"median_s": s.median, "cpu_s": s.cpu, "spread": s.spread} for k, s in small_series.items()
-        }
+        editable = any(Path(sys.prefix).glob("lib/python3*/site-packages/__editable__*infr*.pth"))
+        venv_label = "editable install" if editable else "this venv"
+        installs = [(venv_label, python, infr)]
+        regular = regular_install(workdir, python) if editable and not args.no_regular else None
+        if regular is not None:
+            installs.append(("regular install", str(regular / "python"), str(regular / "infr")))
+        for label, py, exe in installs:
+            commands: dict[str, Callable[[], Run]] = {
+                "baseline": partial(run, [py, "-c", "pass"], env=env),
+                "click": partial(run, [py, "-c", "import click"], env=env),
+                "help": partial(run, [exe, "--help"], env=small_env),
+                "hosts": partial(run, [exe, "hosts"], env=small_env),
+            }
+            for command in commands.values():  # warm the page cache, bytecode and infr's cache
+                command()
+            hosts_out = commands["hosts"]().stdout.decode()
+            assert hosts_out.count("\n") == 5 and "h3" in hosts_out, hosts_out
+            print(
+                f"small state, {label}: {args.reps} rounds of python -c pass / import click / --help / hosts",
+                flush=True,
+            )
+            small_series = rounds(commands, args.reps)
+            base_series = small_series["baseline"]
+            base = base_series.median
+            rows.append(Row(f"[{label}: {py}]"))
+            rows.append(timed_row("python -c pass (baseline)", base_series, base_series, "", None))
+            rows.append(timed_row("python -c 'import click' (floor)", small_series["click"], base_series, "", None))
+            for name, text in (("help", "infr --help"), ("hosts", "infr hosts (3 hosts, piped)")):
+                ratio = small_series[name].median / base
+                rows.append(timed_row(text, small_series[name], base_series, "<= 3x", ratio <= 3))
+            figures[f"small ({label})"] = {
+                k: {"median_s": s.median, "cpu_s": s.cpu, "spread": s.spread} for k, s in small_series.items()
+            }
 
         # Heavy imports on the fast paths.
         heavy_found: dict[str, list[str]] = {}
@@ -296,10 +346,6 @@ def main() -> None:
             tops = {m.split(".")[0] for m, _ in modules}
             heavy_found[name] = sorted(t for t in HEAVY if t in tops)
             figures[f"imports_{name}"] = {"count": len(modules), "heavy": heavy_found[name]}
-        # The cost of click alone, for the record (see README: the floor of a click CLI).
-        click_series = rounds({"click": lambda: run([python, "-c", "import click"], env=env)}, args.reps)
-        rows.append(timed_row("python -c 'import click' (floor)", click_series["click"], base_series, "", None))
-        figures["click"] = {"median_s": click_series["click"].median, "cpu_s": click_series["click"].cpu}
         for name, label in (("help", "infr --help"), ("hosts", "infr hosts")):
             found = heavy_found[name]
             rows.append(
@@ -391,9 +437,7 @@ def main() -> None:
         print_table(rows)
         print()
         print(
-            f"baseline: {ms(base)} in the small-state rounds ({small_series['baseline'].spread}), "
-            f"{ms(big_b)} in the big-state rounds; medians of {args.reps} (small) and "
-            f"{args.big_reps} cold / {2 * args.big_reps} warm (big) runs."
+            f"medians of {args.reps} runs (small state) and {args.big_reps} cold / {2 * args.big_reps} warm (big) runs."
         )
         print(
             f"big state: generated in {gen_seconds:.1f} s; the first command after it (cache rebuild) took "
