@@ -125,10 +125,13 @@ class Store:
             cached = self._read_cache(fingerprint)
             if cached is not None:
                 return cached
-            inventory = self._parse()
+            # Problems in the files' fields and in their values, references and uniqueness
+            # are reported together: a hand-broken file shows everything wrong at once.
+            problems: list[str] = []
+            inventory = self._parse(problems)
         from infr.state import schema
 
-        problems = schema.check_inventory(inventory)
+        problems += schema.check_inventory(inventory)
         if problems:
             raise ValidationError(problems, "fix these files by hand, or restore them with git")
         self._write_cache(inventory, fingerprint)
@@ -223,10 +226,12 @@ class Store:
         with contextlib.suppress(OSError):
             write_atomic(self.cache_path, json.dumps(data, separators=(",", ":")).encode(), 0o600, durable=False)
 
-    def _parse(self) -> Inventory:
+    def _parse(self, problems: list[str] | None = None) -> Inventory:
+        """The inventory in the files; field problems go to `problems`, or are raised without it."""
         from infr.state import schema
 
-        problems: list[str] = []
+        collect = problems is not None
+        problems = [] if problems is None else problems
         meta = _toml(self.root / "infr.toml")
         if meta.get("schema_version") != schema.SCHEMA_VERSION:
             raise StateError(
@@ -259,7 +264,7 @@ class Store:
             item = schema.from_dict(Backup, row, f"backups.toml entry {i + 1}", problems)
             if item is not None:
                 inventory.backups.append(item)
-        if problems:
+        if problems and not collect:
             raise ValidationError(problems, "fix these files by hand, or restore them with git")
         return inventory
 
