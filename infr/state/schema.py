@@ -43,18 +43,31 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str, problems: list[st
                 ok = False
             continue
         expected = _TYPES[str(spec.type)]
-        if not isinstance(data[name], expected) or isinstance(data[name], bool):
+        if not isinstance(data[name], expected) or isinstance(data[name], bool) or not _items_ok(spec, data[name]):
             problems.append(f"{source}: field {name!r} must be {spec.type}")
             ok = False
     if not ok:
         return None
     values = {k: v for k, v in data.items() if k in fields}
     if cls is Lxc:
-        forwards = values.get("tcp_forwards", [])
-        values["tcp_forwards"] = [
-            TcpForward(int(f.get("host_port", 0)), int(f.get("lxc_port", 0))) for f in forwards if isinstance(f, dict)
-        ]
+        values["tcp_forwards"] = [TcpForward(f["host_port"], f["lxc_port"]) for f in values.get("tcp_forwards", [])]
     return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _items_ok(spec: dataclasses.Field[Any], value: Any) -> bool:
+    """The items of a list field: text, or {host_port, lxc_port} tables of whole numbers."""
+    if str(spec.type) == "list[str]":
+        return all(isinstance(item, str) for item in value)
+    if str(spec.type) == "list[TcpForward]":
+        return all(
+            isinstance(f, dict) and f.keys() == {"host_port", "lxc_port"} and all(_is_int(v) for v in f.values())
+            for f in value
+        )
+    return True
 
 
 _FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
