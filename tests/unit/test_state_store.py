@@ -234,26 +234,51 @@ def test_a_hand_broken_state_reports_every_problem_at_once(seeded: Path) -> None
     c1 = seeded / "lxcs" / "c1.toml"
     c1.write_text(c1.read_text().replace('http = "NONE"', 'http = "SOMETIMES"') + "colour = 3\n")
     c2 = seeded / "lxcs" / "c2.toml"
-    c2.write_text(c2.read_text().replace('vnet_ip = "10.8.1.3"', 'vnet_ip = "10.8.1.2"'))
+    c2.write_text(
+        c2.read_text()
+        .replace('vnet_ip = "10.8.1.3"', 'vnet_ip = "10.8.1.2"')
+        .replace("http_port = 80", "http_port = 0")
+    )
     (seeded / "lxcs" / "c3.toml").write_text('name = "c3"\nhost = "nobody"\n')
+    (seeded / "lxcs" / "c4.toml").write_bytes(
+        lxc_file("c4", "bob", "10.8.1.4").replace(
+            b"tcp_forwards = []", b'tcp_forwards = [{ host_port = "x", lxc_port = 22 }]'
+        )
+    )
     with pytest.raises(ValidationError) as caught:
         Store(seeded).load()
-    problems = caught.value.problems
-    expected = [
-        "lxcs/c1.toml: unknown field 'colour'",
-        "lxcs/c3.toml: missing field 'distro'",
-    ]
-    assert expected == [p for p in problems if p in expected], problems
-    # The parse stops at field-level problems; fix them and the value checks report the rest together.
-    c1.write_text(c1.read_text().replace("colour = 3\n", ""))
-    (seeded / "lxcs" / "c3.toml").unlink()
-    with pytest.raises(ValidationError) as caught:
-        Store(seeded).load()
-    problems = caught.value.problems
-    assert "hosts/bob.toml: public_ip '45.32.191' is not an IPv4 address" in problems
-    assert "lxcs/c1.toml: http must be one of NONE, FORWARD, REDIRECT-HTTPS" in problems
-    assert "vnet address 10.8.1.2 is held by both lxc c1 and lxc c2" in problems
+    assert sorted(caught.value.problems) == sorted(
+        [
+            "lxcs/c1.toml: unknown field 'colour'",
+            "lxcs/c3.toml: missing field 'distro'",
+            "lxcs/c3.toml: missing field 'release'",
+            "lxcs/c3.toml: missing field 'vnet_ip'",
+            "lxcs/c4.toml: field 'tcp_forwards' must be list[TcpForward]",
+            "hosts/bob.toml: public_ip '45.32.191' is not an IPv4 address",
+            "lxcs/c1.toml: http must be one of NONE, FORWARD, REDIRECT-HTTPS",
+            "lxcs/c2.toml: http_port 0 is not a port number between 1 and 65535",
+            "vnet address 10.8.1.2 is held by both lxc c1 and lxc c2",
+        ]
+    )
     assert caught.value.hint == "fix these files by hand, or restore them with git"
+
+
+@pytest.mark.parametrize(
+    "forwards",
+    [
+        b'[{ host_port = "x", lxc_port = 22 }]',
+        b"[{ host_port = 2222 }]",
+        b"[{ host_port = 2222, lxc_port = 22, extra = 1 }]",
+        b"[{ host_port = true, lxc_port = 22 }]",
+        b"[2222]",
+        b"[{ host_port = 2222.0, lxc_port = 22 }]",
+    ],
+)
+def test_a_mistyped_tcp_forward_is_a_problem_not_a_crash(seeded: Path, forwards: bytes) -> None:
+    c1 = seeded / "lxcs" / "c1.toml"
+    c1.write_bytes(c1.read_bytes().replace(b"tcp_forwards = []", b"tcp_forwards = " + forwards))
+    with pytest.raises(ValidationError, match=r"lxcs/c1.toml: field 'tcp_forwards' must be list\[TcpForward\]"):
+        Store(seeded).load()
 
 
 def test_a_file_that_is_not_toml_is_named(seeded: Path) -> None:
