@@ -155,6 +155,12 @@ def _check_unique(inv: Inventory) -> list[str]:
                     f"host port {forward.host_port} on {lxc.host} is forwarded to both {ports[slot]} and {lxc.name}"
                 )
             ports[slot] = lxc.name
+    routes: dict[str, str] = {}  # HAProxy routes each alias to one LXC
+    for lxc in inv.lxcs.values():
+        for alias in lxc.aliases:
+            if alias in routes and routes[alias] != lxc.name:
+                problems.append(f"alias {alias} routes to both {routes[alias]} and {lxc.name}")
+            routes[alias] = lxc.name
     return problems
 
 
