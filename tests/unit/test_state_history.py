@@ -101,6 +101,19 @@ def test_changes_that_merge_cleanly_but_clash_are_refused_before_pushing(team: t
     assert Store(a).load() == Store(a).load()  # A is untouched and valid
 
 
+def test_the_same_alias_added_on_both_sides_is_refused_before_pushing(team: tuple[Path, Path, Path]) -> None:
+    a, b, remote = team
+    ok(a, "lxc", "c1", "add-alias", "www.example.org")
+    ok(a, "sync")
+    ok(b, "lxc", "c2", "add-alias", "www.example.org")
+    before_b, remote_head = snapshot(b), git(remote, "rev-parse", "main")
+    result = run_cli(b, "sync")
+    assert isinstance(result.exception, ValidationError), result.output
+    assert "alias www.example.org routes to both c1 and c2" in str(result.exception)
+    assert snapshot(b) == before_b
+    assert git(remote, "rev-parse", "main") == remote_head
+
+
 def test_sync_without_a_remote_says_how_to_add_one(state_dir: Path) -> None:
     result = run_cli(state_dir, "sync")
     assert isinstance(result.exception, StateError)
