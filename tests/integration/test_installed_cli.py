@@ -254,4 +254,11 @@ def test_verbose_echoes_the_operation_log(world: Path) -> None:
     assert f"run: infr -w {world} -v lxc db https TERMINATE" in result.stderr
     assert f"run: infr -w {world} -v lxc db https TERMINATE" in (world / "log").read_text()
     quiet = run_infr(world, "lxcs")
-    assert quiet.stderr == "" and "run: infr" in (world / "log").read_text().splitlines()[-1]
+    assert quiet.stderr == "" and f"run: infr -w {world} lxcs\n" in (world / "log").read_text()
+
+
+def test_the_state_directory_comes_from_infr_dir_unless_w_is_given(world: Path, tmp_path: Path) -> None:
+    listed = run_infr(None, "lxcs", "-o", "json", env={"INFR_DIR": str(world)})
+    assert [row["name"] for row in json.loads(listed.stdout)] == ["db", "fozzie", "web"]
+    elsewhere = run_infr(tmp_path / "other", "lxcs", env={"INFR_DIR": str(world)})
+    assert elsewhere.returncode == 1 and "no infr state in" in elsewhere.stderr
