@@ -135,24 +135,27 @@ _PROBE_EXIT = (0x31 << 1) | 1
 
 
 def kvm_works(timeout: float = 15.0) -> bool:
-    """Boot a one-instruction boot sector under KVM through the BIOS.
+    """True if a guest really runs under KVM here.
 
-    /dev/kvm can exist and still fail (e.g. kvm-pvm: "KVM internal error" in real mode),
-    so only a guest that really ran proves it.
+    /dev/kvm can exist and still fail (kvm-pvm: "KVM internal error" in real mode, or
+    qemu aborting on an MSR), so only a guest that ran to its end proves it.
     """
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    with tempfile.TemporaryDirectory(prefix="infr-kvm-probe-") as tmp:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK) and probe_boots(KVM, timeout)
+
+
+def probe_boots(accel: list[str], timeout: float = 15.0) -> bool:
+    """Boot a one-instruction boot sector through the BIOS with `accel`; True if it ran."""
+    with tempfile.TemporaryDirectory(prefix="infr-accel-probe-") as tmp:
         sector = Path(tmp) / "probe.img"
         sector.write_bytes(_PROBE_SECTOR)
-        argv = [QEMU, *KVM, "-nodefaults", "-display", "none", "-m", "16",
+        argv = [QEMU, *accel, "-nodefaults", "-display", "none", "-m", "16",
                 "-drive", f"file={sector},format=raw,if=ide",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
         try:
             done = subprocess.run(argv, capture_output=True, timeout=timeout)
         except (subprocess.TimeoutExpired, FileNotFoundError):
             return False
-    log.debug("kvm probe exit code %s", done.returncode)
+    log.debug("accelerator probe %s: exit code %s", accel[1], done.returncode)
     return done.returncode == _PROBE_EXIT
 
 

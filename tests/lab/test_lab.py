@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.lab import Lab, LabHost
+from infr.lab import Lab, LabHost, vm
 from infr.lab.mirror import configured_mirror, resolve_ipv4
 from infr.lab.proc import alive
 from infr.lab.vm import ssh_banner
@@ -99,6 +99,12 @@ def test_the_vms_reach_nothing_but_the_forwarder(lab_hosts: list[LabHost],
     other = lab_hosts[-1].ip
     rc, out = ssh(lab_hosts[0], lab_key, f"ping -c1 -W3 {other}")
     assert rc == 0, out
+
+
+def test_the_accelerator_probe_tells_a_guest_that_ran() -> None:
+    # The KVM check boots this sector; under TCG it must run, or KVM would never be chosen.
+    assert vm.probe_boots(vm.TCG)
+    assert not vm.probe_boots(["-accel", "tcg", "-machine", "no-such-machine"])
 
 
 def test_serial_log_has_the_kernel_boot(lab_hosts: list[LabHost]) -> None:
