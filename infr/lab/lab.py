@@ -145,11 +145,10 @@ class Lab:
             return
         with self._locked():
             state = self._load()
-            if state is None:
-                # A crash before the first save leaves at most the bridge behind.
-                network.delete_link(self.config.bridge)
-                return
-            self._teardown(state, say)
+            # No state, nothing of ours: every bridge, tap and PID is saved before it is
+            # made, and a bridge of the same name may belong to another lab directory.
+            if state is not None:
+                self._teardown(state, say)
 
     # -- starting ---------------------------------------------------------------------------
 
