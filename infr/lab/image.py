@@ -243,6 +243,7 @@ def _build(recipe: ImageRecipe, final: Path, debs: Path, accel: list[str],
              log_file=work / "build.log")
     for name in ("disk.raw", "vmlinuz", "initrd.img"):
         (work / name).unlink()
+    (work / "mnt").rmdir()
     (work / "base.qcow2").chmod(0o444)  # the VMs' overlays depend on it never changing
     work.rename(final)
 
