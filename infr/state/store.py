@@ -200,7 +200,10 @@ class Store:
             return None
         if data.get("version") != CACHE_VERSION or data.get("fingerprint") != fingerprint:
             return None
-        return _inventory_from_cache(data["inventory"])
+        try:
+            return _inventory_from_cache(data["inventory"])
+        except (KeyError, TypeError):  # not what this infr writes: rebuild it
+            return None
 
     def save_cache(self, inventory: Inventory, written: Collection[str] | None = None) -> None:
         """Record `inventory` as what the files now hold, right after commit(`written`).
@@ -224,7 +227,8 @@ class Store:
         # The cache only saves time; a read-only state dir still works without it. No fsync:
         # a cache lost or emptied by a crash is rebuilt (fsync of 2.6 MB took 25-880 ms).
         with contextlib.suppress(OSError):
-            write_atomic(self.cache_path, json.dumps(data, separators=(",", ":")).encode(), 0o600, durable=False)
+            text = json.dumps(data, separators=(",", ":"), default=vars)  # vars: the TcpForwards
+            write_atomic(self.cache_path, text.encode(), 0o600, durable=False)
 
     def _parse(self, problems: list[str] | None = None) -> Inventory:
         """The inventory in the files; field problems go to `problems`, or are raised without it."""
@@ -317,15 +321,16 @@ class Store:
 
 
 def _inventory_to_cache(inv: Inventory) -> dict[str, Any]:
-    from infr.state import schema
-
+    # The model's dataclasses hold exactly their fields in __dict__ (no slots, nothing
+    # else is set on them), so json.dumps can read them in place: copying 11,000 objects
+    # into dicts first (schema.to_dict) took 0.06 s of a one-LXC change on 10,000 LXCs.
     return {
         "config": inv.config,
-        "hosts": [schema.to_dict(h) for h in inv.hosts.values()],
-        "lxcs": [schema.to_dict(c) for c in inv.lxcs.values()],
-        "keys": [schema.to_dict(k) for k in inv.keys.values()],
-        "peers": [schema.to_dict(p) for p in inv.peers.values()],
-        "backups": [schema.to_dict(b) for b in inv.backups],
+        "hosts": [vars(h) for h in inv.hosts.values()],
+        "lxcs": [vars(c) for c in inv.lxcs.values()],
+        "keys": [vars(k) for k in inv.keys.values()],
+        "peers": [vars(p) for p in inv.peers.values()],
+        "backups": [vars(b) for b in inv.backups],
         "ipam_last": inv.ipam_last,
     }
 
