@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,15 @@ def test_a_file_edited_during_a_change_is_not_hidden_by_the_cache(state_dir: Pat
     inventory = Store(state_dir).load()
     assert inventory.lxcs["a"].http == "FORWARD"
     assert inventory.lxcs["b"].https == "FORWARD"
+
+
+def test_a_cache_from_another_model_is_rebuilt(state_dir: Path) -> None:
+    seed_host(state_dir, "h1", "192.0.2.1")
+    seed_lxc(state_dir, "a", "h1", tcp_forwards=[TcpForward(2222, 22)])
+    store = Store(state_dir)
+    assert store.load().lxcs["a"].tcp_forwards == [TcpForward(2222, 22)]
+    data = json.loads(store.cache_path.read_bytes())
+    del data["inventory"]["lxcs"][0]["zone"]  # as if written before the field existed
+    store.cache_path.write_text(json.dumps(data))
+    lxc = Store(state_dir).load().lxcs["a"]
+    assert lxc.zone == "" and lxc.tcp_forwards == [TcpForward(2222, 22)]
