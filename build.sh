@@ -10,21 +10,22 @@
 # dependencies (cffi, PyYAML, MarkupSafe, charset-normalizer) are built for the
 # Python that builds, so the shebang names that minor version: `python3.11` here.
 # On its first run dist/infr unpacks itself into ~/.shiv (SHIV_ROOT overrides) and
-# compiles its bytecode (about 1 s); later runs start from there.
+# compiles its bytecode (1.5-3.5 s here); later runs start from there.
 #
-# Why shiv. Measured on this 2-CPU machine (bench/bench_dist.py; medians of 11 runs,
-# 3-host state, after each tool's first run; the installed infr is the dev venv's):
+# Why shiv. Measured on this 2-CPU machine with bench/bench_dist.py (--compare builds
+# the others): medians of 11 runs on a 3-host state, after each file's first run,
+# against the installed infr (the dev venv's), dist files run by /usr/bin/python3.11:
 #
-#                                 infr hosts       infr --help     first run
-#   installed infr (venv)          92 ms  1.00x     67 ms  1.00x
-#   shiv zipapp                   108 ms  1.17x     87 ms  1.29x     0.9 s
-#   pex --venv --sh-boot          182 ms  1.98x    163 ms  2.42x     2.7 s
-#   pex (zipapp)                  559 ms  6.08x    512 ms  7.62x     3.3 s
-#   PyInstaller --onefile         498 ms  5.41x    504 ms  7.50x     0.7 s (and every run: unpacks 26 MB)
+#                              infr --help      infr hosts      first run
+#   shiv zipapp                1.22-1.29x       1.08-1.17x      1.5-3.5 s
+#   pex --venv --sh-boot       2.4x (quiet) .. 44x (loaded)     2.3-2.7 s
+#   pex (zipapp)               7.6x (quiet) .. 36x (loaded)     1.7-3.3 s
+#   PyInstaller --onefile      7.5-7.7x         5.4-6.8x        0.6-0.7 s, and it unpacks 26 MB on every run
 #
 # Only shiv starts within the 1.5x of the installed infr that issue 2 asks for.
 # PyInstaller would carry its own Python, but --onefile unpacks itself on every run,
 # and infr's lazily imported command modules would each need declaring to it.
+# Figures and method: bench/README.md.
 set -euo pipefail
 
 SHIV_VERSION=1.0.8
