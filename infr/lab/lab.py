@@ -38,13 +38,29 @@ TOOLS = {
 }
 
 
+# Several labs can run side by side (one per developer session or CI job), each picked by
+# INFR_LAB_ID with its own subnet, bridge, taps and forwarder port. Lab 0 is the default.
+LAB_SUBNETS = ("198.51.100.0/24", "203.0.113.0/24", "198.18.2.0/24", "198.18.3.0/24")
+
+
+def lab_id() -> int:
+    value = os.environ.get("INFR_LAB_ID", "0")
+    if not value.isdigit() or int(value) >= len(LAB_SUBNETS):
+        raise LabError(f"INFR_LAB_ID {value!r} is not 0-{len(LAB_SUBNETS) - 1}", "unset it, or pick a free lab id")
+    return int(value)
+
+
+def _suffix() -> str:
+    return str(lab_id()) if lab_id() else ""
+
+
 @dataclass(frozen=True)
 class LabConfig:
-    subnet: str = "198.51.100.0/24"
+    subnet: str = field(default_factory=lambda: LAB_SUBNETS[lab_id()])
     first_host: int = 11  # hosts get .11, .12, ...; the bridge has .1
-    bridge: str = "infrlab-br"
-    tap_prefix: str = "infrlab-tap"
-    proxy_port: int = 3142
+    bridge: str = field(default_factory=lambda: f"infrlab{_suffix()}-br")
+    tap_prefix: str = field(default_factory=lambda: f"infrlab{_suffix()}-tap")
+    proxy_port: int = field(default_factory=lambda: 3142 + lab_id())
     memory_mb: int = 1280
     cpus: int = 1
     boot_timeout: float = 600.0
