@@ -7,14 +7,15 @@ Every routing change is applied to the LXC's host at once (HAProxy re-deployed);
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 import click
 
+from infr.cli.cmd_backups import lxc_backups
 from infr.cli.common import NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
+from infr.state.schema import to_dict
 
 LIST_COLUMNS = (("name", "NAME"), ("host", "HOST"), ("public_ip", "PUBLIC IP"), ("vnet_ip", "PRIVATE IP"))
 SHOW_FIELDS = (
@@ -49,7 +50,7 @@ def list_(app: App, fmt: str | None) -> None:
     inventory = app.session.inventory()
     rows = []
     for lxc in sorted(inventory.lxcs.values(), key=lambda c: c.name):
-        row = asdict(lxc)
+        row = to_dict(lxc)
         row["public_ip"] = inventory.hosts[lxc.host].public_ip
         rows.append(row)
     emit_rows(rows, LIST_COLUMNS, fmt, empty="no LXCs yet: add one with 'infr lxcs add NAME DISTRO RELEASE HOST'")
@@ -91,7 +92,7 @@ def show(app: App, fmt: str | None) -> None:
     from infr.core.lxcs import get_lxc
 
     item = get_lxc(app.session.inventory(), target_name())
-    record: dict[str, Any] = asdict(item)
+    record: dict[str, Any] = to_dict(item)
     if fmt not in ("json", "yaml"):  # the table and csv columns
         record["distro_release"] = f"{item.distro} {item.release}"
         record["tcp_forwards_text"] = [f"{f.host_port} -> {f.lxc_port}" for f in item.tcp_forwards]
@@ -195,6 +196,7 @@ def add_tcp_forward(app: App, host_port: int, lxc_port: int) -> None:
 
 
 lxc.add_command(add_tcp_forward, name="tcp-forward")  # the Infr README's spelling
+lxc.add_command(lxc_backups)
 
 
 @lxc.command(name="remove-tcp-forward")
