@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import click
 
@@ -87,17 +88,37 @@ def _reporter(name: str) -> Callable[[str], None]:
     help="The server's root password, if your key is not authorised for root.",
 )
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--timeout",
+    "timeout_min",
+    type=click.FloatRange(min=1),
+    default=45,
+    show_default=True,
+    help="Minutes to wait for the reinstalled server to answer SSH.",
+)
+@click.option(
+    "--installer-url",
+    default="",
+    metavar="URL",
+    help="http:// directory with the installer's linux and initrd.gz [default: debianMirror's netboot images].",
+)
+@click.option(
+    "--mirror-proxy", default="", metavar="URL", help="HTTP proxy the installer reaches debianMirror through."
+)
+@click.option("--static", is_flag=True, help="Keep the server's current address (for providers without DHCP).")
+@click.option(
+    "--nameserver", "nameservers", multiple=True, metavar="IP", help="Nameserver for the installer (repeatable)."
+)
 @pass_app
-def add(app: App, name: str, ip: str, adopt: bool, root_password: str | None, assume_yes: bool) -> None:
-    """Add the server at IP as host NAME."""
+def add(
+    app: App, name: str, ip: str, adopt: bool, root_password: str | None, assume_yes: bool, **reinstall: Any
+) -> None:
+    """Add the server at IP as host NAME: reinstall it as Debian on btrfs, or --adopt it as it is."""
     from infr.core import hostops
-    from infr.errors import UsageError
 
     if not adopt:
-        raise UsageError(
-            "reinstalling a server through iPXE is not available in this version",
-            f"take the server over as it is with: infr hosts add --adopt {name} {ip}",
-        )
+        _reinstall(app, name, ip, root_password, assume_yes, **reinstall)
+        return
     if not assume_yes:
         click.confirm(
             f"infr will take over {ip} as {name}: root and password logins will be turned off. Go on?", abort=True
@@ -106,6 +127,45 @@ def add(app: App, name: str, ip: str, adopt: bool, root_password: str | None, as
 
     changes = hostops.adopt(app.session, name, ip, root_password, _reporter(name))
     click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
+    fix_after_change(app)
+
+
+def _reinstall(
+    app: App,
+    name: str,
+    ip: str,
+    root_password: str | None,
+    assume_yes: bool,
+    *,
+    timeout_min: float,
+    installer_url: str,
+    mirror_proxy: str,
+    static: bool,
+    nameservers: tuple[str, ...],
+) -> None:
+    from infr.cli.cmd_dns import fix_after_change
+    from infr.core import reinstall
+
+    if not assume_yes:
+        typed = click.prompt(
+            f"infr will ERASE the server at {ip} and install Debian on it as {name}. Type YES to go on"
+        )
+        if typed != "YES":
+            raise click.Abort()
+    opts = reinstall.ReinstallOptions(
+        root_password,
+        timeout_min * 60,
+        installer_url,
+        mirror_proxy=mirror_proxy,
+        static=static,
+        nameservers=nameservers,
+    )
+
+    def report(phase: str, elapsed: float, message: str) -> None:
+        click.echo(f"{name}: [{elapsed:4.0f} s] {phase}: {message}")
+
+    reinstall.reinstall(app.session, name, ip, opts, report)
+    click.echo(f"{name}: ready")
     fix_after_change(app)
 
 
