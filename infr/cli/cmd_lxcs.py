@@ -210,6 +210,22 @@ def remove_tcp_forward(app: App, host_port: int) -> None:
 
 
 @lxc.command()
+@click.argument("zone")
+@pass_app
+def zone(app: App, zone: str) -> None:
+    """Put the LXC in ZONE: it reaches only its zone, hosts and admins ('none' to leave)."""
+    from infr.cli.cmd_vnet import apply
+    from infr.core.meshops import set_zone
+
+    with changing(app) as change:
+        set_zone(change, target_name(), zone)
+    if _no_apply():
+        click.echo("not applied (--no-apply); apply with: infr vnet apply")
+    else:
+        apply(app)
+
+
+@lxc.command()
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask to type the name.")
 @pass_app
 def remove(app: App, assume_yes: bool) -> None:

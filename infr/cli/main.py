@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "backups": ("infr.cli.cmd_backups", "backups", "Backups between hosts (also 'infr backup')."),
     "backup": ("infr.cli.cmd_backups", "backups", "Same as 'infr backups'."),
     "dns": ("infr.cli.cmd_dns", "dns", "The DNS records infr manages, and fixing them."),
+    "vnet": ("infr.cli.cmd_vnet", "vnet", "The private WireGuard network: admins' peers, status, /etc/hosts."),
     "lab": ("infr.cli.cmd_lab", "lab", "Local lab hosts: Debian VMs to try infr without a VPS."),
     "history": ("infr.cli.cmd_history", "history", "Who changed what, when (the state's git log)."),
     "sync": ("infr.cli.cmd_history", "sync", "Share state with your team: pull (rebase) and push."),

@@ -77,12 +77,12 @@ def _apply(conn: SSHConnection, session: Session, host: Host) -> list[str]:
 def setup_host(conn: SSHConnection, session: Session, host: Host, report: Report) -> list[str]:
     """Part of configuring a host: its key, its mesh; the other hosts learn a new key."""
     key = host_public_key(conn)
-    changes = []
-    if key != host.wg_public_key:
+    new_key = key != host.wg_public_key
+    if new_key:
         host = record_key(session, host.name, key)
-        changes.append("made its WireGuard key")
+    changes = ["made its WireGuard key"] if new_key else []
     changes += _apply(conn, session, host)
-    if changes[:1] == ["made its WireGuard key"]:
+    if new_key:  # the other hosts' configs list this host by its key
         for name, error in deploy(session, report, exclude={host.name}).items():
             report(f"{name} does not know this host yet ({error}); later: infr vnet apply")
     return changes

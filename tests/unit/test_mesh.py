@@ -173,3 +173,45 @@ def test_local_key_pair_matches_wg() -> None:
     if shutil.which("wg"):
         derived = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True)
         assert derived.stdout.strip() == public
+
+
+def test_peers_add_update_keeps_address_and_remove(state_dir: Path) -> None:
+    from tests.conftest import run_cli
+
+    added = run_cli(state_dir, "vnet", "peers", "add", "bob-laptop", "--public-key", KEY_P, "--ip", "10.8.3.3")
+    assert added.exit_code == 0, added.output
+    moved = run_cli(state_dir, "vnet", "peers", "add", "bob-laptop", "--public-key", KEY_C)
+    assert "new key, same address 10.8.3.3" in moved.output
+    listed = run_cli(state_dir, "vnet", "peers", "-o", "json")
+    assert '"public_key": "' + KEY_C in listed.output.replace('":"', '": "')
+    taken = run_cli(state_dir, "vnet", "peers", "add", "eve", "--public-key", KEY_C)
+    assert "already peer bob-laptop's" in str(taken.exception)
+    assert run_cli(state_dir, "vnet", "peers", "remove", "bob-laptop").exit_code == 0
+    assert "bob-laptop" not in run_cli(state_dir, "vnet", "peers", "list").output
+
+
+def test_join_writes_a_private_config_outside_git(state_dir: Path) -> None:
+    from tests.conftest import run_cli, seed_host
+
+    seed_host(state_dir, "a", "203.0.113.1", wg_public_key=KEY_A)
+    joined = run_cli(state_dir, "vnet", "join", "me", "--ip", "10.8.2.2")
+    assert joined.exit_code == 0, joined.output
+    config = state_dir / "wireguard" / "me" / "infrwg0.conf"
+    assert config.stat().st_mode & 0o777 == 0o600
+    lines = config.read_text().splitlines()
+    assert "Address = 10.8.2.2/32" in lines and f"PublicKey = {KEY_A}" in lines
+    tracked = subprocess.run(["git", "-C", str(state_dir), "status", "--porcelain", "--ignored"], capture_output=True)
+    assert b"!! wireguard/" in tracked.stdout  # ignored, so never committed
+    assert "10.8.2.2\tme.vnet.example.com me" in run_cli(state_dir, "vnet", "hosts").output
+
+
+def test_lxc_zone_is_recorded(state_dir: Path) -> None:
+    from tests.conftest import run_cli, seed_host, seed_lxc
+
+    seed_host(state_dir, "a", "203.0.113.1")
+    seed_lxc(state_dir, "web", "a")
+    assert run_cli(state_dir, "lxc", "web", "zone", "shop").exit_code == 0
+    assert '"zone": "shop"' in run_cli(state_dir, "lxc", "web", "-o", "json").output
+    bad = run_cli(state_dir, "lxc", "web", "zone", "Bad_Zone")
+    assert "zone 'Bad_Zone'" in str(bad.exception)
+    assert "zone shop -> none" in run_cli(state_dir, "lxc", "web", "zone", "none").output

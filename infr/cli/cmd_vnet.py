@@ -1,0 +1,134 @@
+"""infr vnet: the private WireGuard network. join NAME | peers [list] | peers add | peers remove |
+status | hosts | apply.
+
+Every change to the peers is committed to state, then applied to every ready host
+(`wg syncconf`: live tunnels stay up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from infr.cli.common import changing, pass_app
+from infr.cli.main import App
+from infr.cli.output import emit_rows, format_option
+
+PEER_COLUMNS = (("name", "NAME"), ("vnet_ip", "PRIVATE IP"), ("public_key", "PUBLIC KEY"), ("added", "ADDED"))
+STATUS_COLUMNS = (
+    ("host", "HOST"),
+    ("peer", "PEER"),
+    ("vnet_ip", "PRIVATE IP"),
+    ("endpoint", "ENDPOINT"),
+    ("handshake", "HANDSHAKE"),
+    ("rx_bytes", "BYTES IN"),
+    ("tx_bytes", "BYTES OUT"),
+)
+
+
+@click.group()
+def vnet() -> None:
+    """The private network: hosts, their LXCs and admins' machines over WireGuard."""
+
+
+def apply(app: App) -> None:
+    """Put the mesh on every ready host; a host that could not be reached is an error."""
+    from infr.core import meshops
+    from infr.errors import RemoteError
+
+    failed = meshops.deploy(app.session, click.echo)
+    if failed:
+        raise RemoteError(
+            f"the change is saved but did not reach {', '.join(sorted(failed))}",
+            "run 'infr vnet apply' once the host is reachable",
+        )
+
+
+@vnet.command(name="apply")
+@pass_app
+def apply_(app: App) -> None:
+    """Make every host's mesh match state (after adding or removing LXCs, for instance)."""
+    apply(app)
+
+
+@vnet.command()
+@click.argument("name")
+@click.option("--ip", default=None, help="The vnet address to ask for (default: the next free one).")
+@pass_app
+def join(app: App, name: str, ip: str | None) -> None:
+    """Make this machine the peer NAME: a key pair made here, and a wg-quick config for it."""
+    from infr.core import meshops
+
+    path = meshops.join(app.session, name, ip)
+    click.echo(f"{name}: config written to {path} (private: it holds this machine's key)")
+    apply(app)
+    click.echo(f"bring it up with: sudo wg-quick up {path}")
+
+
+@vnet.group(invoke_without_command=True)
+@format_option
+@click.pass_context
+def peers(ctx: click.Context, fmt: str | None) -> None:
+    """Admins' machines on the private network."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_, fmt=fmt)
+
+
+@peers.command(name="list")
+@format_option
+@pass_app
+def list_(app: App, fmt: str | None) -> None:
+    """List the peers: NAME, PRIVATE IP, PUBLIC KEY."""
+    rows = [asdict(p) for p in sorted(app.session.inventory().peers.values(), key=lambda p: p.name)]
+    emit_rows(rows, PEER_COLUMNS, fmt, empty="no peers yet: 'infr vnet join NAME' or 'infr vnet peers add'")
+
+
+@peers.command()
+@click.argument("name")
+@click.option("--public-key", required=True, help="The machine's WireGuard public key ('wg pubkey').")
+@click.option("--ip", default=None, help="The vnet address to ask for (default: the next free one).")
+@pass_app
+def add(app: App, name: str, public_key: str, ip: str | None) -> None:
+    """Add someone's machine from its public key; for an existing NAME, replace its key."""
+    from infr.core import meshops
+
+    with changing(app) as change:
+        meshops.add_peer(change, name, public_key.strip(), ip)
+    apply(app)
+
+
+@peers.command()
+@click.argument("name")
+@pass_app
+def remove(app: App, name: str) -> None:
+    """Take the peer NAME off the network (every host drops it at once)."""
+    from infr.core import meshops
+
+    with changing(app) as change:
+        meshops.remove_peer(change, name)
+    apply(app)
+
+
+@vnet.command()
+@format_option
+@pass_app
+def status(app: App, fmt: str | None) -> None:
+    """Every tunnel as each host sees it: last handshake (stale after 3 minutes), bytes in and out."""
+    from infr.core import meshops
+
+    rows, failed = meshops.status(app.session)
+    emit_rows(rows, STATUS_COLUMNS, fmt, empty="no tunnels: is any host ready?")
+    for host, error in sorted(failed.items()):
+        click.echo(f"{host}: unreachable: {error}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@vnet.command()
+@pass_app
+def hosts(app: App) -> None:
+    """Print an /etc/hosts block with every vnet name, for machines without infr's DNS."""
+    from infr.core import mesh
+
+    click.echo(mesh.hosts_block(app.session.inventory(), app.session.settings()), nl=False)
