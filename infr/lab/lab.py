@@ -40,7 +40,9 @@ TOOLS = {
 
 # Several labs can run side by side (one per developer session or CI job), each picked by
 # INFR_LAB_ID with its own subnet, bridge, taps and forwarder port. Lab 0 is the default.
-LAB_SUBNETS = ("198.51.100.0/24", "203.0.113.0/24", "198.18.2.0/24", "198.18.3.0/24")
+# Not 203.0.113.0/24: the Debian mirror may sit there (it does on the CI machines), and a
+# lab bridge on it would route the mirror's address into the lab.
+LAB_SUBNETS = ("198.51.100.0/24", "198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24")
 
 
 def lab_id() -> int:
@@ -125,6 +127,9 @@ class Lab:
                 return self._already_up(state, count)
             mirror = configured_mirror()
             mirror_ip = resolve_ipv4(mirror.host)
+            if ipaddress.ip_address(mirror_ip) in self.config.network:
+                raise LabError(f"the lab subnet {self.config.subnet} holds the Debian mirror's "
+                               f"address {mirror_ip}", "choose another lab subnet")
             accel = vm.choose_accel(self.config.accel, self.config.accel is None
                                     and vm.kvm_works())
             say(f"accelerator: {accel[1].split(',')[0]}")
