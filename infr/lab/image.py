@@ -27,7 +27,7 @@ from infr.oplog import get_logger
 log = get_logger("lab")
 
 # Bump when the build steps change in a way that the recipe's fields do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SUITE = "bookworm"
 PART_OFFSET = 1024 * 1024  # the one partition starts at 1 MiB, as the Debian installer does
 FINALIZE_OK = "INFR-LAB-FINALIZE-OK"
@@ -41,7 +41,7 @@ INCLUDE = (
 # `apt-get install` in a VM reads local files instead of fetching through the forwarder.
 PREDOWNLOAD = (
     "lxc", "lxc-templates", "debootstrap", "haproxy", "certbot", "btrbk", "wireguard-tools",
-    "nftables", "btrfs-progs", "bridge-utils", "rsync", "curl",
+    "nftables", "btrfs-progs", "bridge-utils", "rsync", "curl", "socat", "dnsmasq-base", "openssl",
 )
 
 SEED_SCRIPT = r"""#!/bin/sh

@@ -127,6 +127,11 @@ class Lab:
                 return self._already_up(state, count)
             mirror = configured_mirror()
             mirror_ip = resolve_ipv4(mirror.host)
+            if ipaddress.IPv4Address(mirror_ip) in self.config.network:
+                raise LabError(
+                    f"the Debian mirror {mirror_ip} lies inside the lab's subnet {self.config.subnet}",
+                    "pick another lab with INFR_LAB_ID",
+                )
             if ipaddress.ip_address(mirror_ip) in self.config.network:
                 raise LabError(f"the lab subnet {self.config.subnet} holds the Debian mirror's "
                                f"address {mirror_ip}", "choose another lab subnet")
