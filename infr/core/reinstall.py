@@ -183,7 +183,7 @@ def _wait_for_installed(session: Session, host: Host, timeout: float, clock: _Cl
         time.sleep(POLL_INTERVAL)
     raise InfrError(
         f"{host.name}: gave up after {timeout / 60:g} min in phase '{clock.phase}': {seen}",
-        hint="watch the box on the provider's console (d-i shows on ttyS0); run the same command again once it is back",
+        hint="the box may still be installing: watch it on the provider's console, where d-i shows on ttyS0",
     )
 
 
