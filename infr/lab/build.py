@@ -10,6 +10,7 @@ Output goes to WORK_DIR/build.log; a failure prints one line and exits 1.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import uuid as uuidlib
@@ -83,20 +84,24 @@ def _configure(recipe: ImageRecipe, mnt: Path, uuid: str, build_log: Path) -> No
     proc.run(["mount", "-t", "proc", "proc", str(mnt / "proc")])
     chroot = ["chroot", str(mnt), "env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8"]
     proc.run([*chroot, "systemctl", "enable", "infr-lab-seed.service"], log_file=build_log)
-    proc.run([*chroot, "update-initramfs", "-u", "-k", "all"], log_file=build_log, timeout=600)
     proc.run([*chroot, "apt-get", "update"], log_file=build_log, timeout=600)
+    # debootstrap installs the release as it shipped; a VPS image has its updates, and
+    # each one left pending would be paid for under emulation by every install in a VM.
+    proc.run([*chroot, "apt-get", "full-upgrade", "-y"], log_file=build_log, timeout=1800)
+    proc.run([*chroot, "apt-get", "autoremove", "--purge", "-y"], log_file=build_log,
+             timeout=600)
+    proc.run([*chroot, "update-initramfs", "-u", "-k", "all"], log_file=build_log, timeout=600)
     proc.run([*chroot, "apt-get", "install", "--download-only", "-y", *recipe.predownload],
              log_file=build_log, timeout=1800)
 
 
 def _copy_boot_files(mnt: Path, work: Path) -> None:
     """Copy kernel and initrd out: the finalize boot starts them directly, GRUB not yet there."""
-    kernels = sorted((mnt / "boot").glob("vmlinuz-*"))
-    initrds = sorted((mnt / "boot").glob("initrd.img-*"))
-    if not kernels or not initrds:
-        raise LabError("debootstrap left no kernel or initrd in /boot", "see the build log")
-    shutil.copyfile(kernels[-1], work / "vmlinuz")
-    shutil.copyfile(initrds[-1], work / "initrd.img")
+    for name in ("vmlinuz", "initrd.img"):
+        link = mnt / name  # the kernel package keeps these pointing at the newest kernel
+        if not link.is_symlink():
+            raise LabError(f"no /{name} in the image", "see the build log")
+        shutil.copyfile(mnt / os.readlink(link).lstrip("/"), work / name)
 
 
 def scrub(work: Path) -> None:
