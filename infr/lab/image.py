@@ -201,7 +201,7 @@ def ensure_image(recipe: ImageRecipe, cache: Path, accel: list[str],
 
 
 def _prune(images: Path, keep: Path) -> None:
-    """Delete cached images of older recipes but the newest one (2 GB each).
+    """Delete cached images of older recipes but the newest one (2 GB each), and failed builds.
 
     The newest other one stays for a lab still running from it, or an older infr. Running
     VMs hold their base image open, so even a deleted one keeps working until they stop.
@@ -209,18 +209,28 @@ def _prune(images: Path, keep: Path) -> None:
     others = sorted((d for d in images.iterdir() if d.is_dir() and d != keep
                      and d.suffix != ".tmp" and (d / "base.qcow2").exists()),
                     key=lambda d: (d / "base.qcow2").stat().st_mtime, reverse=True)
-    for old in others[1:]:
-        with _locked(old.with_suffix(".lock")):
-            log.debug("pruning cached image %s", old)
-            shutil.rmtree(old, ignore_errors=True)
-        old.with_suffix(".lock").unlink(missing_ok=True)
+    failed = [d for d in images.glob("*.tmp") if d.with_suffix("") != keep]
+    for old in others[1:] + failed:
+        lock = images / f"{old.name.removesuffix('.tmp')}.lock"
+        with _locked(lock, wait=False) as got:
+            if got:  # else a build of that recipe runs right now
+                log.debug("pruning cached image %s", old)
+                cleanup_stale(old)
+                shutil.rmtree(old, ignore_errors=True)
+        if got:
+            lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path`; without `wait`, yield False if another holds it."""
     with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def _build(recipe: ImageRecipe, final: Path, debs: Path, accel: list[str],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import ipaddress
 import json
 import os
@@ -72,12 +73,16 @@ def test_recipe_survives_its_json_file(tmp_path: Path) -> None:
 
 
 def test_prune_keeps_the_current_and_the_newest_other_image(tmp_path: Path) -> None:
-    for age, name in enumerate(["current", "newer", "older", "oldest", "building.tmp"]):
+    for age, name in enumerate(["current", "newer", "older", "oldest", "failed.tmp",
+                                "building.tmp"]):
         (tmp_path / name).mkdir()
         (tmp_path / name / "base.qcow2").write_text("")
         os.utime(tmp_path / name / "base.qcow2", (1e9 - age, 1e9 - age))
-    _prune(tmp_path, keep=tmp_path / "current")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["building.tmp", "current", "newer"]
+    with (tmp_path / "building.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a build of that recipe is running
+        _prune(tmp_path, keep=tmp_path / "current")
+    left = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
+    assert left == ["building.tmp", "current", "newer"]
 
 
 def spec(tmp_path: Path) -> vm.VmSpec:
