@@ -190,12 +190,12 @@ def ensure_image(recipe: ImageRecipe, cache: Path, accel: list[str],
     with _locked(images / f"{recipe.digest()}.lock"):
         if (final / "base.qcow2").exists():
             progress(f"image {recipe.digest()} cached")
-            return final / "base.qcow2"
-        progress(f"building image {recipe.digest()} (first time, some minutes); "
-                 f"log: {images / (recipe.digest() + '.tmp') / 'build.log'}")
-        started = time.monotonic()
-        _build(recipe, final, cache / "debs", accel, progress)
-        progress(f"image built in {time.monotonic() - started:.0f} s")
+        else:
+            progress(f"building image {recipe.digest()} (first time, some minutes); "
+                     f"log: {images / (recipe.digest() + '.tmp') / 'build.log'}")
+            started = time.monotonic()
+            _build(recipe, final, cache / "debs", accel, progress)
+            progress(f"image built in {time.monotonic() - started:.0f} s")
     _prune(images, keep=final)
     return final / "base.qcow2"
 
