@@ -15,6 +15,7 @@ import pytest
 from infr.errors import LabError
 from infr.lab import LabConfig, network, vm
 from infr.lab.image import ImageRecipe, _prune, read_recipe
+from infr.lab.lab import LAB_SUBNETS
 from infr.lab.mirror import from_sources, parse_deb822, parse_one_line
 
 SOURCES = """Types: deb
@@ -208,10 +209,20 @@ def test_https_only_mirror_is_refused() -> None:
         from_sources(parse_one_line("deb https://mirror.example.test/debian bookworm main\n"))
 
 
-def test_lab_addresses() -> None:
+def test_lab_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INFR_LAB_ID", raising=False)
     config = LabConfig()
     assert str(config.bridge_address) == "198.51.100.1/24"
     assert [str(config.host_address(i).ip) for i in range(2)] == ["198.51.100.11", "198.51.100.12"]
+
+
+def test_lab_subnets_keep_clear_of_each_other_and_the_uplink() -> None:
+    subnets = [ipaddress.IPv4Network(s) for s in LAB_SUBNETS]
+    uplink_and_mirror = ipaddress.IPv4Network("192.0.2.0/24"), ipaddress.IPv4Network(
+        "203.0.113.0/24")
+    for i, subnet in enumerate(subnets):
+        assert not any(subnet.overlaps(other) for other in subnets[i + 1:])
+        assert not any(subnet.overlaps(net) for net in uplink_and_mirror)
 
 
 def test_overlapping_routes(monkeypatch: pytest.MonkeyPatch) -> None:
