@@ -15,6 +15,8 @@ from infr.connector.ssh import Result
 from infr.errors import RemoteError
 
 Argv = tuple[str, ...]
+# Installing a host's software takes minutes on a small VPS (and far longer under emulation).
+INSTALL_TIMEOUT = 1800.0
 
 
 class Runner(Protocol):
@@ -26,6 +28,7 @@ class Runner(Protocol):
         *,
         sudo: bool = True,
         input: bytes | None = None,
+        timeout: float = ...,
         check: bool = True,
         secret_output: bool = False,
     ) -> Result: ...
@@ -105,11 +108,11 @@ def ensure_packages(conn: Runner, packages: Sequence[str]) -> list[str]:
     noninteractive = {"DEBIAN_FRONTEND": "noninteractive"}
     finish_dpkg = command.env(noninteractive, ["dpkg", "--configure", "-a"])
     conn.run(command.env(noninteractive, ["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=600"]))
-    if conn.run(command.apt_install(missing), check=False).exit_status != 0:
+    if conn.run(command.apt_install(missing), check=False, timeout=INSTALL_TIMEOUT).exit_status != 0:
         # A run cut off during an install leaves dpkg half-configured (once its apt has
         # finished, which apt_install waited for): finish that, then try once more.
-        conn.run(finish_dpkg)
-        conn.run(command.apt_install(missing))
+        conn.run(finish_dpkg, timeout=INSTALL_TIMEOUT)
+        conn.run(command.apt_install(missing), timeout=INSTALL_TIMEOUT)
     return [f"installed {' '.join(missing)}"]
 
 

@@ -18,6 +18,9 @@ HOST_PACKAGES = (
     "btrfs-progs",
     "lxc",
     "lxc-templates",
+    # lxc-create -t download checks the images' signatures with gpg
+    "gnupg",
+    "dirmngr",
     "debootstrap",
     "dnsmasq-base",
     "nftables",

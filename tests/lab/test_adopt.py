@@ -18,7 +18,10 @@ from infr.lab import Lab, LabHost
 from tests.conftest import make_key, seed_lxc
 from tests.lab.conftest import LabKey
 
-pytestmark = pytest.mark.lab
+# Adopting installs a host's software: minutes under emulation, more than pytest's default.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(3600)]
+# A module fixture that fails runs again for every test; remember the failure instead.
+_failures: dict[str, str] = {}
 INFR = [str(Path(__import__("sys").executable).with_name("infr"))]
 
 
@@ -72,9 +75,13 @@ def state(tmp_path_factory: pytest.TempPathFactory, lab_key: LabKey) -> Path:
 
 @pytest.fixture(scope="module")
 def adopted(state: Path, lab_key: LabKey, lab_hosts: list[LabHost]) -> LabHost:
+    if "adopt" in _failures:
+        pytest.fail(_failures["adopt"])
     bob = lab_hosts[0]
     result = infr(state, lab_key.private, "hosts", "add", "--adopt", "--yes", "bob", bob.ip)
-    assert result.returncode == 0, result.stderr + result.stdout
+    if result.returncode != 0:
+        _failures["adopt"] = f"adopting bob failed: {result.stderr}{result.stdout}"
+        pytest.fail(_failures["adopt"])
     return bob
 
 
