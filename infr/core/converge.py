@@ -6,6 +6,7 @@ right), so a second run says "nothing changed".
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -64,6 +65,8 @@ def ensure_file(conn: Runner, spec: FileSpec) -> list[str]:
     wanted_meta = f"{spec.owner}:{spec.group}:{spec.mode:o}"
     if old == spec.content and meta == wanted_meta:
         return []
+    if old is None:
+        conn.run(["mkdir", "-p", "--", posixpath.dirname(spec.path)])
     if spec.precheck:
         staged = spec.path + ".infr-new"  # a name with a dot: ignored by sudoers.d and sshd's *.conf
         conn.put_file(staged, spec.content, owner=spec.owner, group=spec.group, mode=spec.mode)

@@ -135,9 +135,6 @@ def configure(conn: SSHConnection, session: Session, host: Host, steps: Steps, r
         files += provision.network_files(host, settings)
     for spec in files:
         changes += converge.ensure_file(conn, spec)
-    from infr.core import meshops  # the mesh: syncconf keeps tunnels up, so on every run
-
-    changes += meshops.setup_host(conn, session, host, report)
     if steps.haproxy:
         from infr.core import haproxy_deploy
 

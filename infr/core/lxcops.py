@@ -26,6 +26,7 @@ from pathlib import Path
 from infr.connector import SSHConnection, command
 from infr.connector.ssh import Result
 from infr.core import converge, haproxy_deploy, provision
+from infr.core.converge import INSTALL_TIMEOUT
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
 from infr.core.session import Session
@@ -56,11 +57,13 @@ class Attached:
         *,
         sudo: bool = True,
         input: bytes | None = None,
+        timeout: float = INSTALL_TIMEOUT,
         check: bool = True,
         secret_output: bool = False,
     ) -> Result:
         attach = ["lxc-attach", "-n", self.name, "--clear-env", "--set-var", f"PATH={PATH}", "--"]
-        return self.conn.run([*attach, *argv], input=input, check=check, secret_output=secret_output)
+        argv = [*attach, *argv]
+        return self.conn.run(argv, input=input, timeout=timeout, check=check, secret_output=secret_output)
 
     def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None:
         steps = command.write_file_cmds(path, owner, group, mode, command.tmp_path_for(path))
