@@ -62,8 +62,10 @@ def sshd_file() -> FileSpec:
         "KbdInteractiveAuthentication no\n"
         "PermitRootLogin no\n"
     )
+    # sshd takes the first value it reads and reads drop-ins in name order: "00-" puts
+    # ours before a provider's (e.g. cloud-init's 50-cloud-init.conf allowing passwords).
     return FileSpec(
-        "/etc/ssh/sshd_config.d/infr.conf",
+        "/etc/ssh/sshd_config.d/00-infr.conf",
         text.encode(),
         postcheck=("sshd", "-t"),
         on_change=(("systemctl", "reload", "ssh"),),
