@@ -87,7 +87,7 @@ def fresh_vps(host: LabHost, key: LabKey) -> None:
     client.connect(host.ip, username="manager", key_filename=str(key.private), look_for_keys=False, allow_agent=False)
     try:
         _, out, _ = client.exec_command(
-            "sudo -n rm -f /etc/ssh/sshd_config.d/infr.conf && sudo -n systemctl reload ssh"
+            "sudo -n rm -f /etc/ssh/sshd_config.d/00-infr.conf && sudo -n systemctl reload ssh"
         )
         assert out.channel.recv_exit_status() == 0
     finally:
