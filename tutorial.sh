@@ -15,8 +15,9 @@ if [ ! -f "$INFR_DIR/infr.toml" ]; then
     step infr init --yes --dns-domain example.com --admin-email admin@example.com --ssh-key "$key.pub"
 fi
 step infr lab up --hosts 2
-step infr -i "$key" hosts add --adopt --yes bob 198.51.100.11
-step infr -i "$key" hosts add --adopt --yes tom 198.51.100.12
+mapfile -t ips < <(infr lab status -o csv | awk -F, 'NR > 1 {print $2}')
+step infr -i "$key" hosts add --adopt --yes bob "${ips[0]}"
+step infr -i "$key" hosts add --adopt --yes tom "${ips[1]}"
 step infr hosts
 step infr host bob
 step infr dns

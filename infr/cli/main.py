@@ -165,8 +165,9 @@ _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="infr", standalone_mode=False)
-        code = 0
+        # Without standalone mode click returns (not raises) the code of a ctx.exit(N).
+        returned = cli.main(args=argv, prog_name="infr", standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0
     except InfrError as error:
         code = _report(error)
     except click.exceptions.Exit as done:
