@@ -30,15 +30,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from infr.core.templating import render
 from infr.errors import ValidationError
 from infr.state import validate
 from infr.state.model import BACKUP_ACTIVE, Backup, Host, Lxc
-
-if TYPE_CHECKING:
-    from jinja2 import Environment
 
 HOST_SUBVOL = "host"
 SNAPSHOT_DIR = "var/lib/btrbk/snapshots"  # on FROM, relative to its root subvolume
@@ -289,25 +286,7 @@ def _check(problems: Sequence[str | None]) -> None:
 
 
 def _render(template: str, **context: Any) -> str:
-    return _environment().get_template(template).render(**context)
-
-
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
-    import shlex
-
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("infr", "templates/backup"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.filters["sh"] = shlex.quote
-    return environment
+    return render(f"backup/{template}", **context)
 
 
 # --- retention ----------------------------------------------------------------------

@@ -31,12 +31,12 @@ import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
+from infr.core.templating import render
 from infr.errors import InfrError, ValidationError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # Only in a source checkout: the optional custom iPXE build is for users with iPXE's source.
 BUILD_IPXE_SCRIPT = Path(__file__).resolve().parents[2] / "ipxe" / "build-ipxe.sh"
 
@@ -244,18 +244,6 @@ def _layout_problems(s: PreseedSettings) -> list[str]:
 # Renderers
 
 
-def _render(template: str, **context: Any) -> str:
-    import jinja2  # 0.1 s: only commands that build a medium pay for it
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    return env.get_template(template).render(**context)
 
 
 @dataclass(frozen=True)
@@ -279,7 +267,7 @@ def render_preseed(settings: PreseedSettings) -> str:
         iface = ipaddress.IPv4Interface(net.address)
         static = {"address": iface.ip, "netmask": iface.netmask, "gateway": net.gateway}
     packages = ("openssh-server", "sudo", "btrfs-progs", *settings.extra_packages)
-    return _render(
+    return render(
         "preseed.cfg.j2",
         fqdn=settings.fqdn,
         hostname=settings.hostname,
@@ -329,7 +317,7 @@ def render_ipxe_script(settings: PreseedSettings, installer: InstallerSource, *,
             # iPXE takes a single DNS server.
             "dns": net.nameservers[0],
         }
-    return _render(
+    return render(
         "boot.ipxe.j2",
         fqdn=settings.fqdn,
         embedded_preseed=embedded_preseed,
@@ -482,7 +470,7 @@ def render_grub_entry(
         raise ValueError("disk-ipxe does not use GRUB")
     ipxe = method is BootMethod.GRUB_IPXE
     words = ipxe_command_line(render_ipxe_script(settings, installer)).split() if ipxe else []
-    return _render(
+    return render(
         "grub-entry.cfg.j2",
         entry_id=GRUB_ENTRY_ID,
         fqdn=settings.fqdn,
@@ -651,7 +639,7 @@ def _stage_iso_root(stock_iso: Path, cpio: Path, command_line: str, root: Path) 
     ]
     _run(["xorriso", "-osirrox", "on", "-indev", str(stock_iso), *extract], "xorriso")
     shutil.copyfile(cpio, root / "preseed.cpio")
-    (root / "isolinux.cfg").write_text(_render("isolinux.cfg.j2", command_line=command_line))
+    (root / "isolinux.cfg").write_text(render("isolinux.cfg.j2", command_line=command_line))
 
 
 def build_custom_ipxe(ipxe_source: Path, script: Path, preseed: Path, out: Path) -> None:

@@ -19,17 +19,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from infr.core.certs import DEPLOY_HOOK, CertRequest
+from infr.core.templating import render
 from infr.errors import ValidationError
 from infr.state import validate
 from infr.state.model import HTTP_MODES, HTTPS_MODES, RESERVED_HOST_PORTS, Host, Lxc
-
-if TYPE_CHECKING:
-    from jinja2 import Environment
 
 TEMPLATE = "haproxy/haproxy.cfg.j2"
 APPLY_SCRIPT = "/usr/local/sbin/infr-haproxy-apply"
@@ -161,8 +158,7 @@ def render_haproxy(host: Host, lxcs: list[Lxc], settings: HaproxySettings) -> st
     plan = _plan(host, lxcs, settings)
     if plan.problems:
         raise ValidationError(plan.problems, "fix the LXC settings, then apply again")
-    template = _environment().get_template(TEMPLATE)
-    return template.render(host=host, settings=settings, **_context(plan, settings))
+    return render(TEMPLATE, host=host, settings=settings, **_context(plan, settings))
 
 
 def summarize_changes(old: str, new: str) -> list[str]:
@@ -183,18 +179,6 @@ def config_diff(old: str, new: str, *, old_name: str = "running", new_name: str 
     )
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("infr", "templates"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 def _plan(host: Host, lxcs: list[Lxc], settings: HaproxySettings) -> _Plan:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infr.core import haproxy
+from infr.core import haproxy, templating
 from infr.core.certs import CertbotSettings, CertRequest, renew_argv
 from infr.core.haproxy import (
     HOST_FILES,
@@ -114,7 +114,7 @@ def test_every_mode_is_rendered() -> None:
 def test_strict_undefined_rejects_a_missing_value() -> None:
     import jinja2
 
-    template = haproxy._environment().get_template(haproxy.TEMPLATE)
+    template = templating.environment().get_template(haproxy.TEMPLATE)
     context = haproxy._context(haproxy._plan(HOST, EVERY_MODE, SETTINGS), SETTINGS)
     template.render(host=HOST, settings=SETTINGS, **context)  # complete context renders
     del context["https_suffix"]
@@ -128,7 +128,7 @@ def test_strict_undefined_rejects_a_missing_attribute() -> None:
     class Incomplete:
         dns_domain = "example.com"
 
-    template = haproxy._environment().get_template(haproxy.TEMPLATE)
+    template = templating.environment().get_template(haproxy.TEMPLATE)
     context = haproxy._context(haproxy._plan(HOST, [], SETTINGS), SETTINGS)
     with pytest.raises(jinja2.UndefinedError, match="log_target"):
         template.render(host=HOST, settings=Incomplete(), **context)
