@@ -7,4 +7,7 @@ cd "$(dirname "$0")"
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check infr tests bench
 echo "== mypy"; mypy infr
+echo "== test names"  # pytest's default import mode needs every test module's basename unique
+dupes=$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d)
+if [ -n "$dupes" ]; then echo "check.sh: test modules share a basename: $dupes (rename one)" >&2; exit 1; fi
 echo "== pytest"; pytest -q -p no:cacheprovider "$@"

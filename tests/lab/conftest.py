@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     Other lab tests change the hosts (e.g. adopting one turns root logins off), and the
     check that `down` leaves nothing behind ends the lab for everyone after it. Just
-    before it, test_reinstall.py, which leaves its VM in the Debian installer.
+    before it, test_lab_reinstall.py, which leaves its VM in the Debian installer.
     """
     here = Path(__file__).parent
     slots = [i for i, item in enumerate(items) if item.path.is_relative_to(here)]
@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         if item.name == "test_down_leaves_nothing_behind":
             return 3
-        if item.path.name == "test_reinstall.py":
+        if item.path.name == "test_lab_reinstall.py":
             return 2
         return 0 if item.path.name == "test_lab.py" else 1
 
