@@ -69,3 +69,22 @@ def down(app: App) -> None:
     """Stop every lab VM and remove its bridge, taps and disks."""
     _lab(app).down(progress=lambda message: click.echo(f"lab: {message}", err=True))
     click.echo("lab is down")
+
+
+@lab.command()
+@click.option("--use", is_flag=True, help="Also set lxcImageSource to it, so 'infr lxcs add' uses it.")
+@pass_app
+def rootfs(app: App, use: bool) -> None:
+    """Build (once) a Debian rootfs tarball for containers, where LXC's image server is out of reach."""
+    from infr.lab.image import default_cache_dir
+    from infr.lab.rootfs import ensure_rootfs
+
+    click.echo("lab: building the container rootfs with debootstrap (once; a few minutes)", err=True)
+    tarball = ensure_rootfs(default_cache_dir())
+    if use:
+        from infr.cli.common import changing
+        from infr.core.config import set_value
+
+        with changing(app) as change:
+            set_value(change, app.state_dir, "lxcImageSource", str(tarball))
+    click.echo(str(tarball))

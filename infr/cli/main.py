@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "lxc": ("infr.cli.cmd_lxcs", "lxc", "Show or change one LXC: routing, aliases, ports."),
     "backups": ("infr.cli.cmd_backups", "backups", "Backups between hosts (also 'infr backup')."),
     "backup": ("infr.cli.cmd_backups", "backups", "Same as 'infr backups'."),
+    "certs": ("infr.cli.cmd_certs", "certs", "TLS certificates on every host, with names and expiry."),
     "dns": ("infr.cli.cmd_dns", "dns", "The DNS records infr manages, and fixing them."),
     "vnet": ("infr.cli.cmd_vnet", "vnet", "The private WireGuard network: admins' peers, status, /etc/hosts."),
     "lab": ("infr.cli.cmd_lab", "lab", "Local lab hosts: Debian VMs to try infr without a VPS."),

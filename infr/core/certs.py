@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from infr.errors import ValidationError
+from infr.state.settings import ACME_SERVERS
 
-LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
-ACME_SERVERS = {"letsencrypt": LETSENCRYPT, "staging": LETSENCRYPT_STAGING}
+LETSENCRYPT = ACME_SERVERS["letsencrypt"]
 
 # Where infr installs its host-side files (see infr/templates/certbot/).
 DEPLOY_HOOK = "/usr/local/lib/infr/certbot-deploy-haproxy"
@@ -176,6 +175,31 @@ def system_resolver(name: str) -> list[str]:
     """Addresses of `name` from this machine's resolver (A and AAAA)."""
     infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
+
+
+def dns_resolver(server: str) -> Resolver:
+    """A resolver asking one DNS server, `IP` or `IP:PORT` (A and AAAA)."""
+    import dns.exception
+    import dns.resolver
+
+    address, _, port = server.partition(":")
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [address]
+    resolver.port = int(port or 53)
+    resolver.lifetime = 5.0
+
+    def resolve(name: str) -> list[str]:
+        found = []
+        for kind in ("A", "AAAA"):
+            try:
+                found += [answer.to_text() for answer in resolver.resolve(name, kind)]
+            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+                continue
+            except dns.exception.DNSException as exc:
+                raise LookupError(f"{server} did not answer: {exc}") from exc
+        return found
+
+    return resolve
 
 
 _FIELD = re.compile(r"^\s*(Certificate Name|Domains|Expiry Date|Certificate Path):\s*(.*)$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infr.connector import SSHConnection
-from infr.core import converge
+from infr.core import certops, converge
 from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
 from infr.core.session import Session
 from infr.errors import RemoteError
@@ -49,10 +49,16 @@ def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[
         conn.run(["systemctl", "daemon-reload"])
         conn.run(["systemctl", "disable", "--now", "certbot.timer"], check=False)
         conn.run(["systemctl", "enable", "--now", "infr-certbot-renew.timer"])
+    changes += _put_live(conn, host, new, report)
+    # After the config is live: the HTTP-01 challenge reaches certbot through it.
+    return [*changes, *certops.ensure(conn, session, host, settings_for(session), report)]
+
+
+def _put_live(conn: SSHConnection, host: Host, new: str, report: Callable[[str], None]) -> list[str]:
     current = conn.run(["cat", "--", CONFIG], check=False)
     old = current.text if current.exit_status == 0 else ""
     if old == new:
-        return changes
+        return []
     conn.put_file(STAGED, new.encode(), owner="root", group="haproxy", mode=0o640)
     result = conn.run([APPLY_SCRIPT, STAGED], check=False)
     if result.exit_status != 0:
@@ -60,4 +66,4 @@ def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[
         raise RemoteError(f"{host.name}: {meaning}: {result.stderr.decode().strip()}")
     summary = summarize_changes(old, new) or ["config rewritten"]
     report(f"haproxy: {'; '.join(summary)}")
-    return [*changes, *(f"haproxy {line}" for line in summary)]
+    return [f"haproxy {line}" for line in summary]

@@ -180,17 +180,34 @@ def push_keys(session: Session, names: list[str], report: Callable[[str, str], N
 
     def push(host: Host, step: Callable[[str], None]) -> list[str]:
         with SSHConnection.connect(target(session, host)) as conn:
-            return converge.ensure_file(conn, spec)
+            changes = converge.ensure_file(conn, spec)
+            for lxc in inv.lxcs_on(host.name):
+                changes += _push_into_container(conn, lxc.name, spec)
+            return changes
 
     outcomes = run_parallel(hosts, push, skip=session.down_hosts)
     failed = {}
     for host_name, outcome in outcomes.items():
         if outcome.error:
             failed[host_name] = str(outcome.error)
-        report(
-            host_name, "skipped (down)" if host_name in session.down_hosts else str(outcome.error or "keys up to date")
-        )
+        if host_name in session.down_hosts:
+            report(host_name, "skipped (down)")
+        elif outcome.error:
+            report(host_name, str(outcome.error))
+        else:
+            written = len(outcome.value or [])
+            report(host_name, f"keys written ({written} places)" if written else "keys up to date")
     return failed
+
+
+def _push_into_container(conn: SSHConnection, name: str, spec: converge.FileSpec) -> list[str]:
+    """The keys inside a running container; a stopped one gets them at `infr lxcs add` again."""
+    from infr.core.attach import Attached
+
+    state = conn.run(["lxc-info", "-n", name, "-s", "-H"], check=False).text.strip()
+    if state != "RUNNING":
+        return []
+    return [f"{name}: {line}" for line in converge.ensure_file(Attached(conn, name), spec)]
 
 
 def remove(session: Session, name: str, force: bool) -> list[str]:

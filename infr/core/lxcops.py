@@ -19,14 +19,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import shlex
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from infr.connector import SSHConnection, command
-from infr.connector.ssh import Result
+from infr.connector import SSHConnection
 from infr.core import converge, haproxy_deploy, provision
-from infr.core.converge import INSTALL_TIMEOUT
+from infr.core.attach import Attached
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
 from infr.core.session import Session
@@ -41,33 +39,6 @@ IMAGE_CACHE = "/var/cache/infr/lxc-images"
 # leftover of a cut-off run, destroyed and made again.
 CREATED_MARK = "infr-created"
 CONTAINER_PACKAGES = ("openssh-server", "sudo")
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class Attached:
-    """A converge.Runner for a container: commands run inside it with lxc-attach on its host."""
-
-    conn: SSHConnection
-    name: str
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        sudo: bool = True,
-        input: bytes | None = None,
-        timeout: float = INSTALL_TIMEOUT,
-        check: bool = True,
-        secret_output: bool = False,
-    ) -> Result:
-        attach = ["lxc-attach", "-n", self.name, "--clear-env", "--set-var", f"PATH={PATH}", "--"]
-        argv = [*attach, *argv]
-        return self.conn.run(argv, input=input, timeout=timeout, check=check, secret_output=secret_output)
-
-    def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None:
-        steps = command.write_file_cmds(path, owner, group, mode, command.tmp_path_for(path))
-        self.run(["sh", "-c", command.quote_chain(steps)], input=data)
 
 
 def _check_new_lxc(session: Session, name: str, host_name: str) -> Host:
@@ -149,20 +120,30 @@ def _create(conn: SSHConnection, lxc: Lxc, source: str, report: Report) -> list[
     if conn.run(["test", "-e", mark], check=False).exit_status == 0:
         return []
     # A container without the mark is what a cut-off run left: start it over.
-    conn.run(["lxc-destroy", "-n", lxc.name, "-f"], check=False)
+    _destroy_leftover(conn, lxc.name)
     report(f"creating {lxc.name} from {'the LXC image server' if source == 'download' else source}")
-    create = ["lxc-create", "-n", lxc.name, "-B", "btrfs"]
     if source == "download":
-        conn.run([*create, "-t", "download", "--", "-d", lxc.distro, "-r", lxc.release, "-a", "amd64"], timeout=1800)
+        create = ["lxc-create", "-n", lxc.name, "-B", "btrfs", "-t", "download"]
+        conn.run([*create, "--", "-d", lxc.distro, "-r", lxc.release, "-a", "amd64"], timeout=1800)
     else:
         tarball = _image_on_host(conn, source)
-        conn.run([*create, "-t", "none"])
+        # `lxc-create -t none -B btrfs` makes no rootfs at all (LXC 5): make the subvolume here.
         rootfs = f"{LXC_ROOT}/{lxc.name}/rootfs"
+        conn.run(["install", "-d", "-m", "770", "--", f"{LXC_ROOT}/{lxc.name}"])
+        conn.run(["btrfs", "-q", "subvolume", "create", "--", rootfs])
         conn.run(["tar", "-xpf", tarball, "--numeric-owner", "-C", rootfs], timeout=1800)
         # One tarball makes many containers: each gets its own SSH host keys and machine id.
         conn.run(["sh", "-c", 'rm -f "$1"/etc/ssh/ssh_host_* && : > "$1"/etc/machine-id', "-", rootfs])
     conn.run(["touch", "--", mark])
     return [f"created container {lxc.name}"]
+
+
+def _destroy_leftover(conn: SSHConnection, name: str) -> None:
+    """Remove what a cut-off add left, whether or not LXC knows the container yet."""
+    conn.run(["lxc-destroy", "-n", name, "-f"], check=False)
+    folder = f"{LXC_ROOT}/{name}"
+    conn.run(["btrfs", "-q", "subvolume", "delete", "--", f"{folder}/rootfs"], check=False)
+    conn.run(["rm", "-rf", "--one-file-system", "--", folder])
 
 
 def _start(conn: SSHConnection, name: str) -> list[str]:

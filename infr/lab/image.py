@@ -187,7 +187,7 @@ def ensure_image(recipe: ImageRecipe, cache: Path, accel: list[str],
     images = cache / "images"
     images.mkdir(parents=True, exist_ok=True)
     final = images / recipe.digest()
-    with _locked(images / f"{recipe.digest()}.lock"):
+    with locked(images / f"{recipe.digest()}.lock"):
         if (final / "base.qcow2").exists():
             progress(f"image {recipe.digest()} cached")
         else:
@@ -212,7 +212,7 @@ def _prune(images: Path, keep: Path) -> None:
     failed = [d for d in images.glob("*.tmp") if d.with_suffix("") != keep]
     for old in others[1:] + failed:
         lock = images / f"{old.name.removesuffix('.tmp')}.lock"
-        with _locked(lock, wait=False) as got:
+        with locked(lock, wait=False) as got:
             if got:  # else a build of that recipe runs right now
                 log.debug("pruning cached image %s", old)
                 cleanup_stale(old)
@@ -222,7 +222,7 @@ def _prune(images: Path, keep: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive flock on `path`; without `wait`, yield False if another holds it."""
     with path.open("w") as handle:
         try:

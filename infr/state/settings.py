@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from infr.state import validate
@@ -51,7 +52,29 @@ def _url(text: str) -> str | None:
 
 
 def _acme(text: str) -> str | None:
-    return None if text in ACME_SERVERS else _url(text)
+    if text in ACME_SERVERS or re.match(r"^https://[^\s/]+(/\S*)?\Z", text):
+        return None
+    return f"{text!r} is neither {', '.join(ACME_SERVERS)} nor an https:// ACME directory URL"
+
+
+def _pem_file(text: str) -> str | None:
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        return f"acmeCaCert {text!r} is not a file"
+    if b"-----BEGIN CERTIFICATE-----" not in path.read_bytes():
+        return f"acmeCaCert {text!r} holds no PEM certificate"
+    return None
+
+
+def _resolver(text: str) -> str | None:
+    if text == "system":
+        return None
+    address, _, port = text.partition(":")
+    if validate.ipv4(address) is None and (not port or port.isdigit() and 0 < int(port) < 65536):
+        return None
+    return f"dnsCheckResolver {text!r} is neither 'system' nor IP[:PORT]"
 
 
 def _ttl(value: int) -> str | None:
@@ -111,6 +134,18 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting(
             "acmeServer", "ACME CA: letsencrypt, letsencrypt-staging or a directory URL", "letsencrypt", check=_acme
+        ),
+        Setting(
+            "acmeCaCert",
+            "PEM file of a private ACME CA's root, trusted on the hosts (empty: public CAs only)",
+            "",
+            check=_pem_file,
+        ),
+        Setting(
+            "dnsCheckResolver",
+            "DNS server asked before requesting certificates: 'system' or IP[:PORT]",
+            "system",
+            check=_resolver,
         ),
         Setting(
             "debianRelease",

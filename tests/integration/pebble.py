@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from infr.core.certs import dns_resolver
 from tests.integration.haproxy_fixture import free_port, make_cert, require_tools
 
 
@@ -54,21 +55,7 @@ class Pebble:
 
     def resolve(self, name: str) -> list[str]:
         """A resolver for check_names_resolve() that asks the mock DNS (A and AAAA)."""
-        import dns.exception
-        import dns.resolver
-
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [self.dns[0]]
-        resolver.port = self.dns[1]
-        addresses = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                addresses += [record.to_text() for record in resolver.resolve(name, rdtype)]
-            except dns.resolver.NoAnswer:
-                continue
-            except dns.exception.DNSException as exc:
-                raise LookupError(str(exc)) from exc
-        return addresses
+        return list(dns_resolver(f"{self.dns[0]}:{self.dns[1]}")(name))
 
     def stop(self) -> None:
         """SIGTERM each process by PID, SIGKILL what is still there after 5 s."""

@@ -9,7 +9,6 @@ import pytest
 
 from infr.core.certs import (
     LETSENCRYPT,
-    LETSENCRYPT_STAGING,
     CertbotSettings,
     CertRequest,
     acme_server_url,
@@ -80,7 +79,7 @@ def test_delete_and_list_use_the_same_directories() -> None:
     ("value", "url"),
     [
         ("letsencrypt", LETSENCRYPT),
-        ("staging", LETSENCRYPT_STAGING),
+        ("letsencrypt-staging", "https://acme-staging-v02.api.letsencrypt.org/directory"),
         ("https://127.0.0.1:14000/dir", "https://127.0.0.1:14000/dir"),
     ],
 )
@@ -90,7 +89,7 @@ def test_acme_server_names_and_urls(value: str, url: str) -> None:
 
 @pytest.mark.parametrize("value", ["http://insecure.example/dir", "prod", "https://a b/"])
 def test_acme_server_refuses_anything_else(value: str) -> None:
-    with pytest.raises(ValidationError, match="neither letsencrypt, staging nor an https:// URL"):
+    with pytest.raises(ValidationError, match="neither letsencrypt, letsencrypt-staging nor an https:// URL"):
         acme_server_url(value)
 
 
