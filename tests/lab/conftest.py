@@ -6,8 +6,13 @@ Fixtures
                 at session end, whatever happened
     lab_hosts   the running hosts (2, or $INFR_LAB_HOSTS); a lab that cannot start
                 FAILS the tests that use it: it is never skipped
+    fleet       one infr state with both lab hosts adopted (bob and tom) and a container
+                image: shared by the adopt, container, backup and mesh tests, because
+                adopting a host costs minutes under emulation. Tom's first adopt is cut
+                off half-way on purpose; how the next run repaired it is in fleet.cutoff.
 
 Helpers
+    infr(state, key, *args)   run the infr CLI against a state, return CompletedProcess
     ssh(host, key, command)   run a command as root over SSH (paramiko), return (rc, output)
     wait_for_ssh(ip, ...)     wait until sshd answers again (after a reboot)
 """
@@ -15,10 +20,13 @@ Helpers
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -27,6 +35,7 @@ import pytest
 from infr.lab import Lab, LabHost
 
 BOOT_TIMEOUT = 300.0
+INFR = [str(Path(sys.executable).with_name("infr"))]
 
 
 @dataclass(frozen=True)
@@ -120,3 +129,107 @@ def wait_for_ssh(host: LabHost, key: LabKey, timeout: float = BOOT_TIMEOUT) -> f
             if time.monotonic() - started > timeout:
                 raise
             time.sleep(2.0)
+
+
+def infr(state: Path, key: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """The infr CLI as a user runs it, against `state`, logging in with `key`."""
+    return subprocess.run(
+        [*INFR, "-w", str(state), "-i", str(key), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass
+class CutOff:
+    """Tom's first adopt, killed while installing software, and the run that repaired it."""
+
+    killed_output: str = ""
+    killed_status: int | None = None
+    status_after_kill: str = ""
+    repair: subprocess.CompletedProcess[str] | None = None
+
+
+@dataclass
+class Fleet:
+    state: Path
+    bob: LabHost
+    tom: LabHost
+    rootfs: Path
+    cutoff: CutOff = field(default_factory=CutOff)
+
+
+def _in_thread(work: Callable[[], object]) -> Callable[[], object]:
+    """Start `work` in a thread; the returned function waits and returns (or raises) its result."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # re-raised in the waiting thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait() -> object:
+        thread.join()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box.get("value")
+
+    return wait
+
+
+def _cut_off_then_repair(state: Path, key: LabKey, tom: LabHost) -> CutOff:
+    from infr.core.session import Session
+
+    evidence = CutOff()
+    command = [*INFR, "-w", str(state), "-i", str(key.private), "hosts", "add", "--adopt", "--yes", "tom", tom.ip]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert first.stdout is not None
+    seen = []
+    for line in first.stdout:  # wait until it is busy on the host, then cut it off
+        seen.append(line)
+        if "installing software" in line:
+            time.sleep(5)
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait(timeout=60)
+    evidence.killed_output, evidence.killed_status = "".join(seen), first.returncode
+    evidence.status_after_kill = Session(state).inventory().hosts["tom"].status
+    evidence.repair = infr(state, key.private, "hosts", "add", "--adopt", "--yes", "tom", tom.ip)
+    return evidence
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory, lab_key: LabKey, lab: Lab, lab_hosts: list[LabHost]) -> Fleet:
+    """Bob and tom adopted into one state; tom first through a cut-off adopt in a scratch state."""
+    from infr.core.config import init_state
+    from infr.lab.rootfs import ensure_rootfs
+    from tests.conftest import DEFAULT_SETTINGS
+
+    bob, tom = lab_hosts[0], lab_hosts[1]
+    root = tmp_path_factory.mktemp("fleet")
+    state, scratch = root / "state", root / "cutoff-state"
+    for path in (state, scratch):
+        init_state(path, dict(DEFAULT_SETTINGS), lab_key.public, "admin")
+    started = time.monotonic()
+    # Three slow things at once: the two VMs and debootstrap here each keep a core busy.
+    image = _in_thread(lambda: ensure_rootfs(lab.config.cache_dir))
+    cutoff = _in_thread(lambda: _cut_off_then_repair(scratch, lab_key, tom))
+    adopted_bob = infr(state, lab_key.private, "hosts", "add", "--adopt", "--yes", "bob", bob.ip)
+    assert adopted_bob.returncode == 0, f"adopting bob failed: {adopted_bob.stderr}{adopted_bob.stdout}"
+    evidence = cutoff()
+    assert isinstance(evidence, CutOff)
+    # Tom's manager login already works: joining this state is a quick second adopt.
+    adopted_tom = infr(state, lab_key.private, "hosts", "add", "--adopt", "--yes", "tom", tom.ip)
+    assert adopted_tom.returncode == 0, f"adopting tom failed: {adopted_tom.stderr}{adopted_tom.stdout}"
+    rootfs = image()
+    assert isinstance(rootfs, Path)
+    set_image = infr(state, lab_key.private, "config", "set", "lxcImageSource", str(rootfs))
+    assert set_image.returncode == 0, set_image.stderr
+    print(f"[fleet {time.monotonic() - started:5.0f}s] bob and tom adopted, container image {rootfs}")
+    return Fleet(state, bob, tom, rootfs, evidence)

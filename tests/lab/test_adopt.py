@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,23 +15,10 @@ import pytest
 from infr.core.session import Session
 from infr.lab import Lab, LabHost
 from tests.conftest import make_key, seed_lxc
-from tests.lab.conftest import LabKey
+from tests.lab.conftest import Fleet, LabKey, infr
 
 # Adopting installs a host's software: minutes under emulation, more than pytest's default.
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(3600)]
-# A module fixture that fails runs again for every test; remember the failure instead.
-_failures: dict[str, str] = {}
-INFR = [str(Path(__import__("sys").executable).with_name("infr"))]
-
-
-def infr(state: Path, key: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*INFR, "-w", str(state), "-i", str(key), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def login(ip: str, user: str, key: Path | None = None, password: str | None = None) -> paramiko.SSHClient:
@@ -64,25 +50,14 @@ def run_as_manager(ip: str, key: Path, command: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory, lab_key: LabKey) -> Path:
-    from infr.core.config import init_state
-    from tests.conftest import DEFAULT_SETTINGS
-
-    root = tmp_path_factory.mktemp("adopt") / "state"
-    init_state(root, dict(DEFAULT_SETTINGS), lab_key.public, "admin")
-    return root
+def state(fleet: Fleet) -> Path:
+    return fleet.state
 
 
 @pytest.fixture(scope="module")
-def adopted(state: Path, lab_key: LabKey, lab_hosts: list[LabHost]) -> LabHost:
-    if "adopt" in _failures:
-        pytest.fail(_failures["adopt"])
-    bob = lab_hosts[0]
-    result = infr(state, lab_key.private, "hosts", "add", "--adopt", "--yes", "bob", bob.ip)
-    if result.returncode != 0:
-        _failures["adopt"] = f"adopting bob failed: {result.stderr}{result.stdout}"
-        pytest.fail(_failures["adopt"])
-    return bob
+def adopted(fleet: Fleet) -> LabHost:
+    """Bob, adopted by the fleet fixture on a fresh lab VM."""
+    return fleet.bob
 
 
 def test_adopt_records_a_ready_host_with_its_pinned_key(state: Path, adopted: LabHost) -> None:
@@ -165,36 +140,26 @@ def test_a_changed_host_key_is_refused_until_repinned(state: Path, adopted: LabH
 
 def test_remove_refuses_while_lxcs_use_the_host(state: Path, adopted: LabHost, lab_key: LabKey) -> None:
     seed_lxc(state, "fozzie", "bob")
-    refused = infr(state, lab_key.private, "host", "bob", "remove")
-    assert refused.returncode == 1
-    assert "LXC fozzie" in refused.stderr
-    assert "bob" in Session(state).inventory().hosts
+    try:
+        refused = infr(state, lab_key.private, "host", "bob", "remove")
+        assert refused.returncode == 1
+        assert "LXC fozzie" in refused.stderr
+        assert "bob" in Session(state).inventory().hosts
+    finally:  # the fleet is shared: take the made-up LXC back out of state
+        with Session(state).change() as change:
+            change.delete_lxc("fozzie")
 
 
-def test_an_adopt_cut_off_half_way_is_repaired_by_the_next_run(
-    tmp_path: Path, lab_key: LabKey, lab_hosts: list[LabHost]
-) -> None:
-    from infr.core.config import init_state
-    from tests.conftest import DEFAULT_SETTINGS
-
-    tom = lab_hosts[1]
-    state = tmp_path / "state"
-    init_state(state, dict(DEFAULT_SETTINGS), lab_key.public, "admin")
-    command = [*INFR, "-w", str(state), "-i", str(lab_key.private), "hosts", "add", "--adopt", "--yes", "tom", tom.ip]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert first.stdout is not None
-    seen = []
-    for line in first.stdout:  # wait until it is busy on the host, then cut it off
-        seen.append(line)
-        if "installing software" in line:
-            time.sleep(5)
-            first.send_signal(signal.SIGKILL)
-            break
-    first.wait(timeout=60)
-    assert first.returncode == -signal.SIGKILL, "".join(seen)
-    assert Session(state).inventory().hosts["tom"].status == "installing"
-    second = infr(state, lab_key.private, "hosts", "add", "--adopt", "--yes", "tom", tom.ip)
-    assert second.returncode == 0, second.stderr + second.stdout
-    assert Session(state).inventory().hosts["tom"].status == "ready"
-    code, out = run_as_manager(tom.ip, lab_key.private, "sudo -n systemctl is-active haproxy lxc-net")
+def test_an_adopt_cut_off_half_way_is_repaired_by_the_next_run(fleet: Fleet, lab_key: LabKey) -> None:
+    cutoff = fleet.cutoff
+    assert cutoff.killed_status == -signal.SIGKILL, cutoff.killed_output
+    assert cutoff.status_after_kill == "installing"
+    assert cutoff.repair is not None
+    assert cutoff.repair.returncode == 0, cutoff.repair.stderr + cutoff.repair.stdout
+    code, out = run_as_manager(fleet.tom.ip, lab_key.private, "sudo -n systemctl is-active haproxy lxc-net")
     assert (code, out.split()) == (0, ["active", "active"])
+
+
+def test_a_host_adopted_elsewhere_joins_another_state_with_the_same_admin_key(fleet: Fleet) -> None:
+    tom = Session(fleet.state).inventory().hosts["tom"]
+    assert (tom.status, tom.public_ip, tom.vnet_ip) == ("ready", fleet.tom.ip, "10.8.1.2")
