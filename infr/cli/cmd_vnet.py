@@ -57,13 +57,19 @@ def apply_(app: App) -> None:
 @click.option("--ip", default=None, help="The vnet address to ask for (default: the next free one).")
 @pass_app
 def join(app: App, name: str, ip: str | None) -> None:
-    """Make this machine the peer NAME: a key pair made here, and a wg-quick config for it."""
+    """Make this machine the peer NAME: a key pair made here, and a wg-quick config for it.
+
+    Again on the same machine: same key, config rewritten. On another: new key, same address.
+    """
     from infr.core import meshops
 
-    path = meshops.join(app.session, name, ip)
+    path, notes = meshops.join(app.session, name, ip)
+    for note in notes:
+        click.echo(note)
     click.echo(f"{name}: config written to {path} (private: it holds this machine's key)")
     apply(app)
     click.echo(f"bring it up with: sudo wg-quick up {path}")
+    click.echo(f"when hosts or LXCs change, run 'infr vnet join {name}' here again: same key, config rewritten")
 
 
 @vnet.group(invoke_without_command=True)
@@ -90,7 +96,7 @@ def list_(app: App, fmt: str | None) -> None:
 @click.option("--ip", default=None, help="The vnet address to ask for (default: the next free one).")
 @pass_app
 def add(app: App, name: str, public_key: str, ip: str | None) -> None:
-    """Add someone's machine from its public key; for an existing NAME, replace its key."""
+    """Add someone's machine from its public key; for an existing NAME, a new key, same address."""
     from infr.core import meshops
 
     with changing(app) as change:

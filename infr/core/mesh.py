@@ -1,6 +1,7 @@
 """The private network as data: WireGuard configs, boot setup, zones and status, from state.
 
-Pure functions; meshops.py puts them on hosts. Design:
+Pure functions (the files come from the templates in infr/templates/mesh); meshops.py
+puts them on hosts. Design:
 
 * Hosts form a full mesh on `infrwg0`. A host's [Peer] entry carries its own vnet
   address and its containers' addresses as /32s (Apex's child prefixes), so
@@ -13,9 +14,12 @@ Pure functions; meshops.py puts them on hosts. Design:
   inside the containers changes.
 * Changes are applied with `wg syncconf`, which leaves live tunnels up. A oneshot
   systemd unit runs the same script at boot, so the mesh needs neither infr nor any
-  other host to come back after a reboot.
+  other host to come back after a reboot. Hosts forward (net.ipv4.ip_forward).
 * Zones: one nftables ruleset, the same on every host, in two families: inet sees
   traffic routed across the mesh, bridge sees traffic between containers of one host.
+  A zone's containers reach each other, every host and the admins, and no other
+  container; containers in no zone reach each other, hosts and admins as before, but
+  not the zones' containers (else a zone would be open to any unzoned container).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from infr.core.converge import FileSpec
+from infr.core.dnsnames import managed_suffixes
+from infr.core.templating import render
 from infr.state.model import Host, Inventory, Lxc, Peer
 
 INTERFACE = "infrwg0"
@@ -69,36 +75,24 @@ def addresses_behind(inv: Inventory, host: Host) -> list[str]:
     return [host.vnet_ip, *_by_address(c.vnet_ip for c in inv.lxcs_on(host.name))]
 
 
-def _allowed(addresses: Iterable[str]) -> str:
-    return ", ".join(f"{a}/32" for a in addresses)
-
-
-def _host_peer(inv: Inventory, host: Host, port: int) -> list[str]:
-    return [
-        f"# host {host.name}",
-        "[Peer]",
-        f"PublicKey = {host.wg_public_key}",
-        f"Endpoint = {host.public_ip}:{port}",
-        f"AllowedIPs = {_allowed(addresses_behind(inv, host))}",
-        f"PersistentKeepalive = {KEEPALIVE}",
-        "",
-    ]
-
-
-def _admin_peer(peer: Peer) -> list[str]:
-    # No endpoint: laptops sit behind NAT and come to the hosts (their keepalives).
-    return [f"# admin {peer.name}", "[Peer]", f"PublicKey = {peer.public_key}", f"AllowedIPs = {peer.vnet_ip}/32", ""]
+def _host_peer(inv: Inventory, host: Host, port: int) -> dict[str, Any]:
+    return {
+        "name": host.name,
+        "public_key": host.wg_public_key,
+        "endpoint": f"{host.public_ip}:{port}",
+        "allowed": [f"{a}/32" for a in addresses_behind(inv, host)],
+    }
 
 
 def host_config(inv: Inventory, host: Host, port: int) -> str:
     """The host's config for `wg syncconf`; its private key is set apart (it never leaves the host)."""
-    lines = ["# infr: the WireGuard mesh, rendered from state", "[Interface]", f"ListenPort = {port}", ""]
-    for other in members(inv):
-        if other.name != host.name:
-            lines += _host_peer(inv, other, port)
-    for peer in sorted(inv.peers.values(), key=lambda p: p.name):
-        lines += _admin_peer(peer)
-    return "\n".join(lines)
+    return render(
+        "mesh/host.conf.j2",
+        port=port,
+        keepalive=KEEPALIVE,
+        hosts=[_host_peer(inv, other, port) for other in members(inv) if other.name != host.name],
+        admins=sorted(inv.peers.values(), key=lambda p: p.name),
+    )
 
 
 def routed_addresses(inv: Inventory, host: Host) -> list[str]:
@@ -108,58 +102,24 @@ def routed_addresses(inv: Inventory, host: Host) -> list[str]:
 
 
 def up_script(inv: Inventory, host: Host) -> str:
-    wanted = " ".join(routed_addresses(inv, host))
-    return f"""#!/bin/sh
-# infr: brings up the WireGuard mesh on {INTERFACE}, at boot and after every change.
-# Rendered from state: change state and let infr rewrite this file.
-set -eu
-dev={INTERFACE}
-ip link show dev "$dev" >/dev/null 2>&1 || ip link add dev "$dev" type wireguard
-# The private key was made here and stays here; infr only ships the public part.
-wg set "$dev" private-key {KEY_PATH}
-# syncconf changes only what differs: live tunnels stay up.
-wg syncconf "$dev" {CONF_PATH}
-ip address replace {host.vnet_ip}/32 dev "$dev"
-ip link set dev "$dev" up
-wanted="{wanted}"
-for address in $wanted; do
-    ip route replace "$address/32" dev "$dev" src {host.vnet_ip}
-done
-# Routes to members that have left ('ip route' prints a /32 as a bare address).
-ip -4 route show dev "$dev" | while read -r address _; do
-    case " $wanted " in *" $address "*) ;; *) ip route del "$address" dev "$dev" ;; esac
-done
-# Containers think all of vnetNetwork is on the bridge: answer ARP for what is routed away.
-if [ -e /proc/sys/net/ipv4/conf/{BRIDGE} ]; then
-    sysctl -q -w net.ipv4.conf.{BRIDGE}.proxy_arp=1
-fi
-nft -f {ZONES_PATH}
-"""
+    return render(
+        "mesh/infr-mesh-up.j2",
+        interface=INTERFACE,
+        bridge=BRIDGE,
+        key_path=KEY_PATH,
+        conf_path=CONF_PATH,
+        zones_path=ZONES_PATH,
+        vnet_ip=host.vnet_ip,
+        wanted=routed_addresses(inv, host),
+    )
 
 
 def unit() -> str:
-    return f"""# infr: the WireGuard mesh, up at boot without infr or any other host
-[Unit]
-Description=infr WireGuard mesh ({INTERFACE})
-Wants=network-online.target
-After=network-online.target lxc-net.service nftables.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart={UP_SCRIPT}
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _set(name: str, addresses: list[str]) -> list[str]:
-    elements = f" elements = {{ {', '.join(addresses)} }};" if addresses else ""
-    return [f"    set {name} {{ type ipv4_addr;{elements} }}"]
+    return render("mesh/infr-mesh.service.j2", interface=INTERFACE, up_script=UP_SCRIPT)
 
 
 def zones(inv: Inventory) -> dict[str, list[Lxc]]:
+    """Zone name -> its containers, for the containers that are in one."""
     grouped: dict[str, list[Lxc]] = {}
     for lxc in sorted(inv.lxcs.values(), key=lambda c: c.name):
         if lxc.zone:
@@ -167,36 +127,28 @@ def zones(inv: Inventory) -> dict[str, list[Lxc]]:
     return dict(sorted(grouped.items()))
 
 
-def _zone_table(family: str, inv: Inventory) -> list[str]:
-    grouped = zones(inv)
-    table = f"{family} infr_zones"
-    # Declaring then deleting makes the file replace the table whether or not it exists.
-    lines = [f"table {table}", f"delete table {table}", f"table {table} {{"]
-    lines += _set("containers", _by_address(c.vnet_ip for c in inv.lxcs.values()))
-    lines += _set("zoned", _by_address(c.vnet_ip for members in grouped.values() for c in members))
-    for index, (zone, members) in enumerate(grouped.items()):
-        lines += [f"    # zone {zone}", *_set(f"zone{index}", _by_address(c.vnet_ip for c in members))]
-    lines += ["    chain forward {", "        type filter hook forward priority filter; policy accept;"]
-    if grouped:
-        lines += [f"        ip saddr @zone{i} ip daddr @zone{i} accept" for i in range(len(grouped))]
-        # Hosts and admins are in neither set, so they reach every zone and are reached.
-        lines += [
-            "        ip saddr @zoned ip daddr @containers drop",
-            "        ip saddr @containers ip daddr @zoned drop",
-        ]
-    return [*lines, "    }", "}"]
-
-
 def zones_ruleset(inv: Inventory) -> str:
-    """nftables rules isolating zones: members reach each other, hosts and admins' peers only."""
-    lines = ["# infr: zones ('infr lxc NAME zone ZONE'), rendered from state; the same on every host"]
-    lines += ["# routed traffic (across the mesh):", *_zone_table("inet", inv)]
-    lines += ["# bridged traffic (containers of one host):", *_zone_table("bridge", inv)]
-    return "\n".join(lines) + "\n"
+    """nftables rules isolating zones: members reach each other, hosts and admins' peers only.
+
+    Two families: inet sees traffic routed across the mesh, bridge sees traffic between
+    containers of one host. Containers in no zone reach each other (as before zones).
+    """
+    grouped = zones(inv)
+    return render(
+        "mesh/zones.nft.j2",
+        families=(("inet", "routed traffic (across the mesh)"), ("bridge", "bridged traffic (containers of one host)")),
+        containers=_by_address(c.vnet_ip for c in inv.lxcs.values()),
+        zoned=_by_address(c.vnet_ip for members in grouped.values() for c in members),
+        zones=[{"name": z, "addresses": _by_address(c.vnet_ip for c in m)} for z, m in grouped.items()],
+    )
 
 
 def host_files(inv: Inventory, host: Host, port: int) -> list[FileSpec]:
-    """Everything the mesh needs on `host` besides its private key."""
+    """Everything the mesh needs on `host` besides its private key.
+
+    The zones file is checked with `nft -c` on the host before it replaces the old one;
+    the up script loads it (one transaction) when the unit (re)starts.
+    """
     return [
         FileSpec(ZONES_PATH, zones_ruleset(inv).encode(), precheck=("nft", "-c", "-f", "{}")),
         FileSpec(CONF_PATH, host_config(inv, host, port).encode(), mode=0o600),
@@ -207,21 +159,19 @@ def host_files(inv: Inventory, host: Host, port: int) -> list[FileSpec]:
 
 def admin_config(inv: Inventory, peer: Peer, private_key: str, port: int) -> str:
     """A wg-quick config for an admin's machine: every host, keepalives so NAT needs no open port."""
-    lines = [
-        f"# infr: admin peer {peer.name} on the private network; keep this file private",
-        "[Interface]",
-        f"PrivateKey = {private_key}",
-        f"Address = {peer.vnet_ip}/32",
-        "",
-    ]
-    for host in members(inv):
-        lines += _host_peer(inv, host, port)
-    return "\n".join(lines)
+    return render(
+        "mesh/admin.conf.j2",
+        name=peer.name,
+        private_key=private_key,
+        vnet_ip=peer.vnet_ip,
+        keepalive=KEEPALIVE,
+        hosts=[_host_peer(inv, host, port) for host in members(inv)],
+    )
 
 
 def hosts_block(inv: Inventory, settings: dict[str, Any]) -> str:
-    """An /etc/hosts block with every vnet name, for machines without infr's DNS."""
-    suffix = f"{settings['vnetPrefix']}.{settings['dnsDomain']}"
+    """An /etc/hosts block with every vnet name (as `infr dns` makes them), for machines without that DNS."""
+    _, suffix = managed_suffixes(settings)
     named: list[tuple[str, str]] = [(h.vnet_ip, h.name) for h in inv.hosts.values()]
     named += [(c.vnet_ip, c.name) for c in inv.lxcs.values()]
     named += [(p.vnet_ip, p.name) for p in inv.peers.values()]

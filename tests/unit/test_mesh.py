@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infr.core import mesh
-from infr.core.meshops import new_key_pair
+from infr.core.meshops import new_key_pair, public_key_of
 from infr.state.model import Host, Inventory, Lxc, Peer
 
 KEY_A = "A" * 43 + "="
@@ -59,7 +59,7 @@ def test_routes_cover_everything_behind_other_hosts_and_admins_only() -> None:
     script = mesh.up_script(inv, inv.hosts["a"])
     assert 'wanted="10.8.1.2 10.8.1.9 10.8.1.20 10.8.1.100"' in script.splitlines()
     assert '    ip route replace "$address/32" dev "$dev" src 10.8.1.1' in script.splitlines()
-    assert "sysctl -q -w net.ipv4.conf.infrbr0.proxy_arp=1" in script
+    assert "sysctl -q -w net.ipv4.conf.infrbr0.proxy_arp=1 net.ipv4.neigh.infrbr0.proxy_delay=0" in script
     assert 'wg syncconf "$dev" /etc/wireguard/infrwg0.conf' in script
 
 
@@ -70,10 +70,31 @@ def test_script_is_valid_sh(tmp_path: Path) -> None:
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
 
 
-def test_unit_runs_the_script_once_at_boot() -> None:
+def test_script_forwards_and_loads_the_zones_last() -> None:
+    inv = inventory()
+    lines = mesh.up_script(inv, inv.hosts["a"]).splitlines()
+    assert "sysctl -q -w net.ipv4.ip_forward=1" in lines
+    assert lines[-1] == "nft -f /etc/infr/zones.nft"
+    # the key is set from its file before syncconf, which would otherwise run keyless
+    assert lines.index('wg set "$dev" private-key /etc/wireguard/infrwg0.key') < lines.index(
+        'wg syncconf "$dev" /etc/wireguard/infrwg0.conf'
+    )
+
+
+def test_script_of_a_lone_host_routes_nothing_but_admins() -> None:
+    inv = inventory()
+    inv.hosts = {"a": inv.hosts["a"]}
+    inv.peers = {}
+    assert 'wanted=""' in mesh.up_script(inv, inv.hosts["a"]).splitlines()
+
+
+def test_unit_runs_the_script_once_at_boot_and_again_with_lxc_net() -> None:
     lines = mesh.unit().splitlines()
     assert "Type=oneshot" in lines and "RemainAfterExit=yes" in lines
-    assert "ExecStart=/usr/local/sbin/infr-mesh-up" in lines and "WantedBy=multi-user.target" in lines
+    assert "ExecStart=/usr/local/sbin/infr-mesh-up" in lines
+    # enabled: at boot; PartOf + WantedBy lxc-net: again when lxc-net makes the bridge anew
+    assert "WantedBy=multi-user.target lxc-net.service" in lines and "PartOf=lxc-net.service" in lines
+    assert "ExecStop" not in mesh.unit()  # stopping the unit leaves the tunnels up
 
 
 def test_host_files_keep_the_config_private_and_check_the_rules() -> None:
@@ -89,8 +110,28 @@ def test_admin_config_reaches_every_host_and_its_containers() -> None:
     lines = mesh.admin_config(inv, inv.peers["alice"], "secret-key", 51999).splitlines()
     assert lines[1:4] == ["[Interface]", "PrivateKey = secret-key", "Address = 10.8.1.100/32"]
     assert "AllowedIPs = 10.8.1.1/32, 10.8.1.30/32, 10.8.1.31/32" in lines
-    assert "Endpoint = 203.0.113.2:51999" in lines
-    assert lines.count("PersistentKeepalive = 25") == 2
+    assert "Endpoint = 203.0.113.1:51999" in lines and "Endpoint = 203.0.113.2:51999" in lines
+    # keepalives to every host's public address: a laptop behind NAT needs no open port
+    assert lines.count("PersistentKeepalive = 25") == lines.count("[Peer]") == 2
+    assert not any(line.startswith("ListenPort") for line in lines)
+
+
+def test_configs_end_in_one_newline_and_take_a_peer_per_block() -> None:
+    inv = inventory()
+    for text in (mesh.host_config(inv, inv.hosts["b"], 1), mesh.admin_config(inv, inv.peers["alice"], "k", 1)):
+        assert text.endswith("\n") and not text.endswith("\n\n")
+        assert text.count("\n\n[Peer]") == 0 and text.count("\n\n# ") == text.count("[Peer]")
+
+
+def test_host_config_is_wg_format_not_wg_quick() -> None:
+    """`wg syncconf` reads wg's own format: the parts wg-quick adds (Address) are not in it."""
+    inv = inventory()
+    text = mesh.host_config(inv, inv.hosts["a"], 51820)
+    assert "Address" not in text and "PrivateKey" not in text
+    sections = [line for line in text.splitlines() if line.startswith("[")]
+    assert sections == ["[Interface]", "[Peer]", "[Peer]"]
+    keys = {line.split(" = ")[0] for line in text.splitlines() if " = " in line}
+    assert keys <= {"ListenPort", "PublicKey", "Endpoint", "AllowedIPs", "PersistentKeepalive"}
 
 
 def test_zones_ruleset_isolates_zones_in_both_families() -> None:
@@ -98,17 +139,29 @@ def test_zones_ruleset_isolates_zones_in_both_families() -> None:
     lines = [line.strip() for line in text.splitlines()]
     containers = "set containers { type ipv4_addr; elements = { 10.8.1.9, 10.8.1.20, 10.8.1.30, 10.8.1.31 }; }"
     assert lines.count(containers) == 2
+    assert lines.count("set zoned { type ipv4_addr; elements = { 10.8.1.9, 10.8.1.20, 10.8.1.30 }; }") == 2
     assert "set zone1 { type ipv4_addr; elements = { 10.8.1.9, 10.8.1.20 }; }" in lines  # shop, after docs
+    assert lines[lines.index("set zone1 { type ipv4_addr; elements = { 10.8.1.9, 10.8.1.20 }; }") - 1] == "# zone shop"
     assert "ip saddr @zone1 ip daddr @zone1 accept" in lines
-    assert lines.count("ip saddr @zoned ip daddr @containers drop") == 2
+    assert lines.count("ip saddr @zoned ip daddr @containers counter drop") == 2
+    assert lines.count("ip saddr @containers ip daddr @zoned counter drop") == 2
     assert "table bridge infr_zones {" in lines and "table inet infr_zones {" in lines
+
+
+def test_zones_ruleset_replaces_its_tables_whole() -> None:
+    lines = mesh.zones_ruleset(inventory()).splitlines()
+    for family in ("inet", "bridge"):
+        at = lines.index(f"table {family} infr_zones")
+        assert lines[at + 1 : at + 3] == [f"delete table {family} infr_zones", f"table {family} infr_zones {{"]
+    assert not [line for line in lines if line.startswith("flush ruleset")]  # lxc-net's NAT stays
 
 
 def test_no_zones_no_rules() -> None:
     inv = inventory()
     for lxc in inv.lxcs.values():
         lxc.zone = ""
-    assert "drop" not in mesh.zones_ruleset(inv)
+    text = mesh.zones_ruleset(inv)
+    assert "drop" not in text and "accept\n" not in text.replace("policy accept;", "")
 
 
 @pytest.mark.parametrize("zoned", [True, False])
@@ -127,11 +180,24 @@ def test_zones_ruleset_passes_nft_check(tmp_path: Path, zoned: bool) -> None:
 
 
 def test_hosts_block_names_hosts_containers_and_admins_in_address_order() -> None:
-    block = mesh.hosts_block(inventory(), {"vnetPrefix": "vnet", "dnsDomain": "example.com"}).splitlines()
+    settings = {"dnsPrefix": "infr", "vnetPrefix": "vnet", "dnsDomain": "example.com"}
+    block = mesh.hosts_block(inventory(), settings).splitlines()
     assert block[0] == mesh.HOSTS_BEGIN and block[-1] == mesh.HOSTS_END
     assert block[1] == "10.8.1.1\ta.vnet.example.com a"
     assert block[4] == "10.8.1.9\tdb.vnet.example.com db"
     assert block[-2] == "10.8.1.100\talice.vnet.example.com alice"
+    assert len(block) == 2 + 3 + 4 + 1  # every host (keyless c too), LXC and admin
+
+
+def test_hosts_block_uses_the_names_infr_dns_makes() -> None:
+    from infr.core.dnsnames import HOST_VNET, LXC_VNET, wanted_records
+
+    settings = {"dnsPrefix": "infr", "vnetPrefix": "vnet", "dnsDomain": "example.com"}
+    inv = inventory()
+    block = mesh.hosts_block(inv, settings)
+    for record in wanted_records(inv, settings):
+        if record.purpose in (HOST_VNET, LXC_VNET):
+            assert f"{record.value}\t{record.fqdn} " in block
 
 
 def test_parse_dump_names_peers_and_flags_stale_and_never() -> None:
@@ -169,49 +235,7 @@ def test_public_key_check() -> None:
 
 def test_local_key_pair_matches_wg() -> None:
     private, public = new_key_pair()
-    assert mesh.public_key_problem(public) is None
+    assert mesh.public_key_problem(public) is None and public_key_of(private) == public
     if shutil.which("wg"):
         derived = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True)
         assert derived.stdout.strip() == public
-
-
-def test_peers_add_update_keeps_address_and_remove(state_dir: Path) -> None:
-    from tests.conftest import run_cli
-
-    added = run_cli(state_dir, "vnet", "peers", "add", "bob-laptop", "--public-key", KEY_P, "--ip", "10.8.3.3")
-    assert added.exit_code == 0, added.output
-    moved = run_cli(state_dir, "vnet", "peers", "add", "bob-laptop", "--public-key", KEY_C)
-    assert "new key, same address 10.8.3.3" in moved.output
-    listed = run_cli(state_dir, "vnet", "peers", "-o", "json")
-    assert '"public_key": "' + KEY_C in listed.output.replace('":"', '": "')
-    taken = run_cli(state_dir, "vnet", "peers", "add", "eve", "--public-key", KEY_C)
-    assert "already peer bob-laptop's" in str(taken.exception)
-    assert run_cli(state_dir, "vnet", "peers", "remove", "bob-laptop").exit_code == 0
-    assert "bob-laptop" not in run_cli(state_dir, "vnet", "peers", "list").output
-
-
-def test_join_writes_a_private_config_outside_git(state_dir: Path) -> None:
-    from tests.conftest import run_cli, seed_host
-
-    seed_host(state_dir, "a", "203.0.113.1", wg_public_key=KEY_A)
-    joined = run_cli(state_dir, "vnet", "join", "me", "--ip", "10.8.2.2")
-    assert joined.exit_code == 0, joined.output
-    config = state_dir / "wireguard" / "me" / "infrwg0.conf"
-    assert config.stat().st_mode & 0o777 == 0o600
-    lines = config.read_text().splitlines()
-    assert "Address = 10.8.2.2/32" in lines and f"PublicKey = {KEY_A}" in lines
-    tracked = subprocess.run(["git", "-C", str(state_dir), "status", "--porcelain", "--ignored"], capture_output=True)
-    assert b"!! wireguard/" in tracked.stdout  # ignored, so never committed
-    assert "10.8.2.2\tme.vnet.example.com me" in run_cli(state_dir, "vnet", "hosts").output
-
-
-def test_lxc_zone_is_recorded(state_dir: Path) -> None:
-    from tests.conftest import run_cli, seed_host, seed_lxc
-
-    seed_host(state_dir, "a", "203.0.113.1")
-    seed_lxc(state_dir, "web", "a")
-    assert run_cli(state_dir, "lxc", "web", "zone", "shop").exit_code == 0
-    assert '"zone": "shop"' in run_cli(state_dir, "lxc", "web", "-o", "json").output
-    bad = run_cli(state_dir, "lxc", "web", "zone", "Bad_Zone")
-    assert "zone 'Bad_Zone'" in str(bad.exception)
-    assert "zone shop -> none" in run_cli(state_dir, "lxc", "web", "zone", "none").output
