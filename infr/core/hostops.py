@@ -135,6 +135,10 @@ def configure(conn: SSHConnection, session: Session, host: Host, steps: Steps, r
         files += provision.network_files(host, settings)
     for spec in files:
         changes += converge.ensure_file(conn, spec)
+    if steps.network:
+        from infr.core import meshops  # meshops imports this module
+
+        changes += meshops.join_host(session, conn, host, report)
     if steps.haproxy:
         from infr.core import haproxy_deploy
 
@@ -227,4 +231,7 @@ def remove(session: Session, name: str, force: bool) -> list[str]:
         change.note(
             f"host {name} removed" + (f" with {', '.join(lxcs + backups)}" if force and (lxcs or backups) else "")
         )
-        return change.notes
+    from infr.core import meshops  # meshops imports this module
+
+    problems: list[str] = []  # members that could not be told are reported, not raised
+    return [*change.notes, *meshops.after_host_removed(session, problems.append), *problems]

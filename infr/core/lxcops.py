@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.core import converge, haproxy_deploy, provision
+from infr.core import converge, haproxy_deploy, meshops, provision
 from infr.core.attach import Attached
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
@@ -185,6 +185,8 @@ def add(
             changes += converge.ensure_file(conn, config)
             changes += _start(conn, name)
             changes += _inside(conn, session, lxc, host)
+    # Its address joins its host's peer entry on the other hosts (and the zone rules).
+    changes += meshops.after_lxc_change(session, report)
     for line in changes:
         report(line)
     return changes
@@ -203,6 +205,7 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
                 change.delete_lxc(name)
                 change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")
             changes = haproxy_deploy.deploy(conn, session, host, report)
+    changes += meshops.after_lxc_change(session, report)
     return [*change.notes, *changes]
 
 

@@ -44,22 +44,30 @@ class LabKey:
     public: str
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Within the lab suite: test_lab.py first, on untouched VMs; stopping the lab last.
+# Lab modules run in this order, each on what the ones before left: test_lab.py on untouched
+# VMs; adopting turns root logins off; containers, backups and the mesh use the adopted
+# fleet; the reinstall leaves its VM in the Debian installer. Stopping the lab is last of all.
+MODULE_ORDER = (
+    "test_lab.py",
+    "test_adopt.py",
+    "test_containers.py",
+    "test_backups.py",
+    "test_mesh.py",
+    "test_lab_reinstall.py",
+)
 
-    Other lab tests change the hosts (e.g. adopting one turns root logins off), and the
-    check that `down` leaves nothing behind ends the lab for everyone after it. Just
-    before it, test_lab_reinstall.py, which leaves its VM in the Debian installer.
-    """
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the lab's tests in MODULE_ORDER, `test_down_leaves_nothing_behind` last."""
     here = Path(__file__).parent
     slots = [i for i, item in enumerate(items) if item.path.is_relative_to(here)]
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> float:
         if item.name == "test_down_leaves_nothing_behind":
-            return 3
-        if item.path.name == "test_lab_reinstall.py":
-            return 2
-        return 0 if item.path.name == "test_lab.py" else 1
+            return len(MODULE_ORDER)
+        name = item.path.name
+        # A module not listed yet runs before the reinstall, which leaves its VM unusable.
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else MODULE_ORDER.index("test_lab_reinstall.py") - 0.5
 
     ordered = sorted((items[i] for i in slots), key=rank)
     for slot, item in zip(slots, ordered, strict=True):
