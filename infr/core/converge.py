@@ -7,6 +7,7 @@ right), so a second run says "nothing changed".
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -110,13 +111,31 @@ def ensure_packages(conn: Runner, packages: Sequence[str]) -> list[str]:
         return []
     noninteractive = {"DEBIAN_FRONTEND": "noninteractive"}
     finish_dpkg = command.env(noninteractive, ["dpkg", "--configure", "-a"])
-    conn.run(command.env(noninteractive, ["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=600"]))
+    apt_update(conn)
     if conn.run(command.apt_install(missing), check=False, timeout=INSTALL_TIMEOUT).exit_status != 0:
         # A run cut off during an install leaves dpkg half-configured (once its apt has
         # finished, which apt_install waited for): finish that, then try once more.
         conn.run(finish_dpkg, timeout=INSTALL_TIMEOUT)
         conn.run(command.apt_install(missing), timeout=INSTALL_TIMEOUT)
     return [f"installed {' '.join(missing)}"]
+
+
+def apt_update(conn: Runner, wait: float = 600.0, pause: float = 3.0) -> None:
+    """`apt-get update`, waiting while another apt holds the package lists.
+
+    DPkg::Lock::Timeout covers dpkg's lock but not the lists lock, and an infr cut off
+    during an update leaves that apt-get running on the host until it finishes.
+    """
+    argv = command.env({"DEBIAN_FRONTEND": "noninteractive"}, ["apt-get", "update", "-q"])
+    deadline = time.monotonic() + wait
+    while True:
+        result = conn.run(argv, check=False, timeout=INSTALL_TIMEOUT)
+        if result.exit_status == 0:
+            return
+        error = result.stderr.decode("utf-8", "replace").strip()
+        if "Could not get lock" not in error or time.monotonic() > deadline:
+            raise RemoteError(f"apt-get update failed: {error.splitlines()[-1] if error else 'no output'}")
+        time.sleep(pause)
 
 
 def ensure_user(conn: Runner, user: str, groups: Sequence[str]) -> list[str]:
