@@ -139,6 +139,23 @@ def wait_for_ssh(host: LabHost, key: LabKey, timeout: float = BOOT_TIMEOUT) -> f
             time.sleep(2.0)
 
 
+def wait_for_manager(host: LabHost, key: LabKey, timeout: float = BOOT_TIMEOUT) -> float:
+    """Wait until `host` takes manager's login again (adopted hosts refuse root); the seconds it took."""
+    started = time.monotonic()
+    while True:
+        try:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            client.connect(host.ip, username="manager", key_filename=str(key.private), look_for_keys=False,
+                           allow_agent=False, timeout=5.0, banner_timeout=5.0, auth_timeout=5.0)  # fmt: skip
+            client.close()
+            return time.monotonic() - started
+        except (OSError, paramiko.SSHException):
+            if time.monotonic() - started > timeout:
+                raise
+            time.sleep(2.0)
+
+
 def infr(state: Path, key: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
     """The infr CLI as a user runs it, against `state`, logging in with `key`."""
     return subprocess.run(
