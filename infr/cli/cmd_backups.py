@@ -1,11 +1,13 @@
-"""infr backups [list|start|stop|status] (also spelled 'infr backup'), and the `backups`
-commands of `infr host NAME` and `infr lxc NAME` (hooked into those groups by their modules)."""
+"""infr backups [list|start|stop|status|drill] (also spelled 'infr backup'), and the
+`backups`, `restore` and `restore-files` commands of `infr host NAME` and `infr lxc NAME`
+(hooked into those groups by their modules)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,11 +18,32 @@ from infr.cli.output import emit_rows, format_option
 
 if TYPE_CHECKING:
     from infr.core.backupops import PairStatus
+    from infr.core.restore import At
 
 COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("started", "STARTED"))
 AGE_COLUMNS = (*COLUMNS, ("newest", "NEWEST BACKUP"), ("age", "AGE"))
 STATUS_COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("age", "AGE"), ("error", "ERROR"))
-POINT_COLUMNS = (("to_host", "ON"), ("subvol", "SUBVOLUME"), ("at", "TAKEN (UTC)"), ("name", "NAME"))
+POINT_COLUMNS = (
+    ("at", "TAKEN (UTC)"),
+    ("age", "AGE"),
+    ("subvol", "SUBVOLUME"),
+    ("to_host", "ON"),
+    ("from_host", "FROM"),
+    ("name", "NAME"),
+)
+DRILL_COLUMNS = (
+    ("subvol", "SUBVOLUME"),
+    ("name", "BACKUP"),
+    ("age", "AGE"),
+    ("files", "FILES"),
+    ("os", "OS"),
+    ("seconds", "SECONDS"),
+    ("result", "RESULT"),
+)
+AT_HELP = (
+    "Use the newest backup taken at or before TIME: an ISO time (UTC unless it has an offset) "
+    "or a backup's stamp (20261122T2045, as in NAME). Default: the newest backup."
+)
 
 
 @click.group(invoke_without_command=True)
@@ -41,6 +64,12 @@ def _age(age: timedelta | None) -> str:
         return "never"
     minutes = max(0, int(age.total_seconds() // 60))
     return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _at(text: str | None) -> At | None:
+    from infr.core.restore import parse_at
+
+    return None if text is None else parse_at(text)
 
 
 def _freshness(rows: list[PairStatus], now: datetime) -> dict[tuple[str, str], dict[str, Any]]:
@@ -112,32 +141,138 @@ def status(app: App, fmt: str | None) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _emit_points(app: App, host: str, subvol: str | None, fmt: str | None) -> None:
-    from infr.core import backupops
+@backups.command()
+@click.argument("from_host", metavar="FROM", shell_complete=complete_hosts)
+@click.argument("to_host", metavar="TO", shell_complete=complete_hosts)
+@format_option
+@pass_app
+def drill(app: App, from_host: str, to_host: str, fmt: str | None) -> None:
+    """Rehearse a restore: FROM's newest backups become writable snapshots in a scratch
+    directory on TO, are looked at (files, /etc/os-release, a write, age) and deleted.
+    Exits 1 if a check fails."""
+    from infr.core import restoreops
+    from infr.core.restore import age_text
 
-    points = backupops.restore_points(app.session, host, subvol)
-    rows = [{"to_host": to, **asdict(p), "at": p.at.strftime("%Y-%m-%d %H:%M")} for to, p in points]
-    emit_rows(rows, POINT_COLUMNS, fmt, empty=f"no backups of {host} yet")
+    now = datetime.now(UTC)
+    pair = f"{from_host} -> {to_host}"
+    checks = restoreops.drill(
+        app.session, from_host, to_host, lambda line: click.echo(f"{pair}: {line}", err=True), now
+    )
+    rows = [
+        {
+            **asdict(c),
+            "taken": c.taken.isoformat(timespec="minutes") if c.taken else "",
+            "age": age_text(now - c.taken) if c.taken else "",
+            "seconds": round(c.seconds, 1),
+            "ok": c.ok,
+            "result": "ok" if c.ok else "FAILED: " + "; ".join(c.problems),
+        }
+        for c in checks
+    ]
+    emit_rows(rows, DRILL_COLUMNS, fmt)
+    if not all(c.ok for c in checks):
+        raise click.exceptions.Exit(1)
+
+
+def _emit_points(app: App, from_host: str | None, subvol: str | None, fmt: str | None, what: str) -> None:
+    from infr.core import restoreops
+    from infr.core.restore import age_text
+
+    now = datetime.now(UTC)
+    found = restoreops.find_points(app.session, from_host=from_host, subvol=subvol)
+    for skipped in found.skipped:
+        click.echo(f"infr: warning: {skipped} is marked down (-D): its backups are not listed", err=True)
+    rows = [
+        {
+            "at": p.point.at.strftime("%Y-%m-%d %H:%M"),
+            "age": age_text(now - p.point.at),
+            "subvol": p.point.subvol,
+            "to_host": p.to_host,
+            "from_host": p.from_host,
+            "name": p.point.name,
+            "seq": p.point.seq,
+            "path": p.path,
+        }
+        for p in found.points
+    ]
+    emit_rows(rows, POINT_COLUMNS, fmt, empty=f"no backups of {what} yet")
 
 
 @click.command(name="backups")
 @format_option
 @pass_app
 def host_backups(app: App, fmt: str | None) -> None:
-    """Restore points of the host (its root and its containers), oldest first."""
-    _emit_points(app, target_name(), None, fmt)
+    """Restore points of the host (its root and its containers), newest first."""
+    from infr.core.hostops import get_host
+
+    name = get_host(app.session.inventory(), target_name()).name
+    _emit_points(app, name, None, fmt, name)
 
 
 @click.command(name="backups")
 @format_option
 @pass_app
 def lxc_backups(app: App, fmt: str | None) -> None:
-    """Restore points of the container, oldest first."""
+    """Restore points of the container, on every backup host, newest first."""
     from infr.core.backups import lxc_subvol
-    from infr.errors import NotFoundError
+    from infr.core.lxcs import get_lxc
+
+    name = get_lxc(app.session.inventory(), target_name()).name
+    _emit_points(app, None, lxc_subvol(name), fmt, name)
+
+
+@click.command(name="restore")
+@click.option("--at", "at_text", metavar="TIME", help=AT_HELP)
+@click.option(
+    "--to",
+    "to_host",
+    metavar="HOST",
+    shell_complete=complete_hosts,
+    help="Restore onto HOST instead; the LXC moves there.",
+)
+@click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask to type the name.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print what would be done, and stop.")
+@pass_app
+def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: bool, dry_run: bool) -> None:
+    """Bring the container back from a backup, onto its own host or (--to) another ready
+    host: same vnet address, names and routes. The current container runs until the
+    restored one is ready, and is destroyed only once that one runs."""
+    from infr.cli.cmd_dns import fix_after_change
+    from infr.core import restoreops
 
     name = target_name()
-    lxc = app.session.inventory().lxcs.get(name)
-    if lxc is None:
-        raise NotFoundError(f"no LXC named {name!r}", "list them with 'infr lxcs'")
-    _emit_points(app, lxc.host, lxc_subvol(name), fmt)
+    plan = restoreops.plan_lxc(app.session, name, _at(at_text), to_host)
+    for line in plan.lines(datetime.now(UTC)):
+        click.echo(f"{name}: {line}")
+    if dry_run:
+        click.echo(f"{name}: dry run; nothing was changed")
+        return
+    prompt = f"This destroys the current {name} once the restored one runs. Type its name to go on"
+    if plan.replaces and not assume_yes and click.prompt(prompt) != name:
+        raise click.Abort()
+    restoreops.apply_lxc(app.session, plan, _reporter(name))
+    click.echo(f"{name}: restored from {plan.point.point.name}, running on {plan.target}")
+    if plan.moving:
+        fix_after_change(app)
+
+
+@click.command(name="restore-files")
+@click.argument("path")
+@click.option("--at", "at_text", metavar="TIME", help=AT_HELP)
+@click.option(
+    "--into",
+    required=True,
+    metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A new or empty directory on this machine; PATH lands in INTO/PATH.",
+)
+@pass_app
+def host_restore_files(app: App, path: str, at_text: str | None, into: Path) -> None:
+    """Copy PATH (as it was on the host) out of a backup into INTO here, byte for byte:
+    contents, modes, times, symlinks, ACLs and xattrs (owners too when run as root)."""
+    from infr.core import restoreops
+
+    name = target_name()
+    copied = restoreops.restore_files(app.session, name, path, _at(at_text), into, _reporter(name))
+    mib = copied.size / (1024 * 1024)
+    click.echo(f"{name}: {copied.path} restored from {copied.point.point.name} ({mib:.1f} MiB)")

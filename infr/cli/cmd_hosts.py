@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from infr.cli.cmd_backups import host_backups
+from infr.cli.cmd_backups import host_backups, host_restore_files
 from infr.cli.common import NamedGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
@@ -212,3 +212,4 @@ def ssh(app: App, command: tuple[str, ...]) -> None:
 
 
 host.add_command(host_backups)
+host.add_command(host_restore_files)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from infr.cli.cmd_backups import lxc_backups
+from infr.cli.cmd_backups import lxc_backups, lxc_restore
 from infr.cli.common import NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
@@ -197,6 +197,7 @@ def add_tcp_forward(app: App, host_port: int, lxc_port: int) -> None:
 
 lxc.add_command(add_tcp_forward, name="tcp-forward")  # the Infr README's spelling
 lxc.add_command(lxc_backups)
+lxc.add_command(lxc_restore)
 
 
 @lxc.command(name="remove-tcp-forward")

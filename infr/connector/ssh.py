@@ -2,17 +2,20 @@
 
 Every command goes through `SSHConnection.run`, which quotes it (via `command.quote`),
 logs it and its output to the operation log, and turns every failure into a
-`RemoteError` that says what was seen.
+`RemoteError` that says what was seen. Output too large to hold (a `btrfs send`, a
+`tar` of a directory) is streamed instead: `stream` hands a command's stdout over chunk
+by chunk, `open_writer` feeds a command's stdin, and `pipe` joins the two across hosts.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import select
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ _CHUNK = 32768
 _LOG_LIMIT = 64 * 1024
 _ERROR_TAIL = 800
 _TIMEOUT_HINT = "the host may be overloaded or the command stuck; see the operation log"
+_LOG_HINT = "full output in the operation log"
 
 log = get_logger("remote")
 
@@ -244,6 +248,70 @@ class SSHConnection:
         """The contents of `path` (read as root). Not logged: files may hold secrets."""
         return self.run(command.cat(path), timeout=timeout, secret_output=True).stdout
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        write: Callable[[bytes], object],
+        *,
+        sudo: bool = True,
+        idle_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        check: bool = True,
+    ) -> Result:
+        """Run `argv` and hand its stdout to `write` as it comes, never holding it all.
+
+        The Result carries stderr only. `idle_timeout` bounds a silence, not the whole
+        run (a large `btrfs send` takes hours). An exception from `write` stops the
+        command (its channel is closed) and propagates as it is.
+        """
+        text = command.quote(self._as_root(argv) if sudo else argv)
+        name = self.target.name
+        log.info("%s: $ %s (output streamed)", name, text)
+        chan = self._open(text, idle_timeout)
+        err, size = bytearray(), 0
+        try:
+            chan.shutdown_write()
+            while data := _recv(chan, f"{name}: `{text}`", idle_timeout):
+                write(data)
+                size += len(data)
+                while chan.recv_stderr_ready():
+                    _keep_tail(err, chan.recv_stderr(_CHUNK))
+            done = self._finish(chan, f"{name}: `{text}`", idle_timeout)
+        finally:
+            chan.close()
+        result = Result(done.exit_status, b"", bytes(err) + done.stderr)
+        log.info("%s: exit %d, %d bytes streamed", name, result.exit_status, size)
+        _log_output(name, result, False)
+        if check and result.exit_status != 0:
+            what = f"{name}: `{text}` exited with status {result.exit_status}"
+            raise _failure(what, result, False, _LOG_HINT)
+        return result
+
+    def open_writer(
+        self, argv: Sequence[str], *, sudo: bool = True, idle_timeout: float = DEFAULT_COMMAND_TIMEOUT
+    ) -> RemoteWriter:
+        """Start `argv` with its stdin open: `write` feeds it, `finish` ends it and waits."""
+        text = command.quote(self._as_root(argv) if sudo else argv)
+        log.info("%s: $ %s (input streamed)", self.target.name, text)
+        return RemoteWriter(self, text, self._open(text, idle_timeout), idle_timeout)
+
+    def _open(self, text: str, timeout: float) -> paramiko.Channel:
+        try:
+            chan = self._transport.open_session(timeout=timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(text)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            what = f"{self.target.name}: connection lost while starting `{text}`: {e or type(e).__name__}"
+            raise RemoteError(mask(what)) from None
+        return chan
+
+    def _finish(self, chan: paramiko.Channel, what: str, timeout: float) -> Result:
+        try:
+            return _collect(chan, time.monotonic() + timeout)
+        except _Timeout:
+            raise RemoteError(f"{what} did not exit within {timeout:g}s of its last output", _TIMEOUT_HINT) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(mask(f"{what}: connection lost: {e or type(e).__name__}")) from None
+
     def close(self) -> None:
         self._client.close()
 
@@ -297,6 +365,105 @@ class SSHConnection:
                 feeder.join(timeout=5)
 
 
+class RemoteWriter:
+    """A command on a host whose stdin this side writes (SSHConnection.open_writer)."""
+
+    def __init__(self, conn: SSHConnection, text: str, chan: paramiko.Channel, idle_timeout: float) -> None:
+        self.conn = conn
+        self.text = text
+        self._chan = chan
+        self._timeout = idle_timeout
+        self._out, self._err = bytearray(), bytearray()
+
+    @property
+    def what(self) -> str:
+        return f"{self.conn.target.name}: `{self.text}`"
+
+    def write(self, data: bytes) -> None:
+        """Send `data` to the command; RemoteError if it stopped reading (see `finish` for why)."""
+        self._drain()  # what it says meanwhile, so that its output never blocks it
+        try:
+            self._chan.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(mask(f"{self.what} stopped reading its input: {e or type(e).__name__}")) from None
+
+    def finish(self, *, check: bool = True, timeout: float | None = None) -> Result:
+        """Close its stdin and wait for it to exit; its output is kept (the tail of each stream)."""
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            self._chan.shutdown_write()  # fails only if it exited already: its status says how
+        done = self.conn._finish(self._chan, self.what, self._timeout if timeout is None else timeout)
+        self._chan.close()
+        result = Result(done.exit_status, bytes(self._out) + done.stdout, bytes(self._err) + done.stderr)
+        name = self.conn.target.name
+        log.info("%s: exit %d", name, result.exit_status)
+        _log_output(name, result, False)
+        if check and result.exit_status != 0:
+            raise _failure(f"{self.what} exited with status {result.exit_status}", result, False, _LOG_HINT)
+        return result
+
+    def close(self) -> None:
+        self._chan.close()
+
+    def __enter__(self) -> RemoteWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _drain(self) -> None:
+        while self._chan.recv_ready():
+            _keep_tail(self._out, self._chan.recv(_CHUNK))
+        while self._chan.recv_stderr_ready():
+            _keep_tail(self._err, self._chan.recv_stderr(_CHUNK))
+
+
+def pipe(
+    source: SSHConnection,
+    send_argv: Sequence[str],
+    sink: SSHConnection,
+    receive_argv: Sequence[str],
+    *,
+    idle_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """`send_argv` on `source` piped into `receive_argv` on `sink`, through this machine
+    (the hosts need no way into each other); returns the bytes moved.
+
+    Either side failing fails the pipe with a RemoteError that names the side that
+    failed first: the sender when it exited non-zero (the receiver then only saw a cut
+    stream), else the receiver.
+    """
+    moved, receiver_quit = 0, False
+
+    def forward(data: bytes) -> None:
+        nonlocal moved, receiver_quit
+        try:
+            writer.write(data)
+        except RemoteError:
+            receiver_quit = True
+            raise
+        moved += len(data)
+        if progress is not None:
+            progress(moved)
+
+    with sink.open_writer(receive_argv, idle_timeout=idle_timeout) as writer:
+        try:
+            sent = source.stream(send_argv, forward, idle_timeout=idle_timeout, check=False)
+        except RemoteError:
+            if not receiver_quit:
+                raise  # the sender's side failed; closing the writer cuts the receiver off
+            received = writer.finish(check=False, timeout=30)
+            what = f"{writer.what} exited with status {received.exit_status}"
+            raise _failure(what, received, False, _LOG_HINT) from None
+        received = writer.finish(check=False)
+    if sent.exit_status != 0:
+        what = f"{source.target.name}: `{command.quote(send_argv)}` exited with status {sent.exit_status}"
+        raise _failure(what, sent, False, _LOG_HINT)
+    if received.exit_status != 0:
+        raise _failure(f"{writer.what} exited with status {received.exit_status}", received, False, _LOG_HINT)
+    return moved
+
+
 class ConnectionPool:
     """At most one open connection per host name, shared by everything one command does.
 
@@ -345,6 +512,23 @@ def _feed(chan: paramiko.Channel, data: bytes) -> None:
         chan.shutdown_write()
     except OSError:
         pass  # the command exited without reading everything; its exit status tells why
+
+
+def _recv(chan: paramiko.Channel, what: str, timeout: float) -> bytes:
+    """The next chunk of stdout; b"" at its end."""
+    try:
+        return bytes(chan.recv(_CHUNK))
+    except TimeoutError:  # socket.timeout
+        raise RemoteError(f"{what} sent nothing for {timeout:g}s", _TIMEOUT_HINT) from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise RemoteError(mask(f"{what}: connection lost: {e or type(e).__name__}")) from None
+
+
+def _keep_tail(buffer: bytearray, data: bytes) -> None:
+    """Append, keeping only the last _LOG_LIMIT bytes: a streamed command may talk a lot."""
+    buffer += data
+    if len(buffer) > _LOG_LIMIT:
+        del buffer[: len(buffer) - _LOG_LIMIT]
 
 
 def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:

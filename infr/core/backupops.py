@@ -50,7 +50,7 @@ class PairStatus:
 # --- state ----------------------------------------------------------------------------
 
 
-def _settings(session: Session) -> BackupSettings:
+def settings_for(session: Session) -> BackupSettings:
     return BackupSettings.from_config({k: str(v) for k, v in session.settings().items()})
 
 
@@ -100,7 +100,7 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
     """Start (or resume, or reactivate) backing FROM up onto TO; returns what changed."""
     with session.locked():
         reactivated = _record_start(session, from_host, to_host)
-        inv, settings = session.inventory(), _settings(session)
+        inv, settings = session.inventory(), settings_for(session)
         changes: list[str] = []
         with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
             if reactivated:
@@ -119,7 +119,7 @@ def stop(session: Session, from_host: str, to_host: str, report: Report) -> list
     """Stop backing FROM up onto TO: archive TO's backups, clean FROM up; returns what changed."""
     with session.locked():
         _record_stop(session, from_host, to_host)
-        inv, settings = session.inventory(), _settings(session)
+        inv, settings = session.inventory(), settings_for(session)
         with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
             changes = _deploy_target(to_conn, inv, to_host, settings)
             changes += _archive(to_conn, from_host, settings)
@@ -127,6 +127,23 @@ def stop(session: Session, from_host: str, to_host: str, report: Report) -> list
             changes += _clean_source(from_conn, to_host, settings)
     for line in changes:
         report(line)
+    return changes
+
+
+def redeploy_targets(session: Session, hosts: set[str], report: Report) -> list[str]:
+    """btrbk's config again on every backup host pulling from `hosts`: after a container
+    moved between them, each pulls the containers state now puts on them."""
+    inv, settings = session.inventory(), settings_for(session)
+    changes: list[str] = []
+    for to_host in sorted({b.to_host for b in inv.backups if b.from_host in hosts and b.status == BACKUP_ACTIVE}):
+        if to_host in session.down_hosts:
+            report(f"{to_host}: btrbk.conf not updated (marked down); later: infr backup start FROM {to_host}")
+            continue
+        with SSHConnection.connect(target(session, inv.hosts[to_host])) as conn:
+            done = _deploy_target(conn, inv, to_host, settings)
+        for line in done:
+            report(f"{to_host}: {line}")
+        changes += done
     return changes
 
 
@@ -280,11 +297,15 @@ def _clean_source(conn: SSHConnection, to_host: str, settings: BackupSettings) -
 
 
 def _read_points(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[RestorePoint]:
-    directory = backups.backup_dir(from_host, settings)
+    return read_points(conn, backups.backup_dir(from_host, settings))
+
+
+def read_points(conn: SSHConnection, directory: str) -> list[RestorePoint]:
+    """The complete backups in `directory` on a backup host, oldest first."""
     if not _exists(conn, directory):
         return []
-    listing = conn.run(list(backups.list_restore_points_argv(from_host, settings)))
-    return backups.parse_restore_points(listing.text)
+    listing = conn.run(list(backups.list_points_argv(directory)))
+    return backups.parse_restore_points(listing.text, directory)
 
 
 def _newest_complete(points: list[RestorePoint], subvols: list[str]) -> datetime | None:
@@ -301,7 +322,7 @@ def max_age(session: Session) -> timedelta:
 
 def status(session: Session, now_: datetime | None = None) -> list[PairStatus]:
     """The freshness of every active pair, one SSH connection per TO host."""
-    inv, settings = session.inventory(), _settings(session)
+    inv, settings = session.inventory(), settings_for(session)
     moment, limit = now_ or datetime.now(UTC), max_age(session)
     active = [b for b in inv.backups if b.status == BACKUP_ACTIVE]
     rows: list[PairStatus] = []
@@ -336,14 +357,10 @@ def _status_on(
 
 
 def restore_points(session: Session, host: str, subvol: str | None = None) -> list[tuple[str, RestorePoint]]:
-    """(TO host, restore point) of every backup of `host` held by its active pairs,
-    oldest first; `subvol` keeps one subvolume (e.g. one container's)."""
-    inv, settings = session.inventory(), _settings(session)
-    get_host(inv, host)
-    found: list[tuple[str, RestorePoint]] = []
-    for b in inv.backups:
-        if b.from_host == host and b.status == BACKUP_ACTIVE:
-            with SSHConnection.connect(target(session, inv.hosts[b.to_host])) as conn:
-                points = _read_points(conn, host, settings)
-            found += [(b.to_host, p) for p in points if subvol is None or p.subvol == subvol]
-    return sorted(found, key=lambda item: item[1])
+    """(TO host, restore point) of every backup of `host`, oldest first; `subvol` keeps
+    one subvolume. restoreops.find_points has the rest (where each lies, -D)."""
+    from infr.core import restoreops
+
+    get_host(session.inventory(), host)
+    found = restoreops.find_points(session, from_host=host, subvol=subvol)
+    return [(p.to_host, p.point) for p in reversed(found.points)]

@@ -20,6 +20,8 @@ How a backup happens (the same shape as Infr's `backup-host`, done by btrbk):
 On FROM, TO's key is forced through `infr-backup-filter`, which hands each command to
 btrbk's ssh_filter_btrbk.sh: deletes only below TO's own snapshot directory, sends only
 from it, snapshots and read-only queries otherwise.
+
+Restoring from these backups: infr/core/restore.py (plans) and restoreops.py.
 """
 
 from __future__ import annotations
@@ -133,17 +135,6 @@ class Command:
 
     host: str
     argv: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Pipe:
-    """`send` on one host with its stdout fed to `receive` on another (or the same) host."""
-
-    send: Command
-    receive: Command
-
-
-Step = Command | Pipe
 
 
 # --- naming -------------------------------------------------------------------------
@@ -333,9 +324,20 @@ def backup_age_status(newest: datetime | None, now: datetime, max_age: timedelta
 
 
 def list_restore_points_argv(from_host: str, settings: BackupSettings) -> tuple[str, ...]:
+    """Run on TO: FROM's restore points (parse with `parse_restore_points(output, directory)`)."""
+    return list_points_argv(backup_dir(from_host, settings))
+
+
+def list_points_argv(directory: str) -> tuple[str, ...]:
     """Run on TO. Read-only subvolumes with their received UUID: a half-received one is
-    neither, which `ls` and `btrbk list` cannot tell."""
-    return ("btrfs", "subvolume", "list", "-o", "-r", "-R", backup_dir(from_host, settings))
+    neither, which `ls` and `btrbk list` cannot tell.
+
+    `btrfs subvolume list -o` lists every subvolume of the *subvolume* holding
+    `directory`, not of the directory: the other FROM hosts' backups and the archive
+    too, under paths relative to the filesystem's top. So findmnt first says where
+    `directory` sits in the filesystem, and the parser keeps only what is directly in it.
+    """
+    return ("sh", "-c", 'findmnt -n -r -o TARGET,FSROOT -T "$1" && btrfs subvolume list -o -r -R "$1"', "sh", directory)
 
 
 def parse_backup_name(name: str) -> tuple[str, datetime, int] | None:
@@ -350,20 +352,41 @@ def parse_backup_name(name: str) -> tuple[str, datetime, int] | None:
     return match["subvol"], at, int(match["seq"] or 0)
 
 
-def parse_restore_points(output: str) -> list[RestorePoint]:
-    """Restore points from `list_restore_points_argv` output, oldest first.
+def parse_restore_points(output: str, directory: str | None = None) -> list[RestorePoint]:
+    """Restore points from `list_points_argv(directory)` output, oldest first: only the
+    subvolumes directly in `directory`.
 
-    Also accepts bare directory names (`ls`), which cannot show a half-received backup:
-    use them only where no transfer can be running.
+    Without `directory`, every backup listed counts; that also reads bare directory
+    names (`ls`), which cannot show a half-received backup: use them only where no
+    transfer can be running.
     """
-    points = [_restore_point(line.strip()) for line in output.splitlines()]
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    inside = None
+    if directory is not None and lines and " path " not in lines[0]:
+        inside = _path_in_filesystem(directory, lines.pop(0))
+    points = [_restore_point(line, inside) for line in lines]
     return sorted(p for p in points if p is not None)
 
 
-def _restore_point(line: str) -> RestorePoint | None:
+def _path_in_filesystem(directory: str, mount: str) -> str:
+    """`directory` relative to the top of its btrfs, from findmnt's "TARGET FSROOT"."""
+    target, _, fsroot = mount.partition(" ")
+    relative = posixpath.relpath(posixpath.normpath(directory), _unescape(target))
+    inside = posixpath.join(_unescape(fsroot) or "/", relative)
+    return posixpath.normpath(inside).strip("/")
+
+
+def _unescape(text: str) -> str:
+    # findmnt -r writes a space in a path as \x20 (and so on).
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m[1], 16)), text)
+
+
+def _restore_point(line: str, inside: str | None = None) -> RestorePoint | None:
     path = line.rpartition(" path ")[2] if " path " in line else line
     if " received_uuid - " in f"{line} " or not path:
         return None  # receive never finished: not a backup
+    if inside is not None and posixpath.dirname(path.strip("/")) != inside:
+        return None  # another directory's (another FROM host's, or the archive)
     name = posixpath.basename(path)
     parsed = parse_backup_name(name)
     return RestorePoint(parsed[1], parsed[2], parsed[0], name) if parsed else None
@@ -380,73 +403,3 @@ def pick_restore_point(points: Iterable[RestorePoint], subvol: str, at: datetime
     """The newest backup of `subvol` taken at or before `at` (default: the newest)."""
     candidates = [p for p in points if p.subvol == subvol and (at is None or p.at <= at)]
     return max(candidates, default=None)
-
-
-# --- restore plans ------------------------------------------------------------------
-
-
-def send_receive(point_path: str, backup_host: str, dest_host: str, dest_dir: str) -> Pipe:
-    """Copy a backup subvolume to `dest_dir` on `dest_host`; it arrives read-only, under
-    its backup name."""
-    return Pipe(
-        Command(backup_host, ("btrfs", "send", point_path)),
-        Command(dest_host, ("btrfs", "receive", dest_dir)),
-    )
-
-
-def plan_lxc_restore(
-    point_path: str, lxc_name: str, backup_host: str, dest_host: str, stamp: str, root: str = "/"
-) -> list[Step]:
-    """Put a container's rootfs back from a backup, the container being stopped.
-
-    The current rootfs, if any, is moved aside to `rootfs.pre-restore-<stamp>`, never
-    deleted. The new rootfs is a writable snapshot of the backup: never `btrfs property
-    set ro false`, which leaves a stale received UUID that breaks later incrementals.
-    On the backup host itself the backup is snapshotted directly (same filesystem);
-    elsewhere it is first sent into a scratch directory beside the container.
-    """
-    rootfs = lxc_rootfs(lxc_name, root)
-    container = posixpath.dirname(rootfs)
-    aside = Command(dest_host, _move_aside(rootfs, f"{rootfs}.pre-restore-{stamp}"))
-    if dest_host == backup_host:
-        return [Command(dest_host, ("mkdir", "-p", container)), aside, _snapshot(dest_host, point_path, rootfs)]
-    scratch = posixpath.join(container, f".infr-restore-{stamp}")
-    received = posixpath.join(scratch, posixpath.basename(point_path))
-    return [
-        Command(dest_host, ("mkdir", "-p", scratch)),
-        send_receive(point_path, backup_host, dest_host, scratch),
-        aside,
-        _snapshot(dest_host, received, rootfs),
-        Command(dest_host, ("btrfs", "subvolume", "delete", received)),
-        Command(dest_host, ("rmdir", scratch)),
-    ]
-
-
-def plan_file_restore(point_path: str, path: str, into: str, backup_host: str, dest_host: str) -> list[Step]:
-    """Copy PATH (as it was on the backed-up host) out of a backup into INTO/PATH on
-    `dest_host`: contents, modes, numeric owners, times, ACLs and xattrs, byte for byte."""
-    relative = _relative(path)
-    tar = ("tar", "--xattrs", "--acls", "--numeric-owner")
-    return [
-        Command(dest_host, ("mkdir", "-p", into)),
-        Pipe(
-            Command(backup_host, (*tar, "-C", point_path, "-cf", "-", "--", relative)),
-            Command(dest_host, (*tar, "-C", into, "-xpf", "-")),
-        ),
-    ]
-
-
-def _relative(path: str) -> str:
-    relative = posixpath.normpath("/" + path).lstrip("/")
-    if not relative or ".." in path.split("/"):
-        raise ValidationError([f"restore path {path!r} must name something inside the backup"])
-    return relative
-
-
-def _move_aside(rootfs: str, aside: str) -> tuple[str, ...]:
-    # Positional parameters, not string pasting: paths reach the shell as data.
-    return ("sh", "-c", 'if [ -e "$1" ]; then mv -- "$1" "$2"; fi', "sh", rootfs, aside)
-
-
-def _snapshot(host: str, source: str, dest: str) -> Command:
-    return Command(host, ("btrfs", "subvolume", "snapshot", source, dest))

@@ -13,10 +13,7 @@ Run as root (loop devices, mounts): pytest -m integration tests/integration/test
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
-import hashlib
 import os
 import re
 import shlex
@@ -35,12 +32,10 @@ import pytest
 
 from infr.core.backups import (
     HOST_SUBVOL,
+    LXC_DIR,
     SNAPSHOT_DIR,
     BackupSettings,
-    Command,
-    Pipe,
     RestorePoint,
-    Step,
     backup_age_status,
     backup_dir,
     list_restore_points_argv,
@@ -48,8 +43,6 @@ from infr.core.backups import (
     lxc_subvol,
     parse_restore_points,
     pick_restore_point,
-    plan_file_restore,
-    plan_lxc_restore,
     render_authorized_key,
     render_btrbk_conf,
     render_source_files,
@@ -58,7 +51,21 @@ from infr.core.backups import (
     snapshot_dir,
     snapshots_to_cull,
 )
+from infr.core.restore import (
+    LxcPaths,
+    clear_argv,
+    delete_subvolume_argv,
+    make_dirs_argv,
+    receive_argv,
+    send_argv,
+    snapshot_argv,
+    swap_in_argv,
+    tar_create_argv,
+    tar_extract_argv,
+)
 from infr.state.model import Backup, Host, Lxc
+from tests.integration.btrfs_loop import private_mounts, received_uuid, wait_detached, write_random
+from tests.integration.btrfs_loop import tree as loop_tree
 from tests.integration.sshd import KeyPair, Sshd, make_keypair, start_sshd
 
 pytestmark = pytest.mark.integration
@@ -66,7 +73,6 @@ pytestmark = pytest.mark.integration
 FROM, TO = "alpha", "beta"
 WEB = Lxc("web", FROM, "debian", "12", "10.8.1.2")
 MIB = 1024 * 1024
-CLONE_NEWNS = 0x00020000
 TOOLS = ("btrfs", "mkfs.btrfs", "btrbk", "losetup", "mount", "umount", "tar")
 
 # Copies the send stream from stdin to stdout, counting it; slowed down while THROTTLE
@@ -124,7 +130,7 @@ class Lab:
 
     def restore_points(self) -> list[RestorePoint]:
         listing = run(list_restore_points_argv(FROM, self.settings))
-        return parse_restore_points(listing.stdout)
+        return parse_restore_points(listing.stdout, str(self.target))
 
     def newest(self, subvol: str) -> RestorePoint:
         point = pick_restore_point(self.restore_points(), subvol)
@@ -173,30 +179,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             yield lab_
         finally:
             _teardown(lab_, directory, devices, mounts)
-
-
-@contextlib.contextmanager
-def private_mounts() -> Iterator[None]:
-    """Mount in a mount namespace of our own, which this process and its children
-    (btrbk, sshd) share: a namespace someone else creates meanwhile (unshare, a lab VM
-    build) would otherwise copy our mounts and keep the loop devices busy after we
-    unmount. Needs a single-threaded process; otherwise mount where we are."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    original = os.open("/proc/self/ns/mnt", os.O_RDONLY)
-    cwd = os.getcwd()
-    try:
-        if len(os.listdir("/proc/self/task")) > 1 or libc.unshare(CLONE_NEWNS) != 0:
-            yield
-            return
-        try:
-            run(["mount", "--make-rprivate", "/"])  # nothing propagates back out
-            yield
-        finally:
-            if libc.setns(original, CLONE_NEWNS) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the original mount namespace")
-            os.chdir(cwd)  # setns moved us to /
-    finally:
-        os.close(original)
 
 
 def _filesystems(directory: Path, devices: list[str], mounts: list[Path]) -> tuple[Path, Path]:
@@ -288,19 +270,9 @@ def _teardown(lab: Lab | None, directory: Path, devices: list[str], mounts: list
         subprocess.run(["umount", str(mount)], check=False)
     for device in devices:
         subprocess.run(["losetup", "-d", device], check=False)
-    _wait_detached(devices)
+    wait_detached(devices)
     for image in directory.glob("*.img"):
         image.unlink()
-
-
-def _wait_detached(devices: list[str]) -> None:
-    """`losetup -d` detaches asynchronously; wait so that the device is really free."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        listed = subprocess.run(["losetup", "-l", "-n", "-O", "NAME"], capture_output=True, text=True).stdout
-        if not set(devices) & set(listed.split()):
-            return
-        time.sleep(0.2)
 
 
 # --- running the rendered service ---------------------------------------------------------
@@ -330,35 +302,10 @@ def btrbk(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
 
 # --- helpers on trees and processes --------------------------------------------------------
 
-EMPTY_SUBVOL_DIR = 2  # inode of the placeholder a snapshot holds for a nested subvolume
-SUBVOL_ROOT = 256  # inode of every subvolume's top directory
-
 
 def tree(root: Path) -> dict[str, tuple[int, int, int, int, str]]:
-    """Every path under root, not descending into nested subvolumes (a snapshot holds an
-    empty directory in their place): mode, uid, gid, mtime and a hash of the content.
-    btrbk's snapshot directory is left out: it changes with every snapshot taken."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if os.lstat(Path(dirpath, d)).st_ino not in (EMPTY_SUBVOL_DIR, SUBVOL_ROOT)]
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            st = os.lstat(path)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
-            found[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, int(st.st_mtime), digest)
-    return {path: entry for path, entry in found.items() if not path.startswith(SNAPSHOT_DIR)}
-
-
-def received_uuid(path: Path) -> str:
-    show = run(["btrfs", "subvolume", "show", str(path)]).stdout
-    return re.search(r"Received UUID:\s+(\S+)", show).group(1)  # type: ignore[union-attr]
-
-
-def write_random(path: Path, size: int, offset: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("r+b" if path.exists() else "wb") as f:
-        f.seek(offset)
-        f.write(os.urandom(size))
+    """btrfs_loop.tree without btrbk's snapshot directory: it changes with every snapshot taken."""
+    return loop_tree(root, leave_out=SNAPSHOT_DIR)
 
 
 def receive_pid(session: int, target: Path) -> int | None:
@@ -389,18 +336,31 @@ def start_throttled_run(lab: Lab) -> tuple[subprocess.Popen[str], int]:
     return proc, pid
 
 
-def execute(steps: list[Step]) -> None:
-    """Run a restore plan here: both "hosts" are local filesystems in this lab."""
-    for step in steps:
-        if isinstance(step, Command):
-            run(step.argv)
-            continue
-        assert isinstance(step, Pipe)
-        send = subprocess.Popen(step.send.argv, stdout=subprocess.PIPE)
-        subprocess.run(step.receive.argv, stdin=send.stdout, check=True, capture_output=True)
-        assert send.stdout is not None
-        send.stdout.close()
-        assert send.wait() == 0
+def pipe_here(send: tuple[str, ...], receive: tuple[str, ...]) -> None:
+    sender = subprocess.Popen(send, stdout=subprocess.PIPE)
+    subprocess.run(receive, stdin=sender.stdout, check=True, capture_output=True)
+    assert sender.stdout is not None
+    sender.stdout.close()
+    assert sender.wait() == 0
+
+
+def restore_here(point: Path, name: str, root: Path, *, same_filesystem: bool) -> LxcPaths:
+    """The btrfs steps of restoreops.restore_container, run here (no LXC in this lab; the
+    whole restore over SSH: test_restore_local.py): stage (a snapshot, or received from
+    the other filesystem first), swap in, delete the replaced rootfs."""
+    paths = LxcPaths(name, str(root / LXC_DIR))
+    run(clear_argv(paths.staged))
+    run(make_dirs_argv(paths))
+    rootfs = f"{paths.staged}/rootfs"
+    if same_filesystem:
+        run(snapshot_argv(str(point), rootfs))
+    else:
+        pipe_here(send_argv(str(point)), receive_argv(paths.staged))
+        run(snapshot_argv(f"{paths.staged}/{point.name}", rootfs))
+        run(delete_subvolume_argv(f"{paths.staged}/{point.name}"))
+    run(swap_in_argv(paths))
+    run(clear_argv(paths.old))
+    return paths
 
 
 # --- the backup cycle, in order -------------------------------------------------------------
@@ -493,7 +453,8 @@ def test_run_killed_half_way_is_no_backup_and_the_next_run_recovers(lab: Lab) ->
 def test_restore_files_byte_for_byte(lab: Lab) -> None:
     point = lab.target / lab.newest(HOST_SUBVOL).name
     into = lab.directory / "restored"
-    execute(plan_file_restore(str(point), "/srv", str(into), TO, FROM))
+    into.mkdir()
+    pipe_here(tar_create_argv(str(point), "srv"), tar_extract_argv(str(into)))
     assert tree(into / "srv") == tree(lab.from_root / "srv")
     config = into / "srv" / "app" / "config.txt"
     assert (config.stat().st_uid, config.stat().st_mode & 0o777) == (1234, 0o640)
@@ -506,12 +467,11 @@ def test_restore_container_onto_its_host_then_back_up_again(lab: Lab) -> None:
     (rootfs / "index.html").unlink()
     (rootfs / "broken").write_text("oops\n")
 
-    execute(plan_lxc_restore(str(lab.target / point.name), "web", TO, FROM, "t1", root=str(lab.from_root)))
+    paths = restore_here(lab.target / point.name, "web", lab.from_root, same_filesystem=False)
     assert tree(rootfs) == tree(lab.target / point.name)
-    assert (rootfs.parent / "rootfs.pre-restore-t1" / "broken").exists()  # moved aside, not deleted
     assert received_uuid(rootfs) == "-"  # writable snapshot, no stale received UUID
     (rootfs / "after-restore").write_text("writable\n")
-    assert not list(rootfs.parent.glob(".infr-restore-*"))
+    assert not list(Path(paths.work).iterdir())  # nothing staged or replaced is left
 
     assert run_service(lab) == 0  # later incrementals still work
     assert tree(lab.target / lab.newest(lxc_subvol("web")).name) == tree(rootfs)
@@ -519,7 +479,7 @@ def test_restore_container_onto_its_host_then_back_up_again(lab: Lab) -> None:
 
 def test_restore_container_onto_the_backup_host(lab: Lab) -> None:
     point = lab.target / lab.newest(lxc_subvol("web")).name
-    execute(plan_lxc_restore(str(point), "web", TO, TO, "t2", root=str(lab.to_root)))
+    restore_here(point, "web", lab.to_root, same_filesystem=True)
     rootfs = Path(lxc_rootfs("web", str(lab.to_root)))
     assert tree(rootfs) == tree(point)
     (rootfs / "writable").write_text("yes\n")
@@ -656,7 +616,9 @@ def test_pull_as_unprivileged_user_through_sudo(lab: Lab, backup_user: str) -> N
         result = subprocess.run(["btrbk", "-c", settings.btrbk_conf, "run"], env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
         listing = run(list_restore_points_argv(FROM, settings)).stdout
-        assert {p.subvol for p in parse_restore_points(listing)} == {HOST_SUBVOL, lxc_subvol("web")}
+        points = parse_restore_points(listing, backup_dir(FROM, settings))
+        assert {p.subvol for p in points} == {HOST_SUBVOL, lxc_subvol("web")}
+        assert len(points) == 2  # not the other backups of alpha on this filesystem
         user_ssh = ["ssh", "-i", settings.ssh_identity, "-p", str(sshd.port), f"{backup_user}@127.0.0.1"]
         rootfs = lxc_rootfs("web", str(lab.from_root))
         refused = subprocess.run(
