@@ -52,7 +52,7 @@ MODULE_ORDER = (
     "test_adopt.py",
     "test_containers.py",
     "test_backups.py",
-    "test_mesh.py",
+    "test_lab_mesh.py",
     "test_lab_reinstall.py",
 )
 
