@@ -8,9 +8,12 @@ the previous one made.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import paramiko
@@ -58,6 +61,14 @@ def backup_run(tom: LabHost, key: LabKey) -> float:
         _, journal = manager(tom, key, "sudo -n journalctl -u infr-backup.service -n 40 --no-pager")
         pytest.fail(f"backup run failed: {out}\n{journal}")
     return time.monotonic() - started
+
+
+def rx_bytes(host: LabHost, key: LabKey) -> int:
+    """Bytes the host's network card has received so far."""
+    card = "$(ip -o -4 route show default | awk '{print $5}')"
+    code, out = manager(host, key, f"cat /sys/class/net/{card}/statistics/rx_bytes")
+    assert code == 0, out
+    return int(out.strip())
 
 
 def points(tom: LabHost, key: LabKey) -> list[RestorePoint]:
@@ -136,9 +147,17 @@ def test_an_incremental_run_carries_a_new_file(started: Path, lab_key: LabKey, h
     bob, tom = hosts
     before = points(tom, lab_key)
     token = secrets.token_hex(16)
-    assert manager(bob, lab_key, f"echo {token} | sudo -n tee /root/backup-probe >/dev/null")[0] == 0
+    changed = 8 * 1024 * 1024  # random, so no compression along the way hides it
+    probe = f"echo {token} | sudo -n tee /root/backup-probe >/dev/null"
+    blob = f"sudo -n head -c {changed} /dev/urandom | sudo -n tee /root/blob >/dev/null"
+    assert manager(bob, lab_key, f"{probe} && {blob}")[0] == 0
+    received = rx_bytes(tom, lab_key)
     seconds = backup_run(tom, lab_key)
-    print(f"incremental backup run: {seconds:.0f}s")
+    moved = rx_bytes(tom, lab_key) - received
+    root_used = int(manager(bob, lab_key, "sudo -n btrfs filesystem du -s --raw / | tail -1")[1].split()[0])
+    print(f"incremental backup run: {seconds:.0f}s, tom received {moved / 2**20:.1f} MiB for {changed / 2**20:.0f} MiB"
+          f" changed ({moved / changed:.2f}x); bob's root holds {root_used / 2**20:.0f} MiB")  # fmt: skip
+    assert changed <= moved < 2 * changed + 4 * 2**20, f"an incremental moved {moved} bytes for {changed} changed"
     after = points(tom, lab_key)
     assert len(after) > len(before) and after[-1] not in before
     code, out = manager(tom, lab_key, f"sudo -n cat {BACKUPS}/{after[-1].name}/root/backup-probe")
@@ -154,6 +173,86 @@ def test_status_is_green_after_a_run(started: Path, lab_key: LabKey) -> None:
     listed = infr(started, lab_key.private, "backups", "list", "--ages", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert '"age": "' in listed.stdout
+
+
+@pytest.fixture(scope="module")
+def gonzo(started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost]) -> str:
+    """A container on bob with a web page served by a unit of its own, backed up once."""
+    bob, tom = hosts
+    result = infr(started, lab_key.private, "lxcs", "add", "gonzo", "debian", "bookworm", "bob")
+    assert result.returncode == 0, result.stderr + result.stdout
+    unit = "[Service]\nExecStart=/bin/busybox httpd -f -p 80 -h /srv/www\n[Install]\nWantedBy=multi-user.target\n"
+    setup = (
+        "mkdir -p /srv/www && echo page of gonzo > /srv/www/index.html && echo before > /root/restore-probe"
+        f" && printf '{unit}' > /etc/systemd/system/web.service && systemctl enable --now web.service"
+    )
+    code, out = manager(bob, lab_key, f'sudo -n lxc-attach -n gonzo -- sh -c "{setup}"')
+    assert code == 0, out
+    assert infr(started, lab_key.private, "lxc", "gonzo", "http", "FORWARD").returncode == 0
+    seconds = backup_run(tom, lab_key)
+    print(f"backup run with a new container: {seconds:.0f}s")
+    return "gonzo"
+
+
+def page(ip: str) -> bytes:
+    request = urllib.request.Request(f"http://{ip}/", headers={"Host": "gonzo.infr.example.com"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return bytes(answer.read())
+
+
+def test_container_backups_are_listed_newest_first(started: Path, lab_key: LabKey, gonzo: str) -> None:
+    listed = infr(started, lab_key.private, "lxc", gonzo, "backups", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert rows and all(row["subvol"] == "lxc-gonzo" for row in rows), rows
+
+
+def test_a_drill_restores_the_newest_backups_into_scratch_and_checks_them(
+    started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost], gonzo: str
+) -> None:
+    drill = infr(started, lab_key.private, "backup", "drill", "bob", "tom")
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    print(drill.stdout)
+    assert "Debian GNU/Linux 12" in drill.stdout
+    assert manager(hosts[1], lab_key, "sudo -n test ! -e /var/lib/backups/drill/bob")[0] == 0
+
+
+def test_files_come_back_byte_for_byte(
+    started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost], tmp_path: Path
+) -> None:
+    into = tmp_path / "restored"
+    result = infr(started, lab_key.private, "host", "bob", "restore-files", "/root/blob", "--into", str(into))
+    assert result.returncode == 0, result.stdout + result.stderr
+    theirs = manager(hosts[0], lab_key, "sudo -n sha256sum /root/blob")[1].split()[0]
+    assert hashlib.sha256((into / "root" / "blob").read_bytes()).hexdigest() == theirs
+    again = infr(started, lab_key.private, "host", "bob", "restore-files", "/root/blob", "--into", str(into))
+    assert again.returncode != 0 and "not empty" in again.stderr
+
+
+def test_a_container_restored_in_place_serves_its_old_self(
+    started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost], gonzo: str
+) -> None:
+    bob = hosts[0]
+    assert manager(bob, lab_key, "sudo -n lxc-attach -n gonzo -- sh -c 'echo after > /root/restore-probe'")[0] == 0
+    result = infr(started, lab_key.private, "lxc", gonzo, "restore", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert manager(bob, lab_key, "sudo -n lxc-attach -n gonzo -- cat /root/restore-probe")[1].strip() == "before"
+    assert page(bob.ip) == b"page of gonzo\n"
+
+
+def test_a_container_restored_onto_another_host_moves_with_its_routes(
+    started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost], gonzo: str
+) -> None:
+    bob, tom = hosts
+    vnet_ip = Session(started).inventory().lxcs[gonzo].vnet_ip
+    result = infr(started, lab_key.private, "lxc", gonzo, "restore", "--to", "tom", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    moved = Session(started).inventory().lxcs[gonzo]
+    assert (moved.host, moved.vnet_ip) == ("tom", vnet_ip)
+    assert page(tom.ip) == b"page of gonzo\n"
+    assert manager(bob, lab_key, "sudo -n lxc-info -n gonzo")[0] != 0
+    removed = infr(started, lab_key.private, "lxc", gonzo, "remove", "--yes")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
 
 
 def test_status_turns_red_when_the_timer_stops(started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost]) -> None:
