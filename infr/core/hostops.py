@@ -127,7 +127,7 @@ def configure(conn: SSHConnection, session: Session, host: Host, steps: Steps, r
     inv = session.inventory()
     settings = session.settings()
     changes: list[str] = []
-    files = [*provision.manager_files(inv), provision.sshd_file(), *provision.name_files(host, settings)]
+    files = [*provision.manager_files(inv), provision.sshd_file(), *provision.name_files(host.name, settings)]
     if steps.software:
         report("installing software")
         changes += converge.ensure_packages(conn, provision.HOST_PACKAGES)

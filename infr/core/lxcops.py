@@ -161,6 +161,9 @@ def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list
     box.run(["systemctl", "is-system-running", "--wait"], check=False)
     resolv = converge.FileSpec("/etc/resolv.conf", f"nameserver {host.vnet_ip}\n".encode())
     changes = converge.ensure_file(box, resolv)
+    # An image carries the name of the machine that built it; systemd would set that at boot.
+    for spec in provision.name_files(lxc.name, session.settings()):
+        changes += converge.ensure_file(box, spec)
     changes += converge.ensure_packages(box, CONTAINER_PACKAGES)
     box.run(["ssh-keygen", "-A"])  # only the missing keys: a no-op once they exist
     box.run(["systemctl", "enable", "--now", "ssh"])

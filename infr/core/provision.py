@@ -72,19 +72,21 @@ def sshd_file() -> FileSpec:
     )
 
 
-def fqdn(host: Host, settings: dict) -> str:
-    return f"{host.name}.{settings['dnsPrefix']}.{settings['dnsDomain']}"
+def fqdn(name: str, settings: dict) -> str:
+    """The public name of a host or LXC."""
+    return f"{name}.{settings['dnsPrefix']}.{settings['dnsDomain']}"
 
 
-def name_files(host: Host, settings: dict) -> list[FileSpec]:
+def name_files(name: str, settings: dict) -> list[FileSpec]:
+    """/etc/hostname and /etc/hosts of the host or LXC `name`; the hostname is set live too."""
     hosts = (
         "127.0.0.1\tlocalhost\n"
-        f"127.0.1.1\t{fqdn(host, settings)} {host.name}\n"
+        f"127.0.1.1\t{fqdn(name, settings)} {name}\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
         "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
     return [
-        FileSpec("/etc/hostname", f"{host.name}\n".encode(), on_change=(("hostname", host.name),)),
+        FileSpec("/etc/hostname", f"{name}\n".encode(), on_change=(("hostname", name),)),
         FileSpec("/etc/hosts", hosts.encode()),
     ]
 
