@@ -27,5 +27,15 @@ second="$INFR_DIR/second_ed25519"
 infr keys | grep -q second@infr || step infr -i "$key" keys add "$second.pub"
 step infr -i "$second" host tom ssh -- 'echo logged in to $(hostname) with the second key'
 step infr -i "$key" host bob reconfigure
+# Containers: the lab cannot reach LXC's image server, so build a Debian image here once.
+step infr lab rootfs --use
+step infr -i "$key" lxcs add fozzie debian bookworm bob
+step infr -i "$key" lxc fozzie ssh -- 'sudo sh -c "mkdir -p /srv/www && echo hello from fozzie > /srv/www/index.html && (busybox httpd -p 80 -h /srv/www 2>/dev/null || true)"'
+step infr -i "$key" lxc fozzie http FORWARD
+step curl -sS -H "Host: fozzie.infr.example.com" "http://${ips[0]}/"
+step infr lxcs
+step infr -i "$key" backup start bob tom
+step infr backups
+step infr -i "$key" vnet status
 step infr history
 printf '\nThe lab is still running. Stop it with: .venv/bin/infr -w .tutorial lab down\n'

@@ -90,7 +90,15 @@ def ensure_ca(conn: SSHConnection, session: Session) -> list[str]:
 
 
 def installed(conn: SSHConnection, settings: CertbotSettings) -> list[CertInfo]:
-    """The host's certbot lineages (none on a host that never asked for one)."""
+    """The host's certbot lineages (none on a host that never asked for one).
+
+    certbot itself starts slowly on a small host: it is only asked when a renewal config
+    says there is something to list.
+    """
+    renewal = f"{settings.config_dir}/renewal"
+    found = conn.run(["find", renewal, "-maxdepth", "1", "-name", "*.conf"], check=False)
+    if not found.text.strip():
+        return []
     return parse_certbot_certificates(conn.run(certificates_argv(settings), timeout=120).text)
 
 

@@ -249,10 +249,10 @@ class Load:
 def test_reloads_under_steady_requests_drop_none(fleet: Fleet, lab_key: LabKey, container: str) -> None:
     ok(fleet, lab_key, "lxc", LXC, "http", "FORWARD")
     with Load(fleet.bob.ip) as load:
-        for round_ in range(3):
+        for round_ in range(2):
             ok(fleet, lab_key, "lxc", LXC, "add-alias", f"r{round_}.example.org")
             ok(fleet, lab_key, "lxc", LXC, "remove-alias", f"r{round_}.example.org")
-    print(f"6 reloads under load: {load.ok} requests answered, {load.failed} failed")
+    print(f"4 reloads under load: {load.ok} requests answered, {load.failed} failed")
     assert load.ok > 20, "the load did not run"
     assert (load.failed, load.errors) == (0, [])
 
