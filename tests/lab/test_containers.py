@@ -231,6 +231,8 @@ class Load:
                 status, _, body = get(self.ip, NAME)
                 if status == 200 and body == b"hello from kermit\n":
                     self.ok += 1
+                    # Steady, not flat out: a tight loop starves the VM's one emulated CPU.
+                    self._stop.wait(0.05)
                     continue
                 self.errors.append(f"{status} {body[:60]!r}")
             except OSError as exc:
@@ -254,7 +256,7 @@ def test_reloads_under_steady_requests_drop_none(fleet: Fleet, lab_key: LabKey, 
             ok(fleet, lab_key, "lxc", LXC, "add-tcp-forward", str(2300 + round_), "22")
             ok(fleet, lab_key, "lxc", LXC, "remove-tcp-forward", str(2300 + round_))
     print(f"4 reloads under load: {load.ok} requests answered, {load.failed} failed")
-    assert load.ok > 20, "the load did not run"
+    assert load.ok > 100, "the load did not run"
     assert (load.failed, load.errors) == (0, [])
 
 
