@@ -99,6 +99,7 @@ def _pull_view(host: Host) -> Host:
 def start(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:
     """Start (or resume, or reactivate) backing FROM up onto TO; returns what changed."""
     with session.locked():
+        _refuse_clones(session, from_host, to_host)
         reactivated = _record_start(session, from_host, to_host)
         inv, settings = session.inventory(), settings_for(session)
         changes: list[str] = []
@@ -113,6 +114,27 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
     for line in changes:
         report(line)
     return changes
+
+
+def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
+    """Refuse a pair whose root filesystems came from one disk image.
+
+    btrbk tells filesystems apart by their subvolume UUIDs; on clones it takes TO's
+    backups for FROM's own subvolumes, so every run after the first full one fails.
+    """
+    inv = session.inventory()
+    if from_host not in inv.hosts or to_host not in inv.hosts or from_host == to_host:
+        return  # _record_start names the problem
+    uuids = {}
+    for name in (from_host, to_host):
+        with SSHConnection.connect(target(session, inv.hosts[name])) as conn:
+            uuids[name] = backups.root_subvolume_uuid(conn.run(["btrfs", "subvolume", "show", "/"]).text)
+    if uuids[from_host] and uuids[from_host] == uuids[to_host]:
+        raise ConflictError(
+            f"{from_host} and {to_host} have the same root subvolume UUID {uuids[from_host]}: their disks were"
+            " cloned from one image, and btrbk cannot tell their filesystems apart",
+            f"back {from_host} up onto a host installed on its own, or reinstall one: infr hosts add NAME IP",
+        )
 
 
 def stop(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:

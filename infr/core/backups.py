@@ -403,3 +403,13 @@ def pick_restore_point(points: Iterable[RestorePoint], subvol: str, at: datetime
     """The newest backup of `subvol` taken at or before `at` (default: the newest)."""
     candidates = [p for p in points if p.subvol == subvol and (at is None or p.at <= at)]
     return max(candidates, default=None)
+
+
+def root_subvolume_uuid(show_output: str) -> str:
+    """The subvolume's own UUID from `btrfs subvolume show` output ("" if none is shown)."""
+    for line in show_output.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "UUID":
+            value = value.strip()
+            return "" if value == "-" else value
+    return ""

@@ -32,7 +32,7 @@ from tests.lab.conftest import LabKey, connect
 # The reinstall alone waits --timeout minutes for the installed system, plus d-i's grace.
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 INFR = str(Path(sys.executable).with_name("infr"))
-TIMEOUT_MIN = 3  # infr gives up after this; the console is then read for up to DI_GRACE more
+TIMEOUT_MIN = 5
 # After infr gives up, d-i may still be on its way to the mirror when other VMs share the CPUs.
 DI_GRACE = 300.0
 # d-i's dialogs on the serial console: "[!!] Title" (or [!], [.], [?] by priority), then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,55 @@ def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
     found = [point("host", 0), point("host", 10), point("lxc-web", 5)]
     assert backupops._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
     assert backupops._newest_complete(found, ["host", "lxc-db"]) is None
+
+
+SHOW = """@rootfs
+\tName: \t\t\t@rootfs
+\tUUID: \t\t\t{uuid}
+\tParent UUID: \t\t-
+\tReceived UUID: \t\t-
+"""
+
+
+def test_root_subvolume_uuid_is_read_from_subvolume_show() -> None:
+    from infr.core.backups import root_subvolume_uuid
+
+    assert root_subvolume_uuid(SHOW.format(uuid="067c11f4-60d1-f749-9d85-8734eeb4e5c8")) == (
+        "067c11f4-60d1-f749-9d85-8734eeb4e5c8"
+    )
+    assert root_subvolume_uuid(SHOW.format(uuid="-")) == ""
+
+
+class ShowHost:
+    def __init__(self, uuid: str) -> None:
+        self.uuid = uuid
+
+    def __enter__(self) -> ShowHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run(self, argv: Sequence[str], **_: object) -> Result:
+        assert list(argv) == ["btrfs", "subvolume", "show", "/"]
+        return Result(0, SHOW.format(uuid=self.uuid).encode(), b"")
+
+
+@pytest.mark.parametrize(("bob", "tom", "refused"), [("u-1", "u-1", True), ("u-1", "u-2", False)])
+def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, bob: str, tom: str, refused: bool
+) -> None:
+    from infr.core.session import Session
+    from tests.conftest import seed_host
+
+    seed_host(state_dir, "bob", "203.0.113.10", status="ready")
+    seed_host(state_dir, "tom", "203.0.113.11", status="ready")
+    uuids = {"203.0.113.10": bob, "203.0.113.11": tom}
+    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: ShowHost(uuids[target.host]))
+    session = Session(state_dir)
+    if refused:
+        with pytest.raises(ConflictError, match="cloned from one image"):
+            backupops._refuse_clones(session, "bob", "tom")
+    else:
+        backupops._refuse_clones(session, "bob", "tom")
+    assert Session(state_dir).inventory().backups == []
