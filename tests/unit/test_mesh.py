@@ -60,7 +60,7 @@ def test_routes_cover_everything_behind_other_hosts_and_admins_only() -> None:
     assert 'wanted="10.8.1.2 10.8.1.9 10.8.1.20 10.8.1.100"' in script.splitlines()
     assert '    ip route replace "$address/32" dev "$dev" src 10.8.1.1' in script.splitlines()
     assert "sysctl -q -w net.ipv4.conf.infrbr0.proxy_arp=1 net.ipv4.neigh.infrbr0.proxy_delay=0" in script
-    assert 'wg syncconf "$dev" /etc/wireguard/infrwg0.conf' in script
+    assert 'wg syncconf "$dev" "$full"' in script
 
 
 def test_script_is_valid_sh(tmp_path: Path) -> None:
@@ -75,10 +75,10 @@ def test_script_forwards_and_loads_the_zones_last() -> None:
     lines = mesh.up_script(inv, inv.hosts["a"]).splitlines()
     assert "sysctl -q -w net.ipv4.ip_forward=1" in lines
     assert lines[-1] == "nft -f /etc/infr/zones.nft"
-    # the key is set from its file before syncconf, which would otherwise run keyless
-    assert lines.index('wg set "$dev" private-key /etc/wireguard/infrwg0.key') < lines.index(
-        'wg syncconf "$dev" /etc/wireguard/infrwg0.conf'
-    )
+    # syncconf makes the interface exactly the file: the key joins a private copy first
+    assert lines.index(
+        'sed "/^\\[Interface\\]/a PrivateKey = $(cat /etc/wireguard/infrwg0.key)" /etc/wireguard/infrwg0.conf >"$full"'
+    ) < lines.index('wg syncconf "$dev" "$full"')
 
 
 def test_script_of_a_lone_host_routes_nothing_but_admins() -> None:

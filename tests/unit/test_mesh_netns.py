@@ -110,6 +110,8 @@ def render(inv: Inventory, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[
     monkeypatch.setattr(mesh, "CONF_PATH", str(tmp / "infrwg0.conf"))
     monkeypatch.setattr(mesh, "ZONES_PATH", str(tmp / "zones.nft"))
     (tmp / "zones.nft").write_text(mesh.zones_ruleset(inv))
+    (tmp / "infrwg0.key").write_text("K" * 43 + "=\n")  # wg is stubbed: any key will do
+    (tmp / "infrwg0.conf").write_text(mesh.host_config(inv, inv.hosts["a"], 51820))
     script = tmp / "up"
     script.write_text(mesh.up_script(inv, inv.hosts["a"]))
     script.chmod(0o755)
