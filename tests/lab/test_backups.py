@@ -45,6 +45,9 @@ def test_hosts_cloned_from_one_image_are_refused_with_one_line_and_nothing_chang
 
 def test_backups_list_and_status_say_there_are_none(fleet: Fleet, lab_key: LabKey) -> None:
     listed = infr(fleet.state, lab_key.private, "backups")
-    assert listed.returncode == 0 and "no backups yet" in listed.stdout, listed.stdout + listed.stderr
+    # The "nothing here" lines go to stderr, so a script reading stdout sees no rows.
+    assert (listed.returncode, listed.stdout) == (0, ""), listed.stdout + listed.stderr
+    assert "no backups yet" in listed.stderr
     status = infr(fleet.state, lab_key.private, "backup", "status")
-    assert status.returncode == 0 and "no active backups" in status.stdout, status.stdout + status.stderr
+    assert (status.returncode, status.stdout) == (0, ""), status.stdout + status.stderr
+    assert "no active backups" in status.stderr
