@@ -91,6 +91,14 @@ def name_files(name: str, settings: dict) -> list[FileSpec]:
     ]
 
 
+# sh -c KEEP_ONLY_ADDRESS - DEVICE ADDRESS/PREFIX: drop every other IPv4 address of DEVICE.
+# Deleting a primary address takes its secondaries with it: the kept one is put back last.
+KEEP_ONLY_ADDRESS = (
+    'ip -4 -o address show dev "$1" | while read -r _ _ _ address _; do'
+    ' [ "$address" = "$2" ] || ip address del "$address" dev "$1"; done; ip address replace "$2" dev "$1"'
+)
+
+
 def network_files(host: Host, settings: dict) -> list[FileSpec]:
     """The containers' bridge with the host's vnet address, and NAT to the world (lxc-net).
 
@@ -118,7 +126,16 @@ def network_files(host: Host, settings: dict) -> list[FileSpec]:
         "lxc.apparmor.allow_nesting = 1\n"
     )
     return [
-        FileSpec("/etc/default/lxc-net", lxc_net.encode(), on_change=(("systemctl", "restart", "lxc-net"),)),
+        FileSpec(
+            "/etc/default/lxc-net",
+            lxc_net.encode(),
+            on_change=(
+                ("systemctl", "restart", "lxc-net"),
+                # lxc-net adds the new address but keeps a bridge's old one: a host whose
+                # vnet address changed would answer for its old one, another host's now.
+                ("sh", "-c", KEEP_ONLY_ADDRESS, "-", BRIDGE, f"{host.vnet_ip}/{network.prefixlen}"),
+            ),
+        ),
         FileSpec("/etc/lxc/default.conf", default_conf.encode()),
         FileSpec("/etc/sysctl.d/60-infr.conf", b"net.ipv4.ip_forward = 1\n", on_change=(("sysctl", "--system"),)),
     ]
