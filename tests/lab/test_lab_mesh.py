@@ -41,7 +41,8 @@ def inside(fleet: Fleet, key: LabKey, host: str, lxc: str, command: str) -> tupl
 
 
 def reaches(fleet: Fleet, key: LabKey, host: str, lxc: str, address: str) -> bool:
-    return inside(fleet, key, host, lxc, f"ping -c 2 -W 2 {address} >/dev/null")[0] == 0
+    # minbase containers have no iputils: busybox's ping
+    return inside(fleet, key, host, lxc, f"busybox ping -c 2 -W 2 {address} >/dev/null")[0] == 0
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def test_containers_on_different_hosts_reach_each_other_by_address_and_name(
     assert reaches(fleet, lab_key, "tom", "c2", boxes.c1)
     block = ok(fleet, lab_key, "vnet", "hosts")
     assert f"{boxes.c2}\tc2.{VNET} c2\n" in block
-    code, out = inside(fleet, lab_key, "bob", "c1", f"cat >> /etc/hosts <<EOF\n{block}EOF\nping -c 2 -W 2 c2.{VNET}")
+    by_name = f"cat >> /etc/hosts <<EOF\n{block}EOF\nbusybox ping -c 2 -W 2 c2.{VNET}"
+    code, out = inside(fleet, lab_key, "bob", "c1", by_name)
     assert code == 0, out
 
 
@@ -93,7 +95,7 @@ def test_status_shows_fresh_handshakes_and_growing_bytes(fleet: Fleet, lab_key: 
     before = _status(fleet, lab_key)
     pair = before[("bob", "tom")]
     assert not pair["stale"], pair
-    assert inside(fleet, lab_key, "bob", "c1", f"ping -c 20 -i 0.2 -s 1000 {boxes.c2} >/dev/null")[0] == 0
+    assert inside(fleet, lab_key, "bob", "c1", f"busybox ping -c 20 -s 1000 {boxes.c2} >/dev/null")[0] == 0
     after = _status(fleet, lab_key)[("bob", "tom")]
     assert after["tx_bytes"] >= pair["tx_bytes"] + 20 * 1000
     assert after["rx_bytes"] >= pair["rx_bytes"] + 20 * 1000
