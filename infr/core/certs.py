@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from infr.errors import ValidationError
-from infr.state.settings import ACME_SERVERS
+from infr.state.settings import ACME_SERVERS, is_acme_server
 
 LETSENCRYPT = ACME_SERVERS["letsencrypt"]
 
@@ -67,10 +67,8 @@ class CertInfo:
 
 def acme_server_url(value: str) -> str:
     """`letsencrypt`, `staging`, or any https ACME directory URL."""
-    if value in ACME_SERVERS:
-        return ACME_SERVERS[value]
-    if re.match(r"^https://[^\s/]+(/\S*)?$", value):
-        return value
+    if is_acme_server(value):
+        return ACME_SERVERS.get(value, value)
     choices = ", ".join(ACME_SERVERS)
     raise ValidationError(
         [f"ACME server {value!r} is neither {choices} nor an https:// URL"],

@@ -41,8 +41,8 @@ def host_files() -> list[converge.FileSpec]:
 
 def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[str], None]) -> list[str]:
     """Make the host's HAProxy serve the config state asks for; returns what changed."""
-    inv = session.inventory()
-    new = render_haproxy(host, inv.lxcs_on(host.name), settings_for(session))
+    inv, settings = session.inventory(), settings_for(session)
+    new = render_haproxy(host, inv.lxcs_on(host.name), settings)
     changes = [line for spec in host_files() for line in converge.ensure_file(conn, spec)]
     if any(".timer" in line or ".service" in line for line in changes):
         # infr's timer renews with the deploy hook that feeds HAProxy; Debian's own would not.
@@ -51,7 +51,7 @@ def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[
         conn.run(["systemctl", "enable", "--now", "infr-certbot-renew.timer"])
     changes += _put_live(conn, host, new, report)
     # After the config is live: the HTTP-01 challenge reaches certbot through it.
-    return [*changes, *certops.ensure(conn, session, host, settings_for(session), report)]
+    return [*changes, *certops.ensure(conn, session, host, settings, report)]
 
 
 def _put_live(conn: SSHConnection, host: Host, new: str, report: Callable[[str], None]) -> list[str]:

@@ -51,8 +51,13 @@ def _url(text: str) -> str | None:
     return f"{text!r} is not an http:// or https:// URL"
 
 
+def is_acme_server(text: str) -> bool:
+    """A name in ACME_SERVERS or an https:// directory URL (the one rule for settings and certbot)."""
+    return text in ACME_SERVERS or re.match(r"^https://[^\s/]+(/\S*)?\Z", text) is not None
+
+
 def _acme(text: str) -> str | None:
-    if text in ACME_SERVERS or re.match(r"^https://[^\s/]+(/\S*)?\Z", text):
+    if is_acme_server(text):
         return None
     return f"{text!r} is neither {', '.join(ACME_SERVERS)} nor an https:// ACME directory URL"
 

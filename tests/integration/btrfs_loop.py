@@ -14,15 +14,29 @@ import ctypes
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 MIB = 1024 * 1024
 CLONE_NEWNS = 0x00020000
 EMPTY_SUBVOL_DIR = 2  # inode of the placeholder a snapshot holds for a nested subvolume
 SUBVOL_ROOT = 256  # inode of every subvolume's top directory
+
+
+def scratch_dir(factory: pytest.TempPathFactory, name: str, tools: tuple[str, ...]) -> Path:
+    """A world-readable scratch directory for a loop-device test, which needs root and `tools`
+    (it skips, naming what is missing, without them)."""
+    missing = [tool for tool in tools if not shutil.which(tool)]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(f"needs root and {', '.join(missing) or 'loop devices'} (.ci/backup-packages.txt)")
+    directory = factory.mktemp(name)
+    directory.chmod(0o755)
+    return directory
 
 
 def run(argv: tuple[str, ...] | list[str]) -> subprocess.CompletedProcess[str]:

@@ -64,7 +64,7 @@ from infr.core.restore import (
     tar_extract_argv,
 )
 from infr.state.model import Backup, Host, Lxc
-from tests.integration.btrfs_loop import private_mounts, received_uuid, wait_detached, write_random
+from tests.integration.btrfs_loop import private_mounts, received_uuid, scratch_dir, wait_detached, write_random
 from tests.integration.btrfs_loop import tree as loop_tree
 from tests.integration.sshd import KeyPair, Sshd, make_keypair, start_sshd
 
@@ -163,11 +163,7 @@ def run(argv: tuple[str, ...] | list[str]) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    missing = [tool for tool in TOOLS if not shutil.which(tool)]
-    if os.geteuid() != 0 or missing:
-        pytest.skip(f"needs root and {', '.join(missing) or 'loop devices'} (.ci/backup-packages.txt)")
-    directory = tmp_path_factory.mktemp("btrbk")
-    directory.chmod(0o755)
+    directory = scratch_dir(tmp_path_factory, "btrbk", TOOLS)
     devices: list[str] = []
     mounts: list[Path] = []
     lab_: Lab | None = None

@@ -17,7 +17,6 @@ Run as root (loop devices, mounts): pytest tests/integration/test_restore_local.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,7 @@ from tests.integration.btrfs_loop import (
     private_mounts,
     received_uuid,
     run,
+    scratch_dir,
     tree,
     write_random,
 )
@@ -126,11 +126,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    missing = [tool for tool in TOOLS if not shutil.which(tool)]
-    if os.geteuid() != 0 or missing:
-        pytest.skip(f"needs root and {', '.join(missing) or 'loop devices'} (.ci/backup-packages.txt)")
-    directory = tmp_path_factory.mktemp("restore")
-    directory.chmod(0o755)
+    directory = scratch_dir(tmp_path_factory, "restore", TOOLS)
     key = make_keypair(directory / "admin_key")
     fake_bin = directory / "bin"
     fake_bin.mkdir()
