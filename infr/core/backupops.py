@@ -195,19 +195,31 @@ def _deploy_target(conn: SSHConnection, inv: Inventory, to_host: str, settings: 
     to = inv.hosts[to_host]
     files = {settings.btrbk_conf: backups.render_btrbk_conf(to, pairs, lxcs, settings)}
     files.update(backups.render_units(to, active_hosts, settings))
-    changes = converge.ensure_packages(conn, ["btrbk", "btrfs-progs"])
+    modes = {settings.smtp_password_file: 0o600}
+    mailer = ["msmtp"] if settings.smtp_relay else []  # not msmtp-mta: that would remove an MTA
+    changes = converge.ensure_packages(conn, ["btrbk", "btrfs-progs", *mailer])
     reload = False
     for path, text in files.items():
-        changed = converge.ensure_file(conn, _spec(path, text))
+        changed = converge.ensure_file(conn, _spec(path, text, modes.get(path)))
         reload = reload or (bool(changed) and path.startswith("/etc/systemd/"))
         changes += changed
     if reload:
         conn.run(["systemctl", "daemon-reload"])
-    return changes + _ensure_timers(conn, enabled=bool(active_hosts))
+    return changes + _remove_unused_mail_files(conn, files, settings) + _ensure_timers(conn, enabled=bool(active_hosts))
 
 
-def _spec(path: str, text: str) -> FileSpec:
-    return FileSpec(path, text.encode(), mode=0o755 if text.startswith("#!") else 0o644)
+def _remove_unused_mail_files(conn: SSHConnection, files: dict[str, str], settings: BackupSettings) -> list[str]:
+    """The relay's account and password go when smtpRelay or smtpUser is emptied."""
+    removed = []
+    for path in sorted({settings.msmtprc, settings.smtp_password_file} - set(files)):
+        if _exists(conn, path):
+            conn.run(["rm", "-f", "--", path])
+            removed.append(f"removed {path}")
+    return removed
+
+
+def _spec(path: str, text: str, mode: int | None = None) -> FileSpec:
+    return FileSpec(path, text.encode(), mode=mode or (0o755 if text.startswith("#!") else 0o644))
 
 
 def _ensure_timers(conn: SSHConnection, *, enabled: bool) -> list[str]:

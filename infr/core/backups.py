@@ -36,6 +36,7 @@ from typing import Any
 
 from infr.core.templating import render
 from infr.errors import ValidationError
+from infr.oplog import register_secret
 from infr.state import validate
 from infr.state.model import BACKUP_ACTIVE, Backup, Host, Lxc
 
@@ -44,6 +45,7 @@ SNAPSHOT_DIR = "var/lib/btrbk/snapshots"  # on FROM, relative to its root subvol
 LXC_DIR = "var/lib/lxc"
 FILTER_SCRIPT = "/usr/local/sbin/infr-backup-filter"
 NOTIFY_SCRIPT = "/usr/local/sbin/infr-backup-notify"
+SMTP_PORTS = {"starttls": 587, "tls": 465, "off": 25}
 BTRBK_FILTER = "/usr/share/btrbk/scripts/ssh_filter_btrbk.sh"
 SERVICE = "infr-backup.service"
 
@@ -90,10 +92,32 @@ class BackupSettings:
     btrbk_dir: str = "/etc/btrbk"
     lockfile: str = "/run/lock/btrbk.lock"
     filter_script: str = FILTER_SCRIPT
+    msmtprc: str = "/etc/infr/backup-msmtprc"
+    smtp_password_file: str = "/etc/infr/backup-smtp-password"  # mode 0600
+    smtp_relay: str = ""  # HOST[:PORT]; empty: the host's own mail or sendmail, if any
+    smtp_tls: str = "starttls"
+    smtp_user: str = ""
+    smtp_password: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, str]) -> BackupSettings:
-        return cls(admin_email=config.get("adminEmail", ""))
+        register_secret(config.get("smtpPassword"))
+        return cls(
+            admin_email=config.get("adminEmail", ""),
+            smtp_relay=config.get("smtpRelay", ""),
+            smtp_tls=config.get("smtpTls", "starttls"),
+            smtp_user=config.get("smtpUser", ""),
+            smtp_password=config.get("smtpPassword", ""),
+        )
+
+    @property
+    def smtp_host(self) -> str:
+        return self.smtp_relay.rpartition(":")[0] if ":" in self.smtp_relay else self.smtp_relay
+
+    @property
+    def smtp_port(self) -> int:
+        port = self.smtp_relay.rpartition(":")[2] if ":" in self.smtp_relay else ""
+        return int(port) if port else SMTP_PORTS[self.smtp_tls]
 
     @property
     def btrbk_conf(self) -> str:
@@ -201,6 +225,12 @@ def render_units(to_host: Host, pair_hosts: Sequence[Host], settings: BackupSett
     }
     rendered = {path: _render(template, **context) for path, template in files.items()}
     rendered[settings.known_hosts] = render_known_hosts(pair_hosts)
+    if settings.smtp_relay:
+        rendered[settings.msmtprc] = _render("msmtprc.j2", to_host=to_host, s=settings)
+    if settings.smtp_relay and settings.smtp_user:
+        # msmtp takes a quoted argument as it stands, with no escapes: a password holding a
+        # double quote could not be written into msmtprc, so msmtp reads it from this file.
+        rendered[settings.smtp_password_file] = settings.smtp_password
     return rendered
 
 
@@ -265,9 +295,16 @@ def _names_problems(names: Iterable[str]) -> list[str | None]:
 
 
 def _mail_problems(settings: BackupSettings) -> list[str | None]:
-    if not settings.admin_email:
-        return []
-    return [validate.email(settings.admin_email, "adminEmail")]
+    problems = [validate.email(settings.admin_email, "adminEmail")] if settings.admin_email else []
+    if settings.smtp_relay and not settings.admin_email:
+        problems.append("smtpRelay is set but adminEmail is empty: nobody to mail")
+    if any("\n" in v or "\r" in v for v in (settings.smtp_relay, settings.smtp_user, settings.smtp_password)):
+        problems.append("smtpRelay, smtpUser and smtpPassword must be one line each")
+    if '"' in settings.smtp_user:
+        problems.append("smtpUser cannot hold a double quote (msmtp could not read it)")
+    if settings.smtp_user and settings.smtp_tls == "off":
+        problems.append("smtpTls off would send smtpPassword in clear: set smtpTls to starttls or tls")
+    return problems
 
 
 def _check(problems: Sequence[str | None]) -> None:

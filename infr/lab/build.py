@@ -1,9 +1,11 @@
 """The image build's phases that mount the disk; run by image.py in a private mount namespace.
 
     python -m infr.lab.build populate|scrub WORK_DIR DEB_CACHE_DIR
+    python -m infr.lab.build renew-root VM_DISK
 
 `populate` makes the btrfs filesystem with its @rootfs subvolume, runs debootstrap and
-configures the system; `scrub` removes what the build needed but the VMs must not share.
+configures the system; `scrub` removes what the build needed but the VMs must not share;
+`renew-root` gives one VM's copy of the image a root subvolume of its own.
 Output goes to WORK_DIR/build.log; a failure prints one line and exits 1.
 """
 
@@ -118,17 +120,42 @@ def scrub(work: Path) -> None:
         proc.run(["fstrim", str(mnt)])
 
 
+def renew_root(disk: Path) -> None:
+    """Replace @rootfs on a VM's copy of the image by a new subvolume with the same files.
+
+    Copies of one image share their subvolumes' UUIDs, as VPSes restored from one snapshot
+    do. btrbk tells filesystems apart by those UUIDs, so between two such VMs it takes one's
+    backups for the other's own subvolumes and every incremental fails. A fresh install
+    has UUIDs of its own; a reflinked copy gives a VM the same in seconds, sharing the data.
+    """
+    top = disk.parent / "top"
+    top.mkdir(exist_ok=True)
+    proc.run(["mount", "-o", f"loop,offset={PART_OFFSET}", str(disk), str(top)])
+    try:
+        fresh = top / "@rootfs.new"
+        proc.run(["btrfs", "subvolume", "create", str(fresh)])
+        proc.run(["cp", "-a", "--reflink=always", f"{top / '@rootfs'}/.", f"{fresh}/"])
+        proc.run(["btrfs", "subvolume", "delete", str(top / "@rootfs")])
+        fresh.rename(top / "@rootfs")  # GRUB and fstab name the subvolume, not its ID
+    finally:
+        proc.run(["umount", str(top)])
+    top.rmdir()
+
+
 def main(argv: list[str]) -> int:
-    phase, work, debs = argv[0], Path(argv[1]), Path(argv[2])
+    phase = argv[0]
+    where = f"disk: {argv[1]}" if phase == "renew-root" else f"build log: {argv[1]}/build.log"
     try:
         if phase == "populate":
-            populate(read_recipe(work / "recipe.json"), work, debs)
+            populate(read_recipe(Path(argv[1]) / "recipe.json"), Path(argv[1]), Path(argv[2]))
         elif phase == "scrub":
-            scrub(work)
+            scrub(Path(argv[1]))
+        elif phase == "renew-root":
+            renew_root(Path(argv[1]))
         else:
             raise LabError(f"unknown build phase {phase!r}")
     except LabError as exc:
-        print(f"{exc} (build log: {work / 'build.log'})", file=sys.stderr)
+        print(f"{exc} ({where})", file=sys.stderr)
         return 1
     return 0
 

@@ -230,7 +230,7 @@ class Lab:
             name = f"lab{index + 1}"
             address = cfg.host_address(index)
             spec = vm.VmSpec(name=name, directory=self.lab_dir / "hosts" / name,
-                             disk=self.lab_dir / "hosts" / name / "disk.qcow2",
+                             disk=self.lab_dir / "hosts" / name / "disk.raw",
                              tap=f"{cfg.tap_prefix}{index + 1}", mac=f"52:54:00:1a:b0:{index + 1:02x}",
                              memory_mb=cfg.memory_mb, cpus=cfg.cpus)
             host: dict[str, Any] = {"name": name, "ip": str(address.ip), "tap": spec.tap,
@@ -240,7 +240,7 @@ class Lab:
             self._save(state)
             shutil.rmtree(spec.directory, ignore_errors=True)
             spec.directory.mkdir(parents=True)
-            vm.create_overlay(base, spec.disk)
+            image.make_vm_disk(base, spec.disk)
             host_keys = vm.make_host_keys(spec.directory / "host-keys", f"root@{name}")
             host["host_key"] = host_keys["ed25519"][1].strip()
             _write_private(spec.seed, vm.seed_text(

@@ -62,7 +62,7 @@ def qemu_argv(spec: VmSpec, accel: list[str]) -> list[str]:
         "-nodefaults", "-display", "none", "-daemonize", "-pidfile", str(spec.pidfile),
         # cache=unsafe: guest flushes are ignored; dpkg's many fsyncs are slow under TCG,
         # and a lab disk needs to survive a guest reboot, not a crash of this machine.
-        "-drive", f"file={spec.disk},format=qcow2,if=none,id=disk0,cache=unsafe",
+        "-drive", f"file={spec.disk},format=raw,if=none,id=disk0,cache=unsafe",
         "-device", "virtio-blk-pci,drive=disk0",
         "-netdev", f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=net0,mac={spec.mac},addr={NIC_SLOT:#x}",
@@ -157,11 +157,6 @@ def probe_boots(accel: list[str], timeout: float = 15.0) -> bool:
             return False
     log.debug("accelerator probe %s: exit code %s", accel[1], done.returncode)
     return done.returncode == _PROBE_EXIT
-
-
-def create_overlay(base: Path, disk: Path) -> None:
-    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
-              str(disk)])
 
 
 def start(spec: VmSpec, accel: list[str]) -> int:

@@ -82,6 +82,17 @@ def _resolver(text: str) -> str | None:
     return f"dnsCheckResolver {text!r} is neither 'system' nor IP[:PORT]"
 
 
+def _relay(text: str) -> str | None:
+    """HOST[:PORT] of an SMTP relay, or empty for none."""
+    if not text:
+        return None
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    host_ok = validate.ipv4(host) is None or validate.fqdn(host) is None or host == "localhost"
+    if host_ok and (not port or port.isdigit() and 0 < int(port) < 65536):
+        return None
+    return f"smtpRelay {text!r} is not HOST[:PORT], e.g. smtp.example.com:587"
+
+
 def _ttl(value: int) -> str | None:
     return None if 60 <= value <= 86400 else f"dnsTTL {value} must be between 60 and 86400 seconds"
 
@@ -162,6 +173,17 @@ SETTINGS: dict[str, Setting] = {
         Setting("lxcImageSource", "where LXC images come from: 'download' or a URL/path", "download"),
         Setting("backupMaxAgeMinutes", "age after which `backup status` turns red", 15, integer=True),
         Setting("vnetListenPort", "UDP port of the WireGuard mesh", 51820, integer=True),
+        Setting(
+            "smtpRelay",
+            "SMTP server HOST[:PORT] that failed-backup mail goes through (empty: the host's own mailer)",
+            "",
+            check=_relay,
+        ),
+        Setting(
+            "smtpTls", "how to reach smtpRelay: starttls, tls or off", "starttls", choices=("starttls", "tls", "off")
+        ),
+        Setting("smtpUser", "login at smtpRelay (empty: none)", ""),
+        Setting("smtpPassword", "password at smtpRelay", secret=True, env="INFR_SMTP_PASSWORD"),
     )
 }
 

@@ -38,10 +38,10 @@ def login(ip: str, user: str, key: Path | None = None, password: str | None = No
     return client
 
 
-def run_as_manager(ip: str, key: Path, command: str) -> tuple[int, str]:
+def run_as_manager(ip: str, key: Path, command: str, timeout: float = 120) -> tuple[int, str]:
     client = login(ip, "manager", key)
     try:
-        _, stdout, _ = client.exec_command(command, timeout=120)
+        _, stdout, _ = client.exec_command(command, timeout=timeout)
         stdout.channel.set_combine_stderr(True)
         out = stdout.read().decode()
         return stdout.channel.recv_exit_status(), out

@@ -34,6 +34,7 @@ from infr.core.backups import (
 )
 from infr.errors import ValidationError
 from infr.state.model import BACKUP_ARCHIVED, Backup, Host, Lxc
+from infr.state.settings import SETTINGS as SETTINGS_SCHEMA
 
 GOLDEN = Path(__file__).parent / "golden" / "backup"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -48,6 +49,9 @@ PAIRS = [
 ]
 LXCS = {"alpha": [Lxc("web", "alpha", "debian", "12", "10.8.1.2"), Lxc("db", "alpha", "debian", "12", "10.8.1.3")]}
 SETTINGS = BackupSettings(admin_email="ops@example.com")
+RELAY = BackupSettings(
+    admin_email="ops@example.com", smtp_relay="smtp.example.com", smtp_user="ops", smtp_password='p a"ss\\w'
+)
 ROOT = BackupSettings(ssh_user="root", use_sudo=False)
 
 
@@ -57,6 +61,9 @@ def rendered_cases() -> dict[str, str]:
     files |= {Path(p).name: text for p, text in render_source_files(SETTINGS).items()}
     files["authorized_keys"] = render_authorized_key("beta", KEY + " root@beta", SETTINGS)
     files |= {f"root-{Path(p).name}": text for p, text in render_source_files(ROOT).items()}
+    relayed = render_units(TO, [ALPHA], RELAY)
+    files["relay-infr-backup-notify"] = relayed["/usr/local/sbin/infr-backup-notify"]
+    files["backup-msmtprc"] = relayed[RELAY.msmtprc]
     return files
 
 
@@ -75,6 +82,28 @@ def test_matches_golden_file(name: str) -> None:
 def test_settings_from_the_inventory_config() -> None:
     assert BackupSettings.from_config({"adminEmail": "ops@example.com", "dnsDomain": "x"}) == SETTINGS
     assert BackupSettings.from_config({}).admin_email == ""
+    config = {"adminEmail": "ops@example.com", "smtpRelay": "smtp.example.com", "smtpTls": "starttls"}
+    assert BackupSettings.from_config({**config, "smtpUser": "ops", "smtpPassword": 'p a"ss\\w'}) == RELAY
+
+
+@pytest.mark.parametrize(
+    ("relay", "tls", "port"),
+    [("smtp.example.com", "starttls", 587), ("smtp.example.com", "tls", 465), ("10.8.0.9", "off", 25),
+     ("smtp.example.com:2525", "tls", 2525)],
+)  # fmt: skip
+def test_relay_port_follows_tls_unless_given(relay: str, tls: str, port: int) -> None:
+    settings = BackupSettings(admin_email="ops@example.com", smtp_relay=relay, smtp_tls=tls)
+    assert (settings.smtp_host, settings.smtp_port) == (relay.split(":")[0], port)
+    assert f"port {port}\n" in render_units(TO, [ALPHA], settings)[settings.msmtprc]
+
+
+def test_relay_without_admin_email_or_with_a_newline_is_refused() -> None:
+    with pytest.raises(ValidationError, match="nobody to mail"):
+        render_units(TO, [ALPHA], BackupSettings(smtp_relay="smtp.example.com"))
+    with pytest.raises(ValidationError, match="double quote"):
+        render_units(TO, [ALPHA], BackupSettings(admin_email="ops@example.com", smtp_relay="x", smtp_user='o"ps'))
+    with pytest.raises(ValidationError, match="one line each"):
+        render_units(TO, [ALPHA], BackupSettings(admin_email="ops@example.com", smtp_relay="x", smtp_password="a\nb"))
 
 
 def test_install_paths() -> None:
@@ -86,6 +115,9 @@ def test_install_paths() -> None:
         "/etc/ssh/ssh_config.d/infr-backup.conf",
         "/etc/btrbk/ssh/known_hosts",
     }
+    relayed = set(render_units(TO, [ALPHA], RELAY)) - set(render_units(TO, [ALPHA], SETTINGS))
+    assert relayed == {RELAY.msmtprc, RELAY.smtp_password_file}
+    assert render_units(TO, [ALPHA], RELAY)[RELAY.smtp_password_file] == 'p a"ss\\w'  # as typed, no quoting
     assert set(render_source_files(SETTINGS)) == {"/usr/local/sbin/infr-backup-filter", "/etc/sudoers.d/infr-backup"}
     assert set(render_source_files(ROOT)) == {"/usr/local/sbin/infr-backup-filter"}
 
@@ -175,7 +207,9 @@ def test_sudoers_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["infr-backup-filter", "root-infr-backup-filter", "infr-backup-notify"])
+@pytest.mark.parametrize(
+    "name", ["infr-backup-filter", "root-infr-backup-filter", "infr-backup-notify", "relay-infr-backup-notify"]
+)
 def test_scripts_are_valid_sh(name: str) -> None:
     subprocess.run(["sh", "-n"], input=CASES[name], text=True, check=True)
 
@@ -231,18 +265,35 @@ def fake_tools(bin_dir: Path, log: Path, tools: list[str]) -> dict[str, str]:
     [
         (["mail", "sendmail", "logger"], "mail -s infr backup on beta failed ops@example.com"),
         (["sendmail", "logger"], "sendmail -t\nTo: ops@example.com\nSubject: infr backup on beta failed"),
-        (["logger"], "logger -p daemon.err -t infr-backup infr backup on beta failed; no mailer"),
+        (["logger"], "logger -p daemon.err -t infr-backup infr backup on beta failed; mail to ops@example.com not"),
     ],
 )
 def test_failure_notice_goes_by_mail_else_to_the_log(tmp_path: Path, tools: list[str], expected: str) -> None:
+    notify(tmp_path, "infr-backup-notify", tools, expected)
+
+
+@pytest.mark.parametrize(
+    ("tools", "expected"),
+    [
+        (["msmtp", "mail", "logger"], "msmtp -C /etc/infr/backup-msmtprc -t\nFrom: ops@example.com\nTo: ops@"),
+        (["mail", "logger"], "logger -p daemon.err -t infr-backup infr backup on beta failed; mail to ops@"),
+    ],
+)  # fmt: skip
+def test_with_a_relay_the_notice_goes_through_msmtp_only(tmp_path: Path, tools: list[str], expected: str) -> None:
+    assert "mail -s" not in notify(tmp_path, "relay-infr-backup-notify", tools, expected)
+
+
+def notify(tmp_path: Path, script_name: str, tools: list[str], expected: str) -> str:
+    """Run the notify script with fake `tools`; what they were given, which must hold `expected`."""
     script = tmp_path / "notify"
-    script.write_text(CASES["infr-backup-notify"])
+    script.write_text(CASES[script_name])
     log = tmp_path / "log"
     env = fake_tools(tmp_path / "bin", log, tools)
     subprocess.run([shutil.which("sh") or "sh", str(script), "infr-backup.service"], env=env, check=True)
     assert expected in log.read_text()
     if "logger" not in expected:
         assert "source unreachable" in log.read_text()
+    return log.read_text()
 
 
 # --- restore points ---------------------------------------------------------------------
@@ -311,3 +362,23 @@ def test_setup_commands() -> None:
         Command("alpha", ("mkdir", "-p", "/var/lib/btrbk/snapshots/beta")),
         Command("beta", ("mkdir", "-p", "/var/lib/backups/backups/alpha")),
     ]
+
+
+# --- mail settings ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "smtp.example.com", "smtp.example.com:2525", "10.8.0.9:25", "localhost"])
+def test_smtp_relay_accepts(value: str) -> None:
+    assert SETTINGS_SCHEMA["smtpRelay"].parse(value) == value
+
+
+@pytest.mark.parametrize("value", ["smtp example.com", "smtp.example.com:0", "smtp.example.com:x", ":25", "a:b:c"])
+def test_smtp_relay_refuses(value: str) -> None:
+    with pytest.raises(ValueError, match="is not HOST\\[:PORT\\]"):
+        SETTINGS_SCHEMA["smtpRelay"].parse(value)
+
+
+def test_smtp_password_is_a_secret_and_tls_a_choice() -> None:
+    assert SETTINGS_SCHEMA["smtpPassword"].secret and SETTINGS_SCHEMA["smtpPassword"].env == "INFR_SMTP_PASSWORD"
+    with pytest.raises(ValueError, match="must be one of starttls, tls, off"):
+        SETTINGS_SCHEMA["smtpTls"].parse("ssl")

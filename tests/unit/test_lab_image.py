@@ -90,7 +90,7 @@ def spec(tmp_path: Path) -> vm.VmSpec:
     return vm.VmSpec(
         name="lab1",
         directory=tmp_path,
-        disk=tmp_path / "disk.qcow2",
+        disk=tmp_path / "disk.raw",
         tap="infrlab-tap1",
         mac="52:54:00:1a:b0:01",
         memory_mb=1280,
@@ -105,7 +105,7 @@ def test_qemu_argv(tmp_path: Path) -> None:
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert argv[argv.index("-m") + 1] == "1280" and argv[argv.index("-smp") + 1] == "1"
     assert f"-pidfile {tmp_path / 'qemu.pid'}" in line and "-daemonize" in argv
-    assert f"file={tmp_path / 'disk.qcow2'},format=qcow2" in line
+    assert f"file={tmp_path / 'disk.raw'},format=raw" in line
     assert "tap,id=net0,ifname=infrlab-tap1,script=no,downscript=no" in argv
     assert "virtio-net-pci,netdev=net0,mac=52:54:00:1a:b0:01,addr=0x3" in argv
     assert f"file,id=serial0,path={tmp_path / 'console.log'}" in argv
