@@ -1,4 +1,4 @@
-"""infr config [show] | set NAME VALUE | unset NAME | validate."""
+"""infr config [show] | set NAME [VALUE] | unset NAME | validate."""
 
 from __future__ import annotations
 
@@ -47,12 +47,21 @@ config.add_command(show, name="view")  # Infr's code spelled it 'view'
 
 @config.command(name="set")
 @click.argument("name")
-@click.argument("value")
+@click.argument("value", required=False)
 @pass_app
-def set_(app: App, name: str, value: str) -> None:
-    """Set NAME to VALUE (secret keys go to secrets.toml, never committed)."""
-    from infr.core.config import set_value
+def set_(app: App, name: str, value: str | None) -> None:
+    """Set NAME to VALUE (secret keys go to secrets.toml, never committed).
 
+    Without VALUE, a secret key's value is asked for without echo, so it stays out of
+    the shell's history.
+    """
+    from infr.core.config import is_secret, set_value
+    from infr.errors import UsageError
+
+    if value is None:
+        if not is_secret(name):
+            raise UsageError(f"no value given for {name}", f"infr config set {name} VALUE")
+        value = click.prompt(name, hide_input=True, confirmation_prompt=True)
     with changing(app) as change:
         set_value(change, app.state_dir, name, value)
 

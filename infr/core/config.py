@@ -34,6 +34,11 @@ def _setting(key: str) -> Setting:
         raise UsageError(str(exc)) from None
 
 
+def is_secret(key: str) -> bool:
+    """True for a secret setting; an unknown key is a UsageError naming the closest one."""
+    return _setting(key).secret
+
+
 def parse_value(key: str, text: str) -> Value:
     try:
         return _setting(key).parse(text)

@@ -164,3 +164,19 @@ def test_a_secret_put_in_config_toml_by_hand_is_reported(state_dir: Path) -> Non
 
 def test_config_validate_says_the_state_is_valid(state_dir: Path) -> None:
     assert ok(state_dir, "config", "validate") == f"config and state in {state_dir} are valid\n"
+
+
+def test_a_secret_without_a_value_is_asked_for_twice_without_echo(state_dir: Path) -> None:
+    result = run_cli(state_dir, "config", "set", "smtpPassword", input="p a\"ss\\w\np a\"ss\\w\n")
+    assert result.exit_code == 0, result.output
+    assert "p a" not in result.output  # the prompt does not echo it
+    assert tomllib.loads((state_dir / "secrets.toml").read_text()) == {"smtpPassword": 'p a"ss\\w'}
+    mismatch = run_cli(state_dir, "config", "set", "smtpPassword", input="one\ntwo\n")
+    assert mismatch.exit_code != 0
+
+
+def test_a_plain_setting_without_a_value_is_refused(state_dir: Path) -> None:
+    before = snapshot(state_dir)
+    result = run_cli(state_dir, "config", "set", "smtpRelay")
+    assert isinstance(result.exception, UsageError) and "no value given for smtpRelay" in str(result.exception)
+    assert snapshot(state_dir) == before
