@@ -119,8 +119,9 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
 def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     """Refuse a pair whose root filesystems came from one disk image.
 
-    btrbk tells filesystems apart by their subvolume UUIDs; on clones it takes TO's
-    backups for FROM's own subvolumes, so every run after the first full one fails.
+    btrbk tells filesystems apart by the UUIDs of the top level and of the subvolumes;
+    on clones it takes TO's filesystem for FROM's, so every run after the first full one
+    fails and half-received backups go unseen.
     """
     inv = session.inventory()
     if from_host not in inv.hosts or to_host not in inv.hosts or from_host == to_host:
@@ -128,11 +129,13 @@ def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     uuids = {}
     for name in (from_host, to_host):
         with SSHConnection.connect(target(session, inv.hosts[name])) as conn:
-            uuids[name] = backups.root_subvolume_uuid(conn.run(["btrfs", "subvolume", "show", "/"]).text)
-    if uuids[from_host] and uuids[from_host] == uuids[to_host]:
+            shown = [conn.run(["btrfs", "subvolume", "show", *where, "/"]).text for where in (["--rootid=5"], [])]
+            uuids[name] = {uuid for uuid in map(backups.root_subvolume_uuid, shown) if uuid}
+    shared = sorted(uuids[from_host] & uuids[to_host])
+    if shared:
         raise ConflictError(
-            f"{from_host} and {to_host} have the same root subvolume UUID {uuids[from_host]}: their disks were"
-            " cloned from one image, and btrbk cannot tell their filesystems apart",
+            f"{from_host} and {to_host} share the btrfs UUID {shared[0]}: their disks were cloned from one"
+            " image, and btrbk cannot tell their filesystems apart",
             f"back {from_host} up onto a host installed on its own, or reinstall one: infr hosts add NAME IP",
         )
 

@@ -1,11 +1,11 @@
 """The image build's phases that mount the disk; run by image.py in a private mount namespace.
 
     python -m infr.lab.build populate|scrub WORK_DIR DEB_CACHE_DIR
-    python -m infr.lab.build renew-root VM_DISK
+    python -m infr.lab.build fresh-fs IMAGE_RAW VM_DISK FSID
 
 `populate` makes the btrfs filesystem with its @rootfs subvolume, runs debootstrap and
 configures the system; `scrub` removes what the build needed but the VMs must not share;
-`renew-root` gives one VM's copy of the image a root subvolume of its own.
+`fresh-fs` gives one VM's disk a filesystem of its own with the image's files.
 Output goes to WORK_DIR/build.log; a failure prints one line and exits 1.
 """
 
@@ -120,38 +120,46 @@ def scrub(work: Path) -> None:
         proc.run(["fstrim", str(mnt)])
 
 
-def renew_root(disk: Path) -> None:
-    """Replace @rootfs on a VM's copy of the image by a new subvolume with the same files.
+def fresh_filesystem(source: Path, disk: Path, fsid: str) -> None:
+    """Make DISK's partition a new btrfs, with the files of SOURCE's @rootfs and its fsid.
 
-    Copies of one image share their subvolumes' UUIDs, as VPSes restored from one snapshot
-    do. btrbk tells filesystems apart by those UUIDs, so between two such VMs it takes one's
-    backups for the other's own subvolumes and every incremental fails. A fresh install
-    has UUIDs of its own; a reflinked copy gives a VM the same in seconds, sharing the data.
+    Copies of one image share every subvolume UUID, the top level's too, as VPSes restored
+    from one snapshot do. btrbk identifies a filesystem by those UUIDs, so between two such
+    VMs it takes one's filesystem for the other's: it misses half-received backups and
+    takes one host's backups for the other's subvolumes. A new mkfs gives every UUID anew;
+    the fsid stays, because GRUB's core image, grub.cfg and fstab find the root by it.
     """
-    top = disk.parent / "top"
-    top.mkdir(exist_ok=True)
-    proc.run(["mount", "-o", f"loop,offset={PART_OFFSET}", str(disk), str(top)])
+    src, dst = disk.parent / "src", disk.parent / "dst"
+    src.mkdir(exist_ok=True)
+    dst.mkdir(exist_ok=True)
+    loop = proc.run(["losetup", "--find", "--show", f"--offset={PART_OFFSET}", str(disk)]).strip()
     try:
-        fresh = top / "@rootfs.new"
-        proc.run(["btrfs", "subvolume", "create", str(fresh)])
-        proc.run(["cp", "-a", "--reflink=always", f"{top / '@rootfs'}/.", f"{fresh}/"])
-        proc.run(["btrfs", "subvolume", "delete", str(top / "@rootfs")])
-        fresh.rename(top / "@rootfs")  # GRUB and fstab name the subvolume, not its ID
+        # A temporary fsid first: two mounted filesystems with one fsid clash in the kernel.
+        proc.run(["mkfs.btrfs", "-q", "-f", loop])
+        proc.run(["mount", "-o", f"ro,loop,offset={PART_OFFSET},subvol=@rootfs", str(source), str(src)])
+        proc.run(["mount", loop, str(dst)])
+        try:
+            proc.run(["btrfs", "subvolume", "create", str(dst / "@rootfs")])
+            proc.run(["cp", "-a", f"{src}/.", f"{dst / '@rootfs'}/"], timeout=1800)
+        finally:
+            proc.run(["umount", str(src), str(dst)])
+        proc.run(["btrfstune", "-f", "-U", fsid, loop], timeout=600)
     finally:
-        proc.run(["umount", str(top)])
-    top.rmdir()
+        proc.run(["losetup", "-d", loop])
+    src.rmdir()
+    dst.rmdir()
 
 
 def main(argv: list[str]) -> int:
     phase = argv[0]
-    where = f"disk: {argv[1]}" if phase == "renew-root" else f"build log: {argv[1]}/build.log"
+    where = f"disk: {argv[-2]}" if phase == "fresh-fs" else f"build log: {argv[1]}/build.log"
     try:
         if phase == "populate":
             populate(read_recipe(Path(argv[1]) / "recipe.json"), Path(argv[1]), Path(argv[2]))
         elif phase == "scrub":
             scrub(Path(argv[1]))
-        elif phase == "renew-root":
-            renew_root(Path(argv[1]))
+        elif phase == "fresh-fs":
+            fresh_filesystem(Path(argv[1]), Path(argv[2]), argv[3])
         else:
             raise LabError(f"unknown build phase {phase!r}")
     except LabError as exc:

@@ -262,13 +262,21 @@ def _run_phase(phase: str, work: Path, debs: Path) -> None:
 
 
 def make_vm_disk(base: Path, disk: Path) -> None:
-    """Write a VM's own disk from the image: a full copy whose root subvolume is its own.
+    """Write a VM's own disk from the image: its boot sectors, and a new filesystem holding
+    the image's files (see build.fresh_filesystem for why a copy of the image is not enough).
 
-    See build.renew_root for why a copy-on-write overlay of the image is not enough.
-    A sparse raw copy of the 8 GiB image takes a second or two and 1.6 GB of space.
+    About 20 s and a sparse 1.6 GB per VM on a 2-core machine.
     """
-    proc.run(["qemu-img", "convert", "-O", "raw", str(base), str(disk)], timeout=600)
-    _run_in_own_mounts(["renew-root", str(disk)], disk.parent)
+    source = disk.with_name("image.raw")
+    try:
+        proc.run(["qemu-img", "convert", "-O", "raw", str(base), str(source)], timeout=600)
+        with source.open("rb") as image, disk.open("wb") as out:
+            out.write(image.read(PART_OFFSET))  # partition table, and GRUB's core in the gap
+            out.truncate(source.stat().st_size)
+        fsid = (base.parent / "uuid").read_text().strip()
+        _run_in_own_mounts(["fresh-fs", str(source), str(disk), fsid], disk.parent)
+    finally:
+        source.unlink(missing_ok=True)
 
 
 def _run_in_own_mounts(build_args: list[str], directory: Path) -> None:

@@ -1,7 +1,7 @@
 """`infr backup start/status/stop`, restores and drills on real Debian 12 VMs (issue 7).
 
-bob is backed up onto tom, both adopted by the shared `fleet` fixture; each VM's root is a
-btrfs subvolume of its own (see infr.lab.build.renew_root). Backup runs are started by hand
+bob is backed up onto tom, both adopted by the shared `fleet` fixture; each VM has a btrfs
+filesystem of its own (see infr.lab.build.fresh_filesystem). Backup runs are started by hand
 (`systemctl start` of the service the timer would start) instead of waiting for the
 five-minute timer. The tests run in file order: each builds on the backups the previous
 one made.

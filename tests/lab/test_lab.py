@@ -59,9 +59,12 @@ def test_each_vm_has_its_own_identity(lab_hosts: list[LabHost], lab_key: LabKey)
     ids = {ssh(host, lab_key, "cat /etc/machine-id /etc/ssh/ssh_host_*_key.pub")[1]
            for host in lab_hosts}
     assert len(ids) == len(lab_hosts)
-    # Their roots too: btrbk tells filesystems apart by subvolume UUID (issue 7).
-    roots = {ssh(host, lab_key, "btrfs subvolume show / | grep -E '^\\s+UUID:'")[1] for host in lab_hosts}
-    assert len(roots) == len(lab_hosts) and all("UUID:" in root for root in roots), roots
+    # Their filesystems too: btrbk tells filesystems apart by the UUIDs of the top level
+    # and of each subvolume (issue 7); the fsid stays, as GRUB finds the root by it.
+    uuids = "btrfs subvolume show --rootid=5 / | grep -E '^\\s+UUID:'; btrfs subvolume show / | grep -E '^\\s+UUID:'"
+    roots = [ssh(host, lab_key, uuids)[1].split() for host in lab_hosts]
+    assert all(len(root) == 4 for root in roots), roots
+    assert len({root[1] for root in roots} | {root[3] for root in roots}) == 2 * len(lab_hosts), roots
 
 
 def test_each_vm_presents_the_host_key_the_lab_made(lab_hosts: list[LabHost],

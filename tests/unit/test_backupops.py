@@ -103,8 +103,10 @@ def test_root_subvolume_uuid_is_read_from_subvolume_show() -> None:
 
 
 class ShowHost:
-    def __init__(self, uuid: str) -> None:
-        self.uuid = uuid
+    """Answers `btrfs subvolume show [--rootid=5] /` with the top level's and the root's UUIDs."""
+
+    def __init__(self, top: str, root: str) -> None:
+        self.uuids = {True: top, False: root}
 
     def __enter__(self) -> ShowHost:
         return self
@@ -113,13 +115,21 @@ class ShowHost:
         return None
 
     def run(self, argv: Sequence[str], **_: object) -> Result:
-        assert list(argv) == ["btrfs", "subvolume", "show", "/"]
-        return Result(0, SHOW.format(uuid=self.uuid).encode(), b"")
+        assert list(argv) in (["btrfs", "subvolume", "show", "/"], ["btrfs", "subvolume", "show", "--rootid=5", "/"])
+        return Result(0, SHOW.format(uuid=self.uuids["--rootid=5" in argv]).encode(), b"")
 
 
-@pytest.mark.parametrize(("bob", "tom", "refused"), [("u-1", "u-1", True), ("u-1", "u-2", False)])
+@pytest.mark.parametrize(
+    ("bob", "tom", "refused"),
+    [
+        (("t-1", "u-1"), ("t-1", "u-1"), True),  # a plain copy of one disk
+        (("t-1", "u-1"), ("t-1", "u-2"), True),  # a new root subvolume on a copied filesystem
+        (("t-1", "u-1"), ("t-2", "u-2"), False),
+        (("-", "u-1"), ("-", "u-2"), False),  # btrfs-progs before 4.16 gave the top level no UUID
+    ],
+)
 def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
-    state_dir: Path, monkeypatch: pytest.MonkeyPatch, bob: str, tom: str, refused: bool
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, bob: tuple[str, str], tom: tuple[str, str], refused: bool
 ) -> None:
     from infr.core.session import Session
     from tests.conftest import seed_host
@@ -127,7 +137,7 @@ def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
     seed_host(state_dir, "tom", "203.0.113.11", status="ready")
     uuids = {"203.0.113.10": bob, "203.0.113.11": tom}
-    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: ShowHost(uuids[target.host]))
+    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: ShowHost(*uuids[target.host]))
     session = Session(state_dir)
     if refused:
         with pytest.raises(ConflictError, match="cloned from one image"):
