@@ -88,8 +88,9 @@ def _record_stop(session: Session, from_host: str, to_host: str) -> None:
 
 
 def _pull_view(host: Host) -> Host:
-    # There is no WireGuard mesh between hosts yet, so TO cannot reach FROM's vnet
-    # address: it pulls over the public one (inside ssh). Drop this once the mesh exists.
+    # TO pulls over FROM's public address, not the mesh: ssh already encrypts and pins
+    # FROM's key, a backup must not depend on the mesh being up (a broken host is when
+    # it is needed), and a second layer of encryption halves the throughput on small VPSes.
     return replace(host, vnet_ip=host.public_ip)
 
 
