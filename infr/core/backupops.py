@@ -23,7 +23,7 @@ from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
 from infr.core.converge import FileSpec
 from infr.core.hostops import get_host, now, target
 from infr.core.session import Session
-from infr.errors import ConflictError, InfrError, NotFoundError, UsageError
+from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
 from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory
 
 Report = Callable[[str], None]
@@ -158,15 +158,24 @@ def stop(session: Session, from_host: str, to_host: str, report: Report) -> list
 
 def redeploy_targets(session: Session, hosts: set[str], report: Report) -> list[str]:
     """btrbk's config again on every backup host pulling from `hosts`: after a container
-    moved between them, each pulls the containers state now puts on them."""
+    was added, removed or moved, each pulls the containers state now puts on them.
+
+    A backup host that cannot be reached is reported, not raised: the change that called
+    this is done, and `infr backup start FROM TO` catches the backup host up later.
+    """
     inv, settings = session.inventory(), settings_for(session)
     changes: list[str] = []
     for to_host in sorted({b.to_host for b in inv.backups if b.from_host in hosts and b.status == BACKUP_ACTIVE}):
+        later = f"later: infr backup start {' / '.join(sorted(hosts))} {to_host}"
         if to_host in session.down_hosts:
-            report(f"{to_host}: btrbk.conf not updated (marked down); later: infr backup start FROM {to_host}")
+            report(f"{to_host}: btrbk.conf not updated (marked down); {later}")
             continue
-        with SSHConnection.connect(target(session, inv.hosts[to_host])) as conn:
-            done = _deploy_target(conn, inv, to_host, settings)
+        try:
+            with SSHConnection.connect(target(session, inv.hosts[to_host])) as conn:
+                done = _deploy_target(conn, inv, to_host, settings)
+        except RemoteError as exc:
+            report(f"{to_host}: btrbk.conf not updated ({exc}); {later}")
+            continue
         for line in done:
             report(f"{to_host}: {line}")
         changes += done

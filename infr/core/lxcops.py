@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.core import converge, haproxy_deploy, meshops, provision
+from infr.core import backupops, converge, haproxy_deploy, meshops, provision
 from infr.core.attach import Attached
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
@@ -188,8 +188,10 @@ def add(
             changes += converge.ensure_file(conn, config)
             changes += _start(conn, name)
             changes += _inside(conn, session, lxc, host)
-    # Its address joins its host's peer entry on the other hosts (and the zone rules).
+    # Its address joins its host's peer entry on the other hosts (and the zone rules),
+    # and its rootfs the backups of its host.
     changes += meshops.after_lxc_change(session, report)
+    changes += backupops.redeploy_targets(session, {lxc.host}, report)
     for line in changes:
         report(line)
     return changes
@@ -209,6 +211,7 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
                 change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")
             changes = haproxy_deploy.deploy(conn, session, host, report)
     changes += meshops.after_lxc_change(session, report)
+    changes += backupops.redeploy_targets(session, {lxc.host}, report)  # its backups stay on TO
     return [*change.notes, *changes]
 
 

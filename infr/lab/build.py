@@ -92,9 +92,25 @@ def _configure(recipe: ImageRecipe, mnt: Path, uuid: str, build_log: Path) -> No
     proc.run([*chroot, "apt-get", "full-upgrade", "-y"], log_file=build_log, timeout=1800)
     proc.run([*chroot, "apt-get", "autoremove", "--purge", "-y"], log_file=build_log,
              timeout=600)
+    _purge_older_kernels(chroot, build_log)
+    # What the upgrade downloaded; only the predownloaded packages below stay in the cache.
+    proc.run([*chroot, "apt-get", "clean"], log_file=build_log)
     proc.run([*chroot, "update-initramfs", "-u", "-k", "all"], log_file=build_log, timeout=600)
     proc.run([*chroot, "apt-get", "install", "--download-only", "-y", *recipe.predownload],
              log_file=build_log, timeout=1800)
+
+
+def _purge_older_kernels(chroot: list[str], build_log: Path) -> None:
+    """Purge the kernel debootstrap installed once the upgrade brought a newer one: apt
+    keeps the previous kernel, which would put 400 MB more modules in every VM and in every
+    full backup of one."""
+    depends = proc.run([*chroot, "dpkg-query", "-W", "-f", "${Depends}", "linux-image-amd64"])
+    current = depends.split()[0].rstrip(",")
+    installed = proc.run([*chroot, "dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", "linux-image-[0-9]*"])
+    older = [line.split()[0] for line in installed.splitlines()
+             if line.split()[1:2] == ["ii"] and line.split()[0] != current]
+    if older:
+        proc.run([*chroot, "apt-get", "purge", "-y", *older], log_file=build_log, timeout=600)
 
 
 def _copy_boot_files(mnt: Path, work: Path) -> None:

@@ -27,7 +27,7 @@ from infr.oplog import get_logger
 log = get_logger("lab")
 
 # Bump when the build steps change in a way that the recipe's fields do not show.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 SUITE = "bookworm"
 PART_OFFSET = 1024 * 1024  # the one partition starts at 1 MiB, as the Debian installer does
 FINALIZE_OK = "INFR-LAB-FINALIZE-OK"

@@ -145,3 +145,24 @@ def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
     else:
         backupops._refuse_clones(session, "bob", "tom")
     assert Session(state_dir).inventory().backups == []
+
+
+def test_a_backup_host_out_of_reach_is_reported_not_raised(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `lxcs add` or `lxc remove` the change is done; a TO that does not answer is told."""
+    from infr.core.session import Session
+    from infr.errors import RemoteError
+    from infr.state.model import Backup
+    from tests.conftest import seed_host
+
+    seed_host(state_dir, "bob", "203.0.113.10", status="ready")
+    seed_host(state_dir, "tom", "203.0.113.11", status="ready")
+    with Session(state_dir).change() as change:
+        change.set_backups([Backup("bob", "tom")])
+
+    def unreachable(target: object) -> None:
+        raise RemoteError("tom: connection refused")
+
+    monkeypatch.setattr(backupops.SSHConnection, "connect", unreachable)
+    said: list[str] = []
+    assert backupops.redeploy_targets(Session(state_dir), {"bob"}, said.append) == []
+    assert said == ["tom: btrbk.conf not updated (tom: connection refused); later: infr backup start bob tom"]

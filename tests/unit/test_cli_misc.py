@@ -120,7 +120,7 @@ def test_help_for_one_command() -> None:
     for sub in ("add-alias", "remove-alias", "http", "https", "http-port", "https-port", "add-tcp-forward"):
         assert sub in text
     assert ok(None, "help", "lxc", "add-tcp-forward").startswith("Usage: infr lxc add-tcp-forward")
-    assert ok(None, "help", "config", "set").startswith("Usage: infr config set [OPTIONS] NAME VALUE")
+    assert ok(None, "help", "config", "set").startswith("Usage: infr config set [OPTIONS] NAME [VALUE]")
 
 
 def test_help_for_an_unknown_command_is_a_usage_error() -> None:
