@@ -37,7 +37,7 @@ step infr lxcs
 step infr -i "$key" backup start bob tom
 # tom's timer pulls every five minutes; start the first run now instead of waiting
 # (a full copy of bob's root: about four minutes on emulated lab VMs).
-step infr -i "$key" host tom ssh -- 'sudo systemctl start infr-backup.service'
+step infr -i "$key" backup run bob tom
 step infr -i "$key" backups
 step infr -i "$key" host bob backups
 step infr -i "$key" backup status

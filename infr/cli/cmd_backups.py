@@ -117,6 +117,20 @@ def start(app: App, from_host: str, to_host: str) -> None:
 @click.argument("from_host", metavar="FROM", shell_complete=complete_hosts)
 @click.argument("to_host", metavar="TO", shell_complete=complete_hosts)
 @pass_app
+def run(app: App, from_host: str, to_host: str) -> None:
+    """Run a backup now instead of waiting for TO's timer, and wait for it (TO pulls every
+    host it backs up). Exits 1, naming what went wrong, if the run fails."""
+    from infr.core import backupops
+
+    pair = f"{from_host} -> {to_host}"
+    newest = backupops.run_now(app.session, from_host, to_host, _reporter(pair))
+    click.echo(f"{pair}: newest backup {newest.name if newest else '(none yet)'}")
+
+
+@backups.command()
+@click.argument("from_host", metavar="FROM", shell_complete=complete_hosts)
+@click.argument("to_host", metavar="TO", shell_complete=complete_hosts)
+@pass_app
 def stop(app: App, from_host: str, to_host: str) -> None:
     """Stop backing FROM up onto TO; TO keeps its backups, archived."""
     from infr.core import backupops

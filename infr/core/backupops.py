@@ -117,6 +117,42 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
     return changes
 
 
+RUN_TIMEOUT = 6 * 3600.0  # a first full backup of a large host over a slow link takes hours
+
+
+def run_now(session: Session, from_host: str, to_host: str, report: Report) -> RestorePoint | None:
+    """One backup run on TO now, as its timer would start it (it pulls every host backed up
+    onto TO); waits for it and returns FROM's newest host backup afterwards.
+
+    A run the timer started already is joined, not doubled: systemd starts the unit once.
+    """
+    inv = session.inventory()
+    backup = inv.find_backup(from_host, to_host)
+    if backup is None or backup.status != BACKUP_ACTIVE:
+        raise ConflictError(f"{from_host} is not being backed up onto {to_host}",
+                            f"start it: infr backup start {from_host} {to_host}")
+    settings = settings_for(session)
+    report(f"running {backups.SERVICE} on {to_host}")
+    with SSHConnection.connect(target(session, get_host(inv, to_host))) as conn:
+        started = conn.run(["systemctl", "start", backups.SERVICE], check=False, timeout=RUN_TIMEOUT)
+        if started.exit_status != 0:
+            journal = conn.run(["journalctl", "-u", backups.SERVICE, "-n", "40", "-o", "cat", "--no-pager"],
+                               check=False).text
+            raise RemoteError(f"the backup run on {to_host} failed: {_last_error(journal)}",
+                              f"see journalctl -u {backups.SERVICE} on {to_host}; the admin was mailed")
+        points = [p for p in _read_points(conn, from_host, settings) if p.subvol == HOST_SUBVOL]
+    return points[-1] if points else None
+
+
+def _last_error(journal: str) -> str:
+    """The most telling line of a failed run's journal: btrbk's last detail line
+    ("ERROR: ... why"), else its last ERROR, else the last line."""
+    lines = [line.strip() for line in journal.splitlines() if line.strip()]
+    details = [line.split("... ", 1)[1] for line in lines if line.startswith(("ERROR: ... ", "WARNING: ... "))]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (details or errors or lines or ["the journal is empty"])[-1]
+
+
 def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     """Refuse a pair whose root filesystems came from one disk image.
 

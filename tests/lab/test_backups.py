@@ -38,13 +38,12 @@ def manager(host: LabHost, key: LabKey, command: str, timeout: float = 600) -> t
     return run_as_manager(host.ip, key.private, command, timeout=timeout)
 
 
-def backup_run(tom: LabHost, key: LabKey) -> float:
-    """One run of the backup service on tom, as the timer would start it; its seconds."""
+def backup_run(state: Path, key: LabKey) -> float:
+    """`infr backup run bob tom`: one run on tom now, as its timer would start it; its seconds."""
     started = time.monotonic()
-    code, out = manager(tom, key, "sudo -n systemctl start infr-backup.service", timeout=900)
-    if code != 0:
-        _, journal = manager(tom, key, "sudo -n journalctl -u infr-backup.service -n 40 --no-pager")
-        pytest.fail(f"backup run failed: {out}\n{journal}")
+    result = infr(state, key.private, "backup", "run", "bob", "tom", timeout=900)
+    assert result.returncode == 0, f"backup run failed: {result.stdout}{result.stderr}"
+    assert result.stdout.startswith("bob -> tom: newest backup host."), result.stdout
     return time.monotonic() - started
 
 
@@ -140,7 +139,7 @@ def test_a_run_receives_a_read_only_snapshot_of_bobs_root(
     started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost]
 ) -> None:
     tom = hosts[1]
-    seconds = backup_run(tom, lab_key)
+    seconds = backup_run(started, lab_key)
     print(f"full backup run: {seconds:.0f}s")
     found = points(tom, lab_key)
     assert found, "no complete backup of bob's root on tom"
@@ -162,7 +161,7 @@ def test_an_incremental_run_carries_a_new_file(started: Path, lab_key: LabKey, h
     blob = f"sudo -n head -c {changed} /dev/urandom | sudo -n tee /root/blob >/dev/null"
     assert manager(bob, lab_key, f"{probe} && {blob}")[0] == 0
     received = rx_bytes(tom, lab_key)
-    seconds = backup_run(tom, lab_key)
+    seconds = backup_run(started, lab_key)
     moved = rx_bytes(tom, lab_key) - received
     root_used = int(manager(bob, lab_key, "sudo -n btrfs filesystem du -s --raw / 2>/dev/null | tail -1")[1].split()[0])
     print(f"incremental backup run: {seconds:.0f}s, tom received {moved / 2**20:.1f} MiB for {changed / 2**20:.0f} MiB"
@@ -196,9 +195,11 @@ def test_a_failed_run_mails_the_admin_through_the_relay(
         assert "/etc/infr/backup-msmtprc" in start(started, lab_key, tom)
         # A real failure: tom no longer knows bob's host key, so btrbk's ssh refuses bob.
         try:
-            run = "sudo -n systemctl start infr-backup.service"
-            code, out = manager(tom, lab_key, f"sudo -n mv {pinned} {pinned}.away && {run}")
-            assert code != 0, out
+            assert manager(tom, lab_key, f"sudo -n mv {pinned} {pinned}.away")[0] == 0
+            failed = infr(started, lab_key.private, "backup", "run", "bob", "tom")
+            assert failed.returncode == 1, failed.stdout + failed.stderr
+            errors = failed.stderr.strip().splitlines()
+            assert errors[-1].startswith("infr: error: the backup run on tom failed: Host key verification"), errors
             [mail] = inbox.wait(1, timeout=180)
         finally:
             assert manager(tom, lab_key, f"sudo -n mv {pinned}.away {pinned}")[0] == 0
@@ -225,7 +226,7 @@ def gonzo(started: Path, lab_key: LabKey, hosts: tuple[LabHost, LabHost]) -> str
     code, out = manager(bob, lab_key, f'sudo -n lxc-attach -n gonzo -- sh -c "{setup}"')
     assert code == 0, out
     assert infr(started, lab_key.private, "lxc", "gonzo", "http", "FORWARD").returncode == 0
-    seconds = backup_run(tom, lab_key)
+    seconds = backup_run(started, lab_key)
     print(f"backup run with a new container: {seconds:.0f}s")
     return "gonzo"
 

@@ -166,3 +166,72 @@ def test_a_backup_host_out_of_reach_is_reported_not_raised(state_dir: Path, monk
     said: list[str] = []
     assert backupops.redeploy_targets(Session(state_dir), {"bob"}, said.append) == []
     assert said == ["tom: btrbk.conf not updated (tom: connection refused); later: infr backup start bob tom"]
+
+
+FAILED_RUN = """\
+startup v0.32.5 - - - # btrbk command line client, version 0.32.5
+WARNING: Skipping subvolume "198.18.1.11:/": Failed to fetch subvolume detail
+WARNING: ... SSH command failed (exitcode=255)
+WARNING: ... No ED25519 host key is known for 198.18.1.11 and you have requested strict checking.
+WARNING: ... Host key verification failed.
+abort_subvolume ABORT ssh://198.18.1.11/ - - # Failed to fetch subvolume detail
+infr-backup.service: Main process exited, code=exited, status=10/n/a
+"""
+
+
+def test_a_failed_run_is_told_by_its_last_detail_line() -> None:
+    assert backupops._last_error(FAILED_RUN) == "Host key verification failed."
+    assert backupops._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
+        "ERROR: Error while resuming backups, aborting"
+    )
+    assert backupops._last_error("") == "the journal is empty"
+
+
+class RunHost(FakeHost):
+    """TO: `systemctl start` answers `status`; the journal is FAILED_RUN; one backup exists."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__({"/var/lib/backups/backups/bob": b""}, {("systemctl", "start"): status})
+
+    def __enter__(self) -> RunHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run(self, argv: Sequence[str], **kwargs: object) -> Result:
+        if argv[0] == "journalctl":
+            return Result(0, FAILED_RUN.encode(), b"")
+        if argv[0] == "sh":  # findmnt, then btrfs subvolume list: see backups.list_points_argv
+            listing = (
+                "/ /@rootfs\nID 258 gen 17 top level 5 received_uuid dd0b3fb4-f79a-b847-aa9f-bf0f587a1e31"
+                " path @rootfs/var/lib/backups/backups/bob/host.20261123T0310\n"
+            )
+            return Result(0, listing.encode(), b"")
+        return super().run(argv, **kwargs)
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_run_now_starts_the_service_on_to_and_tells_a_failure(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    from infr.core.session import Session
+    from infr.errors import RemoteError
+    from infr.state.model import Backup
+    from tests.conftest import seed_host
+
+    seed_host(state_dir, "bob", "203.0.113.10", status="ready")
+    seed_host(state_dir, "tom", "203.0.113.11", status="ready")
+    with pytest.raises(ConflictError, match="bob is not being backed up onto tom"):
+        backupops.run_now(Session(state_dir), "bob", "tom", print)
+    with Session(state_dir).change() as change:
+        change.set_backups([Backup("bob", "tom")])
+    host = RunHost(status)
+    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: host)
+    if status:
+        with pytest.raises(RemoteError, match="the backup run on tom failed: Host key verification failed"):
+            backupops.run_now(Session(state_dir), "bob", "tom", print)
+    else:
+        newest = backupops.run_now(Session(state_dir), "bob", "tom", print)
+        assert newest is not None and newest.name == "host.20261123T0310"
+    assert ("systemctl", "start", "infr-backup.service") in host.ran
