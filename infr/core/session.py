@@ -83,6 +83,7 @@ class Session:
             self.store.require()
             self._inventory = None  # re-read under the lock: another process may have written
             change = Change(self.inventory(), dict(self.store.secrets_file()))
+            history.finish_interrupted(self.root)  # after the load above rolled its files forward
             try:
                 yield change
             except BaseException:
@@ -97,6 +98,9 @@ class Session:
                 self._inventory = None
                 raise ValidationError(problems, "nothing was changed")
             history.ready(self.root)  # a git that cannot commit is found before, not after, saving
+            committed = [p for p in change.writes if p != "secrets.toml"]
+            history.begin(self.root, committed, self.command_line)
             self.store.commit(change.writes)
             self.store.save_cache(change.inv, change.writes)
-            history.commit(self.root, [p for p in change.writes if p != "secrets.toml"], self.command_line)
+            history.commit(self.root, committed, self.command_line)
+            history.end(self.root)

@@ -7,6 +7,7 @@ log is the audit trail (as in Railtrack). `sync` shares one state within a team.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from infr.errors import ConflictError, InfrError, StateError, ValidationError
+from infr.state.files import write_atomic
 
 
 @dataclass
@@ -94,6 +96,43 @@ def commit(root: Path, paths: list[str], message: str) -> None:
     if git(root, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return
     git(root, "commit", "-q", "--no-verify", "-m", message)
+
+
+# The commit a change is about to make, written before its files are saved and removed
+# once committed: an infr killed in between leaves its change saved but not in git, and
+# the next change commits it first, under the interrupted command's own line. Inside .git,
+# so it is never part of the state and needs no .gitignore entry.
+PENDING = ".git/infr-pending-commit.json"
+INTERRUPTED = "\n\nCommitted by the next infr command: this one was interrupted before it could commit."
+
+
+def begin(root: Path, paths: list[str], message: str) -> None:
+    """Record the commit that `commit(root, paths, message)` will make."""
+    if not (root / ".git").is_dir():  # no repository: commit() names that problem
+        return
+    write_atomic(root / PENDING, json.dumps({"paths": paths, "message": message}).encode())
+
+
+def end(root: Path) -> None:
+    """The change recorded by `begin` is committed."""
+    (root / PENDING).unlink(missing_ok=True)
+
+
+def finish_interrupted(root: Path) -> None:
+    """Commit the change of an infr that was killed after saving it, before committing it.
+
+    Call with the state lock held and the journal rolled forward (a load does that).
+    """
+    try:
+        pending = json.loads((root / PENDING).read_bytes())
+    except FileNotFoundError:
+        return
+    except ValueError:  # cut while being written: the files it named were not saved yet
+        end(root)
+        return
+    ready(root)
+    commit(root, [str(p) for p in pending["paths"]], str(pending["message"]) + INTERRUPTED)
+    end(root)
 
 
 def log(root: Path, limit: int | None = None) -> list[Entry]:

@@ -168,3 +168,53 @@ def test_a_change_is_refused_before_saving_while_git_is_locked(seeded: Path, mon
         change.put_lxc(lxc)
     assert snapshot(seeded) == before
     assert Store(seeded).load().lxcs["c1"].http == "NONE"
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after the point it is raised at runs."""
+
+
+def set_http(session: Session, lxc_name: str, http: str) -> None:
+    with session.change() as change:
+        lxc = change.inv.lxcs[lxc_name]
+        lxc.http = http
+        change.put_lxc(lxc)
+
+
+@pytest.mark.parametrize("killed_in", ["commit", "end"])
+def test_a_change_saved_but_not_committed_is_committed_by_the_next_one(
+    tmp_path: Path, state_template: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, killed_in: str
+) -> None:
+    def seed_two(root: Path) -> None:
+        seed_bob(root)
+        seed_lxc(root, "c2", "bob")
+
+    seeded = clone_state(state_template("session-two", seed_two), tmp_path / "state")
+
+    def die(*_: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(history, killed_in, die)
+        with pytest.raises(Killed):
+            set_http(Session(seeded, command_line="infr lxc c1 http FORWARD"), "c1", "FORWARD")
+    assert Store(seeded).load().lxcs["c1"].http == "FORWARD"  # saved...
+    assert (seeded / history.PENDING).exists()
+
+    set_http(Session(seeded, command_line="infr lxc c2 http FORWARD"), "c2", "FORWARD")
+
+    assert git(seeded, "status", "--porcelain") == ""  # ...and now in git, each under its own line
+    assert not (seeded / history.PENDING).exists()
+    subjects = git(seeded, "log", "--format=%s", "-2").splitlines()
+    assert subjects == ["infr lxc c2 http FORWARD", "infr lxc c1 http FORWARD"]
+    assert git(seeded, "log", "-1", "--format=", "--name-only", "HEAD").split() == ["lxcs/c2.toml"]
+    assert git(seeded, "log", "-1", "--format=", "--name-only", "HEAD~1").split() == ["lxcs/c1.toml"]
+    # Only a commit made late says so.
+    assert ("interrupted" in git(seeded, "log", "-1", "--format=%b", "HEAD~1")) == (killed_in == "commit")
+
+
+def test_a_half_written_pending_record_is_dropped(seeded: Path) -> None:
+    (seeded / history.PENDING).write_bytes(b'{"paths": ["lxcs/c')
+    set_http(Session(seeded, command_line="infr lxc c1 http FORWARD"), "c1", "FORWARD")
+    assert not (seeded / history.PENDING).exists()
+    assert git(seeded, "status", "--porcelain") == ""
