@@ -10,4 +10,5 @@ echo "== mypy"; mypy infr
 echo "== test names"  # pytest's default import mode needs every test module's basename unique
 dupes=$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d)
 if [ -n "$dupes" ]; then echo "check.sh: test modules share a basename: $dupes (rename one)" >&2; exit 1; fi
-echo "== pytest"; pytest -q -p no:cacheprovider --durations=25 "$@"
+# -rP: the figures tests print (backup bytes, throughput, reload counts) show in the log.
+echo "== pytest"; pytest -q -rP -p no:cacheprovider --durations=25 "$@"
