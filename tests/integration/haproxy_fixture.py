@@ -297,7 +297,7 @@ def alive(pid: int) -> bool:
     """Running, as opposed to gone or a zombie nobody has reaped yet."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # OSError: gone, or going (reading it then says ESRCH)
         return False
     return state != "Z"
 
@@ -362,8 +362,10 @@ def haproxy_fixture(loopback: Loopback) -> Iterator[Haproxy]:
     try:
         yield proxy
     finally:
-        proxy.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            proxy.stop()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(name="containers")
