@@ -127,7 +127,7 @@ def finish_interrupted(root: Path) -> None:
         pending = json.loads((root / PENDING).read_bytes())
     except FileNotFoundError:
         return
-    except ValueError:  # cut while being written: the files it named were not saved yet
+    except ValueError:  # written atomically, so only a hand or a damaged disk garbles it: nothing to go by
         end(root)
         return
     ready(root)
