@@ -104,17 +104,42 @@ def _reporter(name: str) -> Callable[[str], None]:
 
 
 def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
-    """Record the change, then put it live on the LXC's host unless --no-apply."""
+    """Record the change, then put state live on the LXC's host unless --no-apply.
+
+    State is applied even when the change was already recorded: a change saved while
+    the host could not be reached is applied by running the same command again.
+    """
+    from infr.core.lxcs import get_lxc
+
+    name = target_name()
     with changing(app) as change:
-        edit(change, target_name(), *args)
+        edit(change, name, *args)
+    hosts = change.touched_hosts | {get_lxc(app.session.inventory(), name).host}
     if _no_apply():
-        for host in sorted(change.touched_hosts):
+        for host in sorted(hosts):
             click.echo(f"not applied (--no-apply); apply with: infr host {host} reconfigure")
         return
     from infr.core import lxcops
+    from infr.errors import RemoteError
 
-    with app.session.locked():
-        lxcops.apply_routing(app.session, change.touched_hosts, click.echo)
+    try:
+        with app.session.locked():
+            lxcops.apply_routing(app.session, hosts, click.echo)
+    except RemoteError as exc:
+        host = ", ".join(sorted(hosts))
+        raise RemoteError(
+            f"saved, not applied to {host}: {exc.message}",
+            f"run `{_this_command(name)}` again (or `infr host {host} reconfigure`) once it is reachable",
+        ) from None
+
+
+def _this_command(name: str) -> str:
+    """The routing command being run, as the user can type it again."""
+    import shlex
+
+    ctx = click.get_current_context()
+    words = [str(value) for value in ctx.params.values()]
+    return shlex.join(["infr", "lxc", name, ctx.info_name or ctx.command.name or "", *words])
 
 
 def _no_apply() -> bool:
@@ -215,15 +240,22 @@ def remove_tcp_forward(app: App, host_port: int) -> None:
 @pass_app
 def zone(app: App, zone: str) -> None:
     """Put the LXC in ZONE: it reaches only its zone, hosts and admins ('none' to leave)."""
-    from infr.cli.cmd_vnet import apply
     from infr.core.meshops import set_zone
 
     with changing(app) as change:
         set_zone(change, target_name(), zone)
     if _no_apply():
         click.echo("not applied (--no-apply); apply with: infr vnet apply")
-    else:
-        apply(app)
+        return
+    from infr.core import meshops
+    from infr.errors import RemoteError
+
+    failed = meshops.deploy(app.session, click.echo)  # each failure is reported as it happens
+    if failed:
+        raise RemoteError(
+            f"saved, not applied to {', '.join(sorted(failed))}",
+            f"run `{_this_command(target_name())}` again (or `infr vnet apply`) once it is reachable",
+        )
 
 
 @lxc.command()

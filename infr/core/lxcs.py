@@ -1,7 +1,9 @@
 """How traffic reaches an LXC: HTTP/HTTPS modes, ports, aliases and tcp forwards.
 
 Each function validates first and edits the Change only when everything is right,
-so bad input changes nothing.
+so bad input changes nothing. Asking for what state already says is not an error: it
+changes nothing, and the command still applies state to the host (a change saved while
+the host was unreachable is applied by running the command again).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def set_port(change: Change, name: str, which: str, port: int) -> None:
 def _update(change: Change, lxc: Lxc, field: str, value: object) -> None:
     old = getattr(lxc, field)
     if old == value:
-        change.note(f"{lxc.name}: {field} is already {value}; nothing changed")
+        change.note(f"{lxc.name}: {field} is already {value}")
         return
     setattr(lxc, field, value)
     change.put_lxc(lxc)
@@ -85,7 +87,8 @@ def add_alias(change: Change, name: str, alias: str) -> None:
     for other in change.inv.lxcs.values():
         if alias in fqdns(other, change.inv.config):
             if other.name == name:
-                raise ConflictError(f"{alias} already routes to {name}", "nothing to do")
+                change.note(f"{name}: alias {alias} is already there")
+                return
             raise ConflictError(
                 f"{alias} already routes to {other.name}",
                 f"remove it there first: infr lxc {other.name} remove-alias {alias}",
@@ -99,7 +102,8 @@ def remove_alias(change: Change, name: str, alias: str) -> None:
     lxc = get_lxc(change.inv, name)
     alias = alias.lower().rstrip(".")
     if alias not in lxc.aliases:
-        raise NotFoundError(f"{name} has no alias {alias!r}", f"its aliases: {', '.join(lxc.aliases) or 'none'}")
+        change.note(f"{name}: has no alias {alias} (its aliases: {', '.join(lxc.aliases) or 'none'})")
+        return
     lxc.aliases = [a for a in lxc.aliases if a != alias]
     change.put_lxc(lxc)
     change.note(f"{name}: alias {alias} removed")
@@ -115,6 +119,9 @@ def add_tcp_forward(change: Change, name: str, host_port: int, lxc_port: int) ->
             f"host port {host_port} is reserved (22 is sshd, 80 and 443 are HAProxy's HTTP and HTTPS)",
             "use another host port, e.g. 2222",
         )
+    if TcpForward(host_port, lxc_port) in lxc.tcp_forwards:
+        change.note(f"{name}: {lxc.host}:{host_port} -> {name}:{lxc_port} is already there")
+        return
     for other in change.inv.lxcs_on(lxc.host):
         if any(f.host_port == host_port for f in other.tcp_forwards):
             raise ConflictError(
@@ -130,9 +137,8 @@ def remove_tcp_forward(change: Change, name: str, host_port: int) -> None:
     lxc = get_lxc(change.inv, name)
     if not any(f.host_port == host_port for f in lxc.tcp_forwards):
         ports = ", ".join(str(f.host_port) for f in lxc.tcp_forwards) or "none"
-        raise NotFoundError(
-            f"{name} has no tcp forward from host port {host_port}", f"its forwarded host ports: {ports}"
-        )
+        change.note(f"{name}: has no tcp forward from host port {host_port} (its forwarded host ports: {ports})")
+        return
     lxc.tcp_forwards = [f for f in lxc.tcp_forwards if f.host_port != host_port]
     change.put_lxc(lxc)
     change.note(f"{name}: tcp forward from {lxc.host}:{host_port} removed")

@@ -327,7 +327,7 @@ def set_zone(change: Change, name: str, zone: str) -> None:
     if zone and (problem := validate.dns_label(zone, "zone")):
         raise UsageError(problem, f"e.g. infr lxc {name} zone shop, or 'zone {NO_ZONE}'")
     if lxc.zone == zone:
-        change.note(f"{name}: already in zone {zone or NO_ZONE}; nothing changed")
+        change.note(f"{name}: already in zone {zone or NO_ZONE}")
         return
     change.put_lxc(replace(lxc, zone=zone))
     change.note(f"{name}: zone {lxc.zone or NO_ZONE} -> {zone or NO_ZONE}")

@@ -58,11 +58,6 @@ ERRORS = [
     (["lxc", "bob"], 1, "no LXC named 'bob' (bob is a host: use 'infr host bob')"),
     (["host", "nope"], 1, "no host named 'nope' (list them with 'infr hosts')"),
     (
-        ["lxc", "fozzie", "remove-tcp-forward", "2223"],
-        1,
-        "fozzie has no tcp forward from host port 2223 (its forwarded host ports: 2222)",
-    ),
-    (
         ["lxc", "fozzie", "http-port", "0"],
         2,
         "http port 0 is not a port number between 1 and 65535 (ports are 1-65535)",

@@ -145,7 +145,7 @@ def test_routing_changes_are_saved_and_committed(
 
 def test_setting_the_current_mode_again_changes_nothing(world: Path) -> None:
     before = snapshot(world)
-    assert note(world, "lxc", "fozzie", "http", "NONE") == "fozzie: http is already NONE; nothing changed"
+    assert note(world, "lxc", "fozzie", "http", "NONE") == "fozzie: http is already NONE"
     assert snapshot(world) == before
 
 
@@ -196,9 +196,11 @@ def test_an_alias_must_be_a_domain_under_a_public_suffix(world: Path, alias: str
 
 def test_an_alias_routes_to_one_lxc_only(world: Path) -> None:
     ok(world, "lxc", "fozzie", "add-alias", "www.example.org")
-    assert refused(world, ConflictError, "lxc", "fozzie", "add-alias", "www.example.org") == (
-        "www.example.org already routes to fozzie (nothing to do)"
+    before = snapshot(world)
+    assert note(world, "lxc", "fozzie", "add-alias", "www.example.org") == (
+        "fozzie: alias www.example.org is already there"
     )
+    assert snapshot(world) == before
     assert refused(world, ConflictError, "lxc", "db", "add-alias", "www.example.org") == (
         "www.example.org already routes to fozzie (remove it there first: infr lxc fozzie remove-alias www.example.org)"
     )
@@ -208,11 +210,13 @@ def test_an_alias_routes_to_one_lxc_only(world: Path) -> None:
     )
 
 
-def test_removing_an_alias_the_lxc_does_not_have(world: Path) -> None:
+def test_removing_an_alias_the_lxc_does_not_have_changes_nothing(world: Path) -> None:
     ok(world, "lxc", "fozzie", "add-alias", "www.example.org")
-    assert refused(world, NotFoundError, "lxc", "fozzie", "remove-alias", "shop.example.org") == (
-        "fozzie has no alias 'shop.example.org' (its aliases: www.example.org)"
+    before = snapshot(world)
+    assert note(world, "lxc", "fozzie", "remove-alias", "shop.example.org") == (
+        "fozzie: has no alias shop.example.org (its aliases: www.example.org)"
     )
+    assert snapshot(world) == before
 
 
 # ---- tcp forwards --------------------------------------------------------------------------------
@@ -266,11 +270,15 @@ def test_a_tcp_forward_needs_two_whole_numbers(world: Path) -> None:
         assert snapshot(world) == before
 
 
-def test_removing_a_tcp_forward_that_is_not_there(world: Path) -> None:
+def test_removing_a_tcp_forward_that_is_not_there_changes_nothing(world: Path) -> None:
     ok(world, "lxc", "fozzie", "add-tcp-forward", "2222", "22")
-    assert refused(world, NotFoundError, "lxc", "fozzie", "remove-tcp-forward", "2223") == (
-        "fozzie has no tcp forward from host port 2223 (its forwarded host ports: 2222)"
+    before = snapshot(world)
+    assert note(world, "lxc", "fozzie", "remove-tcp-forward", "2223") == (
+        "fozzie: has no tcp forward from host port 2223 (its forwarded host ports: 2222)"
     )
-    assert refused(world, NotFoundError, "lxc", "web", "remove-tcp-forward", "2222") == (
-        "web has no tcp forward from host port 2222 (its forwarded host ports: none)"
+    assert note(world, "lxc", "web", "remove-tcp-forward", "2222") == (
+        "web: has no tcp forward from host port 2222 (its forwarded host ports: none)"
     )
+    again = note(world, "lxc", "fozzie", "add-tcp-forward", "2222", "22")
+    assert again == "fozzie: bob:2222 -> fozzie:22 is already there"
+    assert snapshot(world) == before
