@@ -78,13 +78,23 @@ def _record_start(session: Session, from_host: str, to_host: str) -> bool:
 
 def _record_stop(session: Session, from_host: str, to_host: str) -> None:
     with session.change() as change:
-        found = change.inv.find_backup(from_host, to_host)
-        if found is None:
-            raise NotFoundError(f"no backup {from_host} -> {to_host}", "list them with 'infr backups'")
+        found = _find(change.inv, from_host, to_host)
         if found.status == BACKUP_ARCHIVED:
             return  # stopped before: clean the hosts up again, state stays
-        change.set_backups([replace(b, status=BACKUP_ARCHIVED) if b is found else b for b in change.inv.backups])
+        change.set_backups(_archived(change.inv, found).backups)
         change.note(f"backup {from_host} -> {to_host} stopped; its backups are archived on {to_host}")
+
+
+def _find(inv: Inventory, from_host: str, to_host: str) -> Backup:
+    found = inv.find_backup(from_host, to_host)
+    if found is None:
+        raise NotFoundError(f"no backup {from_host} -> {to_host}", "list them with 'infr backups'")
+    return found
+
+
+def _archived(inv: Inventory, pair: Backup) -> Inventory:
+    """The inventory with `pair` archived, unsaved: what TO is set up from before state says so."""
+    return replace(inv, backups=[replace(b, status=BACKUP_ARCHIVED) if b is pair else b for b in inv.backups])
 
 
 def _pull_view(host: Host) -> Host:
@@ -178,18 +188,54 @@ def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
 
 
 def stop(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:
-    """Stop backing FROM up onto TO: archive TO's backups, clean FROM up; returns what changed."""
+    """Stop backing FROM up onto TO: TO stops pulling and archives its backups, then state
+    records the pair archived, then FROM revokes TO's key; returns what changed.
+
+    TO comes first and state only after it: a TO that cannot be reached leaves the pair
+    active in state, as it is on TO. A host marked down (-D) is skipped and told; running
+    the command again (the pair is archived by then) finishes it.
+    """
+    again = f"infr backup stop {from_host} {to_host}"
     with session.locked():
-        _record_stop(session, from_host, to_host)
         inv, settings = session.inventory(), settings_for(session)
-        with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
-            changes = _deploy_target(to_conn, inv, to_host, settings)
-            changes += _archive(to_conn, from_host, settings)
-        with SSHConnection.connect(target(session, inv.hosts[from_host])) as from_conn:
-            changes += _clean_source(from_conn, to_host, settings)
+        pair = _find(inv, from_host, to_host)
+        changes: list[str] = []
+        if to_host in session.down_hosts:
+            report(f"{to_host}: not updated (marked down): it still pulls {from_host} and its backups of "
+                   f"{from_host} are not archived; once it is up: {again}")
+        else:
+            try:
+                with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
+                    changes += _deploy_target(to_conn, _archived(inv, pair), to_host, settings)
+                    changes += _archive(to_conn, from_host, settings)
+            except RemoteError as exc:
+                still = "is still active in state" if pair.status == BACKUP_ACTIVE else "is archived in state"
+                raise RemoteError(
+                    f"backup {from_host} -> {to_host} {still}, {to_host} not updated: {exc.message}",
+                    f"nothing was archived; run '{again}' once {to_host} is reachable,"
+                    f" or if it is gone: infr -D {to_host} backup stop {from_host} {to_host}",
+                ) from None
+        _record_stop(session, from_host, to_host)
+        if from_host in session.down_hosts:
+            report(f"{from_host}: not cleaned up (marked down): {to_host}'s key can still log in to it; "
+                   f"once it is up: {again}")
+        else:
+            changes += _clean_source_of(session, from_host, to_host, settings)
     for line in changes:
         report(line)
-    return changes
+    return changes or ([] if pair.status == BACKUP_ARCHIVED else [f"backup {from_host} -> {to_host} archived"])
+
+
+def _clean_source_of(session: Session, from_host: str, to_host: str, settings: BackupSettings) -> list[str]:
+    try:
+        with SSHConnection.connect(target(session, session.inventory().hosts[from_host])) as from_conn:
+            return _clean_source(from_conn, to_host, settings)
+    except RemoteError as exc:
+        raise RemoteError(
+            f"backup {from_host} -> {to_host} is stopped and archived on {to_host}, but {from_host} was not"
+            f" cleaned up ({to_host}'s key can still log in to it): {exc.message}",
+            f"run 'infr backup stop {from_host} {to_host}' again once {from_host} is reachable",
+        ) from None
 
 
 def redeploy_targets(session: Session, hosts: set[str], report: Report) -> list[str]:

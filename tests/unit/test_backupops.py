@@ -235,3 +235,107 @@ def test_run_now_starts_the_service_on_to_and_tells_a_failure(
         newest = backupops.run_now(Session(state_dir), "bob", "tom", print)
         assert newest is not None and newest.name == "host.20261123T0310"
     assert ("systemctl", "start", "infr-backup.service") in host.ran
+
+
+# --- backup stop: TO first, then state, then FROM; -D honoured -------------------------------
+
+
+class Reached(FakeHost):
+    """A host that answers every command (and was connected to, `connected` says)."""
+
+    connected = 0
+
+    def __enter__(self) -> Reached:
+        self.connected += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.fixture
+def pair(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Reached | None]:
+    """bob backed up onto tom; hosts by address: a Reached, or None for one that does not answer."""
+    from infr.core.session import Session
+    from infr.errors import RemoteError
+    from infr.state.model import Backup
+    from tests.conftest import seed_host
+
+    seed_host(state_dir, "bob", "203.0.113.10", status="ready")
+    seed_host(state_dir, "tom", "203.0.113.11", status="ready")
+    with Session(state_dir).change() as change:
+        change.set_backups([Backup("bob", "tom")])
+    hosts: dict[str, Reached | None] = {"bob": Reached(), "tom": Reached()}
+
+    def connect(target: object) -> Reached:
+        name = {"203.0.113.10": "bob", "203.0.113.11": "tom"}[target.host]  # type: ignore[attr-defined]
+        host = hosts[name]
+        if host is None:
+            raise RemoteError(f"cannot connect to {name}: connection refused")
+        return host
+
+    monkeypatch.setattr(backupops.SSHConnection, "connect", connect)
+    return hosts
+
+
+def _status(root: Path) -> str:
+    from infr.state.store import Store
+
+    return Store(root).load().backups[0].status
+
+
+def test_stop_with_to_unreachable_archives_nothing_and_says_so(
+    state_dir: Path, pair: dict[str, Reached | None]
+) -> None:
+    from infr.errors import RemoteError
+    from tests.conftest import run_cli, snapshot
+
+    pair["tom"] = None
+    before = snapshot(state_dir)
+    result = run_cli(state_dir, "backup", "stop", "bob", "tom")
+    assert isinstance(result.exception, RemoteError)
+    assert str(result.exception) == (
+        "backup bob -> tom is still active in state, tom not updated: cannot connect to tom: connection refused"
+        " (nothing was archived; run 'infr backup stop bob tom' once tom is reachable,"
+        " or if it is gone: infr -D tom backup stop bob tom)"
+    )
+    assert snapshot(state_dir) == before
+    assert pair["bob"] is not None and pair["bob"].connected == 0
+
+
+@pytest.mark.parametrize(("down", "up"), [("tom", "bob"), ("bob", "tom")])
+def test_stop_skips_the_host_marked_down_and_the_rerun_finishes(
+    state_dir: Path, pair: dict[str, Reached | None], down: str, up: str
+) -> None:
+    from tests.conftest import run_cli
+
+    skipped, reached = pair[down], pair[up]
+    assert skipped is not None and reached is not None
+    result = run_cli(state_dir, "-D", down, "backup", "stop", "bob", "tom")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert skipped.connected == 0 and reached.connected == 1
+    assert _status(state_dir) == "archived"
+    told = next(line for line in result.stdout.splitlines() if "marked down" in line)
+    assert told.startswith(f"bob -> tom: {down}: not ") and told.endswith("once it is up: infr backup stop bob tom")
+    assert result.stdout.splitlines()[-1] == "bob -> tom: stopped"
+
+    again = run_cli(state_dir, "backup", "stop", "bob", "tom")
+    assert again.exit_code == 0, (again.output, again.exception)
+    assert skipped.connected == 1 and _status(state_dir) == "archived"
+
+
+def test_stop_with_from_unreachable_is_recorded_and_says_what_is_left(
+    state_dir: Path, pair: dict[str, Reached | None]
+) -> None:
+    from infr.errors import RemoteError
+    from tests.conftest import run_cli
+
+    pair["bob"] = None
+    result = run_cli(state_dir, "backup", "stop", "bob", "tom")
+    assert isinstance(result.exception, RemoteError)
+    assert str(result.exception) == (
+        "backup bob -> tom is stopped and archived on tom, but bob was not cleaned up (tom's key can still"
+        " log in to it): cannot connect to bob: connection refused"
+        " (run 'infr backup stop bob tom' again once bob is reachable)"
+    )
+    assert _status(state_dir) == "archived"
