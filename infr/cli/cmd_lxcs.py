@@ -17,12 +17,19 @@ from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.state.schema import to_dict
 
-LIST_COLUMNS = (("name", "NAME"), ("host", "HOST"), ("public_ip", "PUBLIC IP"), ("vnet_ip", "PRIVATE IP"))
+LIST_COLUMNS = (
+    ("name", "NAME"),
+    ("host", "HOST"),
+    ("public_ip", "PUBLIC IP"),
+    ("vnet_ip", "PRIVATE IP"),
+    ("status", "STATUS"),
+)
 SHOW_FIELDS = (
     ("name", "Name"),
     ("host", "Host"),
     ("distro_release", "Distro"),
     ("vnet_ip", "Private IP"),
+    ("status", "Status"),
     ("http", "HTTP"),
     ("https", "HTTPS"),
     ("aliases", "Aliases"),
@@ -46,7 +53,7 @@ def lxcs(ctx: click.Context, fmt: str | None) -> None:
 @format_option
 @pass_app
 def list_(app: App, fmt: str | None) -> None:
-    """List LXCs: NAME, HOST, PUBLIC IP (the host's), PRIVATE IP."""
+    """List LXCs: NAME, HOST, PUBLIC IP (the host's), PRIVATE IP, STATUS (creating or ready)."""
     inventory = app.session.inventory()
     rows = []
     for lxc in sorted(inventory.lxcs.values(), key=lambda c: c.name):

@@ -28,9 +28,9 @@ from infr.core.attach import Attached
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
 from infr.core.session import Session
-from infr.errors import ConflictError, RemoteError, UsageError
+from infr.errors import ConflictError, InfrError, RemoteError, UsageError
 from infr.state import validate
-from infr.state.model import HOST_READY, Host, Lxc
+from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc
 
 Report = Callable[[str], None]
 LXC_ROOT = "/var/lib/lxc"
@@ -68,7 +68,7 @@ def record_lxc(session: Session, name: str, distro: str, release: str, host_name
                 )
             return lxc
         _check_new_lxc(session, name, host_name)
-        lxc = Lxc(name, host_name, distro, release, change.allocate_address(ip), added=now())
+        lxc = Lxc(name, host_name, distro, release, change.allocate_address(ip), status=LXC_CREATING, added=now())
         change.put_lxc(lxc)
         change.note(f"LXC {name} recorded on {host_name} with vnet address {lxc.vnet_ip}")
         return lxc
@@ -180,14 +180,14 @@ def add(
     """Make the LXC on its host as state describes it; safe to run again."""
     with session.locked():
         lxc = record_lxc(session, name, distro, release, host_name, ip)
-        host = get_host(session.inventory(), lxc.host)
-        settings = session.settings()
-        with SSHConnection.connect(target(session, host)) as conn:
-            changes = _create(conn, lxc, str(settings["lxcImageSource"]), report)
-            config = converge.FileSpec(f"{LXC_ROOT}/{name}/config", container_config(lxc, host, settings))
-            changes += converge.ensure_file(conn, config)
-            changes += _start(conn, name)
-            changes += _inside(conn, session, lxc, host)
+        try:
+            changes = _make(session, lxc, report)
+        except InfrError:
+            if lxc.status == LXC_CREATING:
+                report(f"left '{LXC_CREATING}' in state: run the same command again to finish it, "
+                       f"or remove it: infr lxc {name} remove")
+            raise
+        changes += _mark_ready(session, name)
     # Its address joins its host's peer entry on the other hosts (and the zone rules),
     # and its rootfs the backups of its host.
     changes += meshops.after_lxc_change(session, report)
@@ -197,8 +197,35 @@ def add(
     return changes
 
 
+def _make(session: Session, lxc: Lxc, report: Report) -> list[str]:
+    """The container on its host as state describes it, running with sshd and manager inside."""
+    host = get_host(session.inventory(), lxc.host)
+    settings = session.settings()
+    with SSHConnection.connect(target(session, host)) as conn:
+        changes = _create(conn, lxc, str(settings["lxcImageSource"]), report)
+        config = converge.FileSpec(f"{LXC_ROOT}/{lxc.name}/config", container_config(lxc, host, settings))
+        changes += converge.ensure_file(conn, config)
+        changes += _start(conn, lxc.name)
+        return changes + _inside(conn, session, lxc, host)
+
+
+def _mark_ready(session: Session, name: str) -> list[str]:
+    with session.change() as change:
+        lxc = change.inv.lxcs[name]
+        if lxc.status == LXC_READY:
+            return []
+        lxc.status = LXC_READY
+        change.put_lxc(lxc)
+        change.note(f"LXC {name} is ready")
+    return change.notes
+
+
 def remove(session: Session, name: str, report: Report) -> list[str]:
-    """Destroy the container, then forget it; its host's HAProxy stops routing to it."""
+    """Destroy the container, then forget it; its host's HAProxy stops routing to it.
+
+    An LXC still "creating" (its add failed or was cut off) may be anywhere between an
+    empty folder and a whole container: whatever the add left is removed.
+    """
     with session.locked():
         lxc = get_lxc(session.inventory(), name)
         host = get_host(session.inventory(), lxc.host)
@@ -206,6 +233,10 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
             if conn.run(["lxc-info", "-n", name], check=False).exit_status == 0:
                 conn.run(["lxc-destroy", "-n", name, "-f"])
                 report(f"destroyed container {name}")
+            leftover = conn.run(["test", "-e", f"{LXC_ROOT}/{name}"], check=False).exit_status == 0
+            if lxc.status == LXC_CREATING and leftover:
+                _destroy_leftover(conn, name)
+                report(f"removed what the unfinished add of {name} left")
             with session.change() as change:
                 change.delete_lxc(name)
                 change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")

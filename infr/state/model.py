@@ -16,6 +16,11 @@ RESERVED_HOST_PORTS = (22, 80, 443)
 HOST_INSTALLING = "installing"
 HOST_READY = "ready"
 
+# An LXC is "creating" from when `lxcs add` records it until the container runs with
+# sshd and manager inside; a failed or cut-off add stays "creating" until run again.
+LXC_CREATING = "creating"
+LXC_READY = "ready"
+
 BACKUP_ACTIVE = "active"
 BACKUP_ARCHIVED = "archived"
 
@@ -47,6 +52,8 @@ class Lxc:
     distro: str
     release: str
     vnet_ip: str
+    # Files written before the field existed are of LXCs that infr finished making.
+    status: str = LXC_READY
     added: str = ""
     http: str = "NONE"
     https: str = "NONE"

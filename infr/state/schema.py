@@ -15,6 +15,8 @@ from infr.state.model import (
     HOST_READY,
     HTTP_MODES,
     HTTPS_MODES,
+    LXC_CREATING,
+    LXC_READY,
     Backup,
     Host,
     Inventory,
@@ -125,6 +127,8 @@ def _check_lxc(lxc: Lxc, network: ipaddress.IPv4Network | None) -> list[str]:
         )
         if p
     ]
+    if lxc.status not in (LXC_CREATING, LXC_READY):
+        problems.append(f"{where}: status must be {LXC_CREATING} or {LXC_READY}")
     if lxc.http not in HTTP_MODES:
         problems.append(f"{where}: http must be one of {', '.join(HTTP_MODES)}")
     if lxc.https not in HTTPS_MODES:

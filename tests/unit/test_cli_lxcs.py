@@ -73,11 +73,11 @@ def test_hosts_lists_every_host(world: Path, command: list[str]) -> None:
 @pytest.mark.parametrize("command", [["lxcs"], ["lxcs", "list"]])
 def test_lxcs_lists_every_lxc_with_its_hosts_public_ip(world: Path, command: list[str]) -> None:
     out = lines(ok(world, *command))
-    assert out[0] == ["NAME", "HOST", "PUBLIC", "IP", "PRIVATE", "IP"]
+    assert out[0] == ["NAME", "HOST", "PUBLIC", "IP", "PRIVATE", "IP", "STATUS"]
     assert out[2:] == [
-        ["db", "tom", "45.32.191.152", "10.8.1.5"],
-        ["fozzie", "bob", "45.32.191.151", "10.8.1.3"],
-        ["web", "bob", "45.32.191.151", "10.8.1.4"],
+        ["db", "tom", "45.32.191.152", "10.8.1.5", "ready"],
+        ["fozzie", "bob", "45.32.191.151", "10.8.1.3", "ready"],
+        ["web", "bob", "45.32.191.151", "10.8.1.4", "ready"],
     ]
 
 
