@@ -69,13 +69,18 @@ def list_(app: App, fmt: str | None) -> None:
 @click.argument("release")
 @click.argument("host", shell_complete=complete_hosts)
 @click.option("--ip", default=None, help="The LXC's vnet address (default: the next free one).")
+@click.option(
+    "--record-image-os",
+    is_flag=True,
+    help="If the lxcImageSource tarball is not DISTRO RELEASE, record what its os-release says instead of refusing.",
+)
 @pass_app
-def add(app: App, name: str, distro: str, release: str, host: str, ip: str | None) -> None:
+def add(app: App, name: str, distro: str, release: str, host: str, ip: str | None, record_image_os: bool) -> None:
     """Create the container NAME (e.g. debian bookworm) on HOST, with sshd and manager inside."""
     from infr.cli.cmd_dns import fix_after_change
     from infr.core import lxcops
 
-    changes = lxcops.add(app.session, name, distro, release, host, ip, _reporter(name))
+    changes = lxcops.add(app.session, name, distro, release, host, ip, _reporter(name), record_image_os)
     click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
     fix_after_change(app)
 

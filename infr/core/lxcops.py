@@ -12,6 +12,12 @@ Images (setting `lxcImageSource`):
                 LXC 5's `-t local` would also need a metadata tarball nobody has.
 Either way infr then writes the whole container config itself (network, autostart), so
 both kinds of container end up the same.
+
+A tarball is whatever it was built from, whatever `lxcs add` was told: once unpacked, its
+os-release is read and compared with DISTRO RELEASE (infr.core.osrelease). A mismatch is
+refused with nothing left behind (container and record removed), unless the user asked
+to record what the image is (--record-image-os). The image server needs no such check:
+it picks the image by DISTRO and RELEASE.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import hashlib
 import ipaddress
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.core import backupops, converge, haproxy_deploy, meshops, provision
+from infr.core import backupops, converge, haproxy_deploy, meshops, osrelease, provision
 from infr.core.attach import Attached
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
@@ -55,12 +62,19 @@ def _check_new_lxc(session: Session, name: str, host_name: str) -> Host:
     return host
 
 
-def record_lxc(session: Session, name: str, distro: str, release: str, host_name: str, ip: str | None) -> Lxc:
-    """The LXC as recorded in state, recording it first if new; resumes a cut-off add."""
+def record_lxc(
+    session: Session, name: str, distro: str, release: str, host_name: str, ip: str | None, any_os: bool = False
+) -> Lxc:
+    """The LXC as recorded in state, recording it first if new; resumes a cut-off add.
+
+    `any_os`: the distro and release recorded may be the image's rather than the ones asked.
+    """
     with session.change() as change:
         if name in change.inv.lxcs:
             lxc = change.inv.lxcs[name]
             asked = (host_name, distro, release, ip or lxc.vnet_ip)
+            if any_os:
+                asked = (host_name, lxc.distro, lxc.release, ip or lxc.vnet_ip)
             if (lxc.host, lxc.distro, lxc.release, lxc.vnet_ip) != asked:
                 raise ConflictError(
                     f"LXC {name} already exists on {lxc.host} ({lxc.distro} {lxc.release}, {lxc.vnet_ip})",
@@ -114,28 +128,89 @@ def _image_on_host(conn: SSHConnection, source: str) -> str:
     return path
 
 
-def _create(conn: SSHConnection, lxc: Lxc, source: str, report: Report) -> list[str]:
-    """Make the container's rootfs unless a previous run finished it; returns what changed."""
-    mark = f"{LXC_ROOT}/{lxc.name}/{CREATED_MARK}"
-    if conn.run(["test", "-e", mark], check=False).exit_status == 0:
-        return []
+def _created(conn: SSHConnection, name: str) -> bool:
+    return conn.run(["test", "-e", f"{LXC_ROOT}/{name}/{CREATED_MARK}"], check=False).exit_status == 0
+
+
+def _create(conn: SSHConnection, lxc: Lxc, source: str, report: Report) -> str | None:
+    """Make the container's rootfs afresh; returns a tarball's os-release text (None: downloaded)."""
     # A container without the mark is what a cut-off run left: start it over.
     _destroy_leftover(conn, lxc.name)
     report(f"creating {lxc.name} from {'the LXC image server' if source == 'download' else source}")
     if source == "download":
         create = ["lxc-create", "-n", lxc.name, "-B", "btrfs", "-t", "download"]
         conn.run([*create, "--", "-d", lxc.distro, "-r", lxc.release, "-a", "amd64"], timeout=1800)
-    else:
-        tarball = _image_on_host(conn, source)
-        # `lxc-create -t none -B btrfs` makes no rootfs at all (LXC 5): make the subvolume here.
-        rootfs = f"{LXC_ROOT}/{lxc.name}/rootfs"
-        conn.run(["install", "-d", "-m", "770", "--", f"{LXC_ROOT}/{lxc.name}"])
-        conn.run(["btrfs", "-q", "subvolume", "create", "--", rootfs])
-        conn.run(["tar", "-xpf", tarball, "--numeric-owner", "-C", rootfs], timeout=1800)
-        # One tarball makes many containers: each gets its own SSH host keys and machine id.
-        conn.run(["sh", "-c", 'rm -f "$1"/etc/ssh/ssh_host_* && : > "$1"/etc/machine-id', "-", rootfs])
-    conn.run(["touch", "--", mark])
-    return [f"created container {lxc.name}"]
+        return None
+    tarball = _image_on_host(conn, source)
+    # `lxc-create -t none -B btrfs` makes no rootfs at all (LXC 5): make the subvolume here.
+    rootfs = f"{LXC_ROOT}/{lxc.name}/rootfs"
+    conn.run(["install", "-d", "-m", "770", "--", f"{LXC_ROOT}/{lxc.name}"])
+    conn.run(["btrfs", "-q", "subvolume", "create", "--", rootfs])
+    conn.run(["tar", "-xpf", tarball, "--numeric-owner", "-C", rootfs], timeout=1800)
+    # One tarball makes many containers: each gets its own SSH host keys and machine id.
+    conn.run(["sh", "-c", 'rm -f "$1"/etc/ssh/ssh_host_* && : > "$1"/etc/machine-id', "-", rootfs])
+    return _read_os_release(conn, rootfs)
+
+
+# etc/ first, as os-release(5) says; a symlink is followed only while it stays inside the
+# image (an absolute one would name the host's own file). 64 KiB is plenty for the file.
+_OS_RELEASE = """root=$(realpath -e -- "$1") || exit 0
+for f in etc/os-release usr/lib/os-release; do
+  p=$(realpath -e -- "$root/$f" 2>/dev/null) || continue
+  case "$p" in "$root"/*) if [ -f "$p" ]; then exec head -c 65536 -- "$p"; fi;; esac
+done"""
+
+
+def _read_os_release(conn: SSHConnection, rootfs: str) -> str:
+    """The unpacked image's os-release text; empty if it has none."""
+    return conn.run(["sh", "-c", _OS_RELEASE, "sh", rootfs]).text
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What `lxcs add` does when the image is not what was asked, and how to undo its record."""
+
+    record_image_os: bool
+    # The IPAM cursor before this run recorded the LXC; None if an earlier run recorded it.
+    cursor: str | None
+
+
+def _settle_image(
+    session: Session, conn: SSHConnection, lxc: Lxc, image: str, refusal: Refusal, report: Report
+) -> Lxc:
+    """The LXC as it will be recorded, given its image's os-release: as asked if the image is
+    that; the image's own distro and release if the user said so; else refused, undone."""
+    problem = osrelease.mismatch(image, lxc.distro, lxc.release)
+    if problem is None:
+        return lxc
+    found = osrelease.image_os(image)
+    if not refusal.record_image_os or found is None:
+        _destroy_leftover(conn, lxc.name)
+        _forget(session, lxc, refusal.cursor)
+        wanted = f"set lxcImageSource to an image of {lxc.distro} {lxc.release}"
+        if found is None:
+            raise ConflictError(f"{problem} (lxcImageSource); {lxc.name} was not created", f"{wanted}")
+        raise ConflictError(
+            f"{problem} (lxcImageSource); {lxc.name} was not created",
+            f"{wanted}, ask for {found}, or record what it is: infr lxcs add ... --record-image-os",
+        )
+    with session.change() as change:
+        recorded = change.inv.lxcs[lxc.name]
+        asked = f"{recorded.distro} {recorded.release}"
+        recorded.distro, recorded.release = found.distro, found.release
+        change.put_lxc(recorded)
+        change.note(f"LXC {lxc.name} recorded as {found}, what its image is (asked: {asked})")
+    report(change.notes[0])
+    return recorded
+
+
+def _forget(session: Session, lxc: Lxc, cursor: str | None) -> None:
+    """Take back the record of an LXC that was never made (and its address, if this run took it)."""
+    with session.change() as change:
+        change.delete_lxc(lxc.name)
+        if cursor is not None:
+            change.rewind_addresses(cursor)
+        change.note(f"LXC {lxc.name} forgotten; {lxc.vnet_ip} is free")
 
 
 def _destroy_leftover(conn: SSHConnection, name: str) -> None:
@@ -175,15 +250,28 @@ def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list
 
 
 def add(
-    session: Session, name: str, distro: str, release: str, host_name: str, ip: str | None, report: Report
+    session: Session,
+    name: str,
+    distro: str,
+    release: str,
+    host_name: str,
+    ip: str | None,
+    report: Report,
+    record_image_os: bool = False,
 ) -> list[str]:
-    """Make the LXC on its host as state describes it; safe to run again."""
+    """Make the LXC on its host as state describes it; safe to run again.
+
+    `record_image_os`: a tarball image that is not DISTRO RELEASE is recorded as what it is
+    (its os-release) instead of refused.
+    """
     with session.locked():
-        lxc = record_lxc(session, name, distro, release, host_name, ip)
+        inv = session.inventory()
+        cursor = None if name in inv.lxcs else inv.ipam_last
+        lxc = record_lxc(session, name, distro, release, host_name, ip, any_os=record_image_os)
         try:
-            changes = _make(session, lxc, report)
+            changes = _make(session, lxc, report, Refusal(record_image_os, cursor))
         except InfrError:
-            if lxc.status == LXC_CREATING:
+            if name in session.inventory().lxcs and lxc.status == LXC_CREATING:
                 report(f"left '{LXC_CREATING}' in state: run the same command again to finish it, "
                        f"or remove it: infr lxc {name} remove")
             raise
@@ -197,12 +285,18 @@ def add(
     return changes
 
 
-def _make(session: Session, lxc: Lxc, report: Report) -> list[str]:
+def _make(session: Session, lxc: Lxc, report: Report, refusal: Refusal) -> list[str]:
     """The container on its host as state describes it, running with sshd and manager inside."""
     host = get_host(session.inventory(), lxc.host)
     settings = session.settings()
     with SSHConnection.connect(target(session, host)) as conn:
-        changes = _create(conn, lxc, str(settings["lxcImageSource"]), report)
+        changes: list[str] = []
+        if not _created(conn, lxc.name):
+            image = _create(conn, lxc, str(settings["lxcImageSource"]), report)
+            if image is not None:
+                lxc = _settle_image(session, conn, lxc, image, refusal, report)
+            conn.run(["touch", "--", f"{LXC_ROOT}/{lxc.name}/{CREATED_MARK}"])
+            changes.append(f"created container {lxc.name}")
         config = converge.FileSpec(f"{LXC_ROOT}/{lxc.name}/config", container_config(lxc, host, settings))
         changes += converge.ensure_file(conn, config)
         changes += _start(conn, lxc.name)

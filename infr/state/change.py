@@ -82,6 +82,12 @@ class Change:
             self.writes["ipam.toml"] = dump_toml({"last": self.inv.ipam_last})
         return address
 
+    def rewind_addresses(self, last: str) -> None:
+        """Put the IPAM cursor back where it was before an add that was then refused."""
+        if last and last != self.inv.ipam_last:
+            self.inv.ipam_last = last
+            self.writes["ipam.toml"] = dump_toml({"last": last})
+
     def set_config(self, config: dict[str, Value], config_text: bytes) -> None:
         self.inv.config = config
         self.writes["config.toml"] = config_text

@@ -95,7 +95,7 @@ def test_a_failed_add_stays_creating_and_its_rerun_makes_it_ready(
     assert statuses(bob) == {"gonzo": "creating"}
 
     monkeypatch.setattr(lxcops.SSHConnection, "connect", lambda target: FakeHost())
-    monkeypatch.setattr(lxcops, "_make", lambda session, lxc, report: ["created container gonzo"])
+    monkeypatch.setattr(lxcops, "_make", lambda session, lxc, report, refusal: ["created container gonzo"])
     again = run_cli(bob, "lxcs", "add", "gonzo", "debian", "bookworm", "bob")
     assert again.exit_code == 0, (again.output, again.exception)
     assert statuses(bob) == {"gonzo": "ready"}
