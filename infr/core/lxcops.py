@@ -186,7 +186,8 @@ def _settle_image(
     found = osrelease.image_os(image)
     if not refusal.record_image_os or found is None:
         _destroy_leftover(conn, lxc.name)
-        _forget(session, lxc, refusal.cursor)
+        if lxc.status == LXC_CREATING:  # an LXC once made keeps its record, and its routes
+            _forget(session, lxc, refusal.cursor)
         wanted = f"set lxcImageSource to an image of {lxc.distro} {lxc.release}"
         if found is None:
             raise ConflictError(f"{problem} (lxcImageSource); {lxc.name} was not created", f"{wanted}")
