@@ -190,7 +190,7 @@ def _settle_image(
             _forget(session, lxc, refusal.cursor)
         wanted = f"set lxcImageSource to an image of {lxc.distro} {lxc.release}"
         if found is None:
-            raise ConflictError(f"{problem} (lxcImageSource); {lxc.name} was not created", f"{wanted}")
+            raise ConflictError(f"{problem} (lxcImageSource); {lxc.name} was not created", wanted)
         raise ConflictError(
             f"{problem} (lxcImageSource); {lxc.name} was not created",
             f"{wanted}, ask for {found}, or record what it is: infr lxcs add ... --record-image-os",
