@@ -181,9 +181,17 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "infr" / "lab"
 
 
-def ensure_image(recipe: ImageRecipe, cache: Path, accel: list[str],
+# The image's kernel, kept beside it: lab.up boots it alone to learn whether KVM works.
+PROBE_KERNEL = "vmlinuz"
+AccelChooser = Callable[[Path], list[str]]
+
+
+def ensure_image(recipe: ImageRecipe, cache: Path, choose_accel: AccelChooser,
                  progress: Callable[[str], None]) -> Path:
-    """The cached base image for `recipe`, built first if missing (one builder at a time)."""
+    """The cached base image for `recipe`, built first if missing (one builder at a time).
+
+    `choose_accel(kernel)` gives the qemu accelerator, tried on the image's own kernel.
+    """
     images = cache / "images"
     images.mkdir(parents=True, exist_ok=True)
     final = images / recipe.digest()
@@ -194,7 +202,7 @@ def ensure_image(recipe: ImageRecipe, cache: Path, accel: list[str],
             progress(f"building image {recipe.digest()} (first time, some minutes); "
                      f"log: {images / (recipe.digest() + '.tmp') / 'build.log'}")
             started = time.monotonic()
-            _build(recipe, final, cache / "debs", accel, progress)
+            _build(recipe, final, cache / "debs", choose_accel, progress)
             progress(f"image built in {time.monotonic() - started:.0f} s")
     _prune(images, keep=final)
     return final / "base.qcow2"
@@ -232,7 +240,7 @@ def locked(path: Path, wait: bool = True) -> Iterator[bool]:
         yield True
 
 
-def _build(recipe: ImageRecipe, final: Path, debs: Path, accel: list[str],
+def _build(recipe: ImageRecipe, final: Path, debs: Path, choose_accel: AccelChooser,
            progress: Callable[[str], None]) -> None:
     work = final.with_suffix(".tmp")
     cleanup_stale(work)
@@ -245,12 +253,13 @@ def _build(recipe: ImageRecipe, final: Path, debs: Path, accel: list[str],
     proc.run(["sfdisk", "-q", str(raw)], input_text="label: dos\nstart=2048, type=83, bootable\n")
     progress("debootstrap and configuration (about 3 minutes)")
     _run_phase("populate", work, debs)
-    progress("first boot of the image, to install GRUB")
+    accel = choose_accel(work / PROBE_KERNEL)
+    progress(f"first boot of the image, to install GRUB (accelerator: {accel[1].split(',')[0]})")
     _finalize_boot(work, accel)
     _run_phase("scrub", work, debs)
     proc.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "base.qcow2")],
              log_file=work / "build.log")
-    for name in ("disk.raw", "vmlinuz", "initrd.img"):
+    for name in ("disk.raw", "initrd.img"):
         (work / name).unlink()
     (work / "mnt").rmdir()
     (work / "base.qcow2").chmod(0o444)  # a cached image must never change under its hash

@@ -135,10 +135,10 @@ class Lab:
             if ipaddress.ip_address(mirror_ip) in self.config.network:
                 raise LabError(f"the lab subnet {self.config.subnet} holds the Debian mirror's "
                                f"address {mirror_ip}", "choose another lab subnet")
-            accel = vm.choose_accel(self.config.accel, self.config.accel is None
-                                    and vm.kvm_works())
+            base = image.ensure_image(image.recipe_for(mirror), self.config.cache_dir,
+                                      self._choose_accel, say)
+            accel = self._choose_accel(base.parent / image.PROBE_KERNEL)
             say(f"accelerator: {accel[1].split(',')[0]}")
-            base = image.ensure_image(image.recipe_for(mirror), self.config.cache_dir, accel, say)
             state = {"version": STATE_VERSION, "bridge": None, "forwarder_pid": None,
                      "hosts": []}
             try:
@@ -150,6 +150,11 @@ class Lab:
                 self._teardown(state)
                 raise
         return self.status()
+
+    def _choose_accel(self, kernel: Path) -> list[str]:
+        """KVM when asked for, or when `kernel` boots under it here; else TCG."""
+        override = self.config.accel
+        return vm.choose_accel(override, override is None and vm.kvm_works(kernel))
 
     def status(self) -> list[LabHost]:
         state = self._load()

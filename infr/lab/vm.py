@@ -134,13 +134,20 @@ _PROBE_SECTOR = bytes([0xB0, 0x31, 0xE6, 0xF4, 0xF4]).ljust(510, b"\0") + b"\x55
 _PROBE_EXIT = (0x31 << 1) | 1
 
 
-def kvm_works(timeout: float = 15.0) -> bool:
+def kvm_works(kernel: Path | None, timeout: float = 20.0) -> bool:
     """True if a guest really runs under KVM here.
 
-    /dev/kvm can exist and still fail (kvm-pvm: "KVM internal error" in real mode, or
-    qemu aborting on an MSR), so only a guest that ran to its end proves it.
+    /dev/kvm can exist and still fail: kvm-pvm stops with "KVM internal error" in real
+    mode, and some hosts run real mode fine and then hang the kernel for good once it
+    leaves real mode (seen here: Debian's kernel printed "Probing EDD ... ok" and nothing
+    more, while a boot sector ran). So a one-sector guest is only the first, quick check;
+    the proof is `kernel` booting until it panics for want of a root filesystem. Without
+    a kernel to boot yet (the first image build), KVM is not trusted.
     """
-    return os.access("/dev/kvm", os.R_OK | os.W_OK) and probe_boots(KVM, timeout)
+    if kernel is None or not kernel.exists():
+        return False
+    return (os.access("/dev/kvm", os.R_OK | os.W_OK) and probe_boots(KVM, timeout)
+            and kernel_boots(KVM, kernel, timeout))
 
 
 def probe_boots(accel: list[str], timeout: float = 15.0) -> bool:
@@ -157,6 +164,27 @@ def probe_boots(accel: list[str], timeout: float = 15.0) -> bool:
             return False
     log.debug("accelerator probe %s: exit code %s", accel[1], done.returncode)
     return done.returncode == _PROBE_EXIT
+
+
+# What a kernel booted with no root filesystem prints last, once it got through its whole
+# start in protected and long mode.
+KERNEL_PROBE_END = "Kernel panic"
+
+
+def kernel_boots(accel: list[str], kernel: Path, timeout: float = 20.0) -> bool:
+    """Boot `kernel` with no disk and no initrd under `accel`; True if it ran to its panic.
+
+    Under KVM that takes about a second; a kernel hung by a broken KVM is cut at `timeout`.
+    """
+    argv = [QEMU, *accel, "-nodefaults", "-display", "none", "-m", "128", "-no-reboot",
+            "-serial", "stdio", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1 loglevel=4"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except (subprocess.TimeoutExpired, FileNotFoundError):
+        log.debug("kernel probe %s: no panic within %s s", accel[1], timeout)
+        return False
+    return KERNEL_PROBE_END in done.stdout.decode(errors="replace")
 
 
 def start(spec: VmSpec, accel: list[str]) -> int:

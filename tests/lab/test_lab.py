@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.lab import Lab, LabHost, vm
+from infr.lab import Lab, LabHost, image, vm
 from infr.lab.mirror import configured_mirror, resolve_ipv4
 from infr.lab.proc import alive
 from infr.lab.vm import ssh_banner
@@ -111,6 +111,15 @@ def test_the_accelerator_probe_tells_a_guest_that_ran() -> None:
     # The KVM check boots this sector; under TCG it must run, or KVM would never be chosen.
     assert vm.probe_boots(vm.TCG)
     assert not vm.probe_boots(["-accel", "tcg", "-machine", "no-such-machine"])
+
+
+def test_the_kernel_probe_tells_a_kernel_that_booted(lab: Lab, lab_hosts: list[LabHost]) -> None:
+    # KVM is chosen only when the image's kernel boots under it to its panic: under TCG
+    # the same kernel must get there, or the probe could never say yes.
+    kernel = lab.config.cache_dir / "images"
+    kernels = sorted(kernel.glob(f"*/{image.PROBE_KERNEL}"))
+    assert kernels, f"no {image.PROBE_KERNEL} kept beside any image in {kernel}"
+    assert vm.kernel_boots(vm.TCG, kernels[-1], timeout=180)
 
 
 def test_serial_log_has_the_kernel_boot(lab_hosts: list[LabHost]) -> None:

@@ -138,9 +138,25 @@ def test_unknown_accelerator_is_refused() -> None:
         vm.choose_accel("hvf", True)
 
 
-def test_kvm_probe_says_no_without_access_to_dev_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kvm_probe_says_no_without_access_to_dev_kvm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(vm.os, "access", lambda *_: False)
-    assert vm.kvm_works() is False
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"not booted")
+    assert vm.kvm_works(kernel) is False
+
+
+def test_kvm_is_not_trusted_before_there_is_a_kernel_to_prove_it(tmp_path: Path) -> None:
+    # A boot sector ran under KVM on a host where every real kernel then hung: only a
+    # kernel that boots proves KVM, so without one (the first image build) it is TCG.
+    assert vm.kvm_works(None) is False
+    assert vm.kvm_works(tmp_path / "missing") is False
+
+
+def test_a_kernel_that_hangs_is_not_a_kernel_that_boots(tmp_path: Path) -> None:
+    # A file that is no kernel: qemu refuses it at once; the probe must say no, not crash.
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"\0" * 4096)
+    assert vm.kernel_boots(vm.TCG, kernel, timeout=30) is False
 
 
 def test_seed_survives_shell_quoting(tmp_path: Path) -> None:
