@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from infr.cli.common import complete_hosts, pass_app, target_name
+from infr.cli.common import DefaultGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from infr.core.restore import At
 
 COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("started", "STARTED"))
-AGE_COLUMNS = (*COLUMNS, ("newest", "NEWEST BACKUP"), ("age", "AGE"))
-STATUS_COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("age", "AGE"), ("error", "ERROR"))
+AGE_COLUMNS = (*COLUMNS, ("newest", "NEWEST BACKUP"), ("age", "AGE"), ("health", "HEALTH"))
+HEALTH_COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("health", "HEALTH"), ("age", "AGE"), ("error", "ERROR"))
+# What `backups list -a` adds to a pair that has no freshness: an archived one (docs/json.md).
+NO_FRESHNESS = {"newest": None, "age": None, "health": None, "error": None}
 POINT_COLUMNS = (
     ("at", "TAKEN (UTC)"),
     ("age", "AGE"),
@@ -46,22 +48,16 @@ AT_HELP = (
 )
 
 
-@click.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def backups(ctx: click.Context, fmt: str | None) -> None:
+@click.group(cls=DefaultGroup)
+def backups() -> None:
     """Backups from one host to another, every five minutes."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(list_, fmt=fmt, ages=False)
 
 
 def _reporter(pair: str) -> Callable[[str], None]:
     return lambda message: click.echo(f"{pair}: {message}")
 
 
-def _age(age: timedelta | None) -> str:
-    if age is None:
-        return "never"
+def _age(age: timedelta) -> str:
     minutes = max(0, int(age.total_seconds() // 60))
     return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
@@ -72,13 +68,19 @@ def _at(text: str | None) -> At | None:
     return None if text is None else parse_at(text)
 
 
-def _freshness(rows: list[PairStatus], now: datetime) -> dict[tuple[str, str], dict[str, Any]]:
+def _freshness(pair: PairStatus, now: datetime) -> dict[str, Any]:
+    """How fresh a pair's backups are, as `backups list -a` and `backups status` both print it.
+
+    `status` stays the pair's own (active or archived, as in state); `health` is the freshness
+    (ok, stale, unreachable); what is not known is null, never an empty string.
+    """
+    age = pair.age(now)
+    error = pair.error or ("no backup yet" if pair.newest is None and pair.status != "unreachable" else None)
     return {
-        (r.from_host, r.to_host): {
-            "newest": r.newest.isoformat(timespec="minutes") if r.newest else "",
-            "age": _age(r.age(now)) if r.status != "unreachable" else "unreachable",
-        }
-        for r in rows
+        "newest": pair.newest.isoformat(timespec="minutes") if pair.newest else None,
+        "age": None if age is None else _age(age),
+        "health": pair.status,
+        "error": error,
     }
 
 
@@ -93,9 +95,8 @@ def list_(app: App, fmt: str | None, ages: bool) -> None:
         from infr.core import backupops
 
         now = datetime.now(UTC)
-        fresh = _freshness(backupops.status(app.session, now), now)
-        blank = {"newest": "", "age": ""}  # archived pairs
-        rows = [{**row, **fresh.get((row["from_host"], row["to_host"]), blank)} for row in rows]
+        fresh = {(p.from_host, p.to_host): _freshness(p, now) for p in backupops.status(app.session, now)}
+        rows = [{**row, **fresh.get((row["from_host"], row["to_host"]), NO_FRESHNESS)} for row in rows]
     columns = AGE_COLUMNS if ages else COLUMNS
     emit_rows(rows, columns, fmt, empty="no backups yet: start one with 'infr backup start FROM TO'")
 
@@ -148,9 +149,10 @@ def status(app: App, fmt: str | None) -> None:
     from infr.core import backupops
 
     now = datetime.now(UTC)
+    pairs = {(b.from_host, b.to_host): b for b in app.session.inventory().backups}
     rows = backupops.status(app.session, now)
-    table = [{**asdict(r), "age": _age(r.age(now))} for r in rows]
-    emit_rows(table, STATUS_COLUMNS, fmt, empty="no active backups")
+    table = [{**asdict(pairs[r.from_host, r.to_host]), **_freshness(r, now)} for r in rows]
+    emit_rows(table, HEALTH_COLUMNS, fmt, empty="no active backups")
     if any(r.status != "ok" for r in rows):
         raise click.exceptions.Exit(1)
 

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import click
 
-from infr.cli.common import changing, pass_app
+from infr.cli.common import DefaultGroup, changing, pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 COLUMNS = (("key", "KEY"), ("value", "VALUE"), ("source", "SOURCE"))
 
 
-@click.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def config(ctx: click.Context, fmt: str | None) -> None:
+@click.group(cls=DefaultGroup, default="show")
+def config() -> None:
     """Show settings, or change one (see 'infr config show' for every key)."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(show, fmt=fmt)
 
 
 @config.command(name="show")

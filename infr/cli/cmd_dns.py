@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infr.cli.common import pass_app
+from infr.cli.common import DefaultGroup, pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
@@ -18,13 +18,9 @@ COLUMNS = (
 )
 
 
-@click.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def dns(ctx: click.Context, fmt: str | None) -> None:
+@click.group(cls=DefaultGroup)
+def dns() -> None:
     """The DNS records infr manages, and fixing them at the provider."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(list_, fmt=fmt)
 
 
 @dns.command(name="list")

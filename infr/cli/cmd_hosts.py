@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from infr.cli.cmd_backups import host_backups, host_restore_files
-from infr.cli.common import NamedGroup, complete_hosts, pass_app, target_name
+from infr.cli.common import DefaultGroup, NamedGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.errors import NotFoundError
@@ -21,19 +21,15 @@ SHOW_FIELDS = (
     ("vnet_ip", "Private IP"),
     ("status", "Status"),
     ("added", "Added"),
-    ("host_key", "Host key"),
+    ("host_key_fingerprint", "Host key"),
     ("lxcs", "LXCs"),
     ("backups", "Backups"),
 )
 
 
-@click.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def hosts(ctx: click.Context, fmt: str | None) -> None:
+@click.group(cls=DefaultGroup)
+def hosts() -> None:
     """List hosts, or add one."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(list_, fmt=fmt)
 
 
 @hosts.command(name="list")
@@ -69,7 +65,20 @@ def show(app: App, fmt: str | None) -> None:
     record = asdict(inventory.hosts[name])
     record["lxcs"] = sorted(c.name for c in inventory.lxcs_on(name))
     record["backups"] = [f"{b.from_host} -> {b.to_host} ({b.status})" for b in inventory.backups_of(name)]
+    record["host_key_fingerprint"] = _fingerprint_text(record["host_key"])
     emit_object(record, SHOW_FIELDS, fmt)
+
+
+def _fingerprint_text(host_key: str) -> str | None:
+    """"ssh-ed25519 SHA256:...", as ssh shows a host key when it asks whether to trust it."""
+    from infr.core.keys import fingerprint
+
+    if not host_key:
+        return None
+    try:
+        return f"{host_key.split()[0]} {fingerprint(host_key)}"
+    except (ValueError, IndexError):  # not a key line (a hand edit): show what is there
+        return host_key
 
 
 def _reporter(name: str) -> Callable[[str], None]:

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import click
 
-from infr.cli.common import changing, complete_keys, pass_app
+from infr.cli.common import DefaultGroup, changing, complete_keys, pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 
-@click.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def keys(ctx: click.Context, fmt: str | None) -> None:
+@click.group(cls=DefaultGroup)
+def keys() -> None:
     """Admin SSH public keys: everyone who may log in as manager."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(list_, fmt=fmt)
 
 
 @keys.command(name="list")
@@ -25,11 +21,15 @@ def keys(ctx: click.Context, fmt: str | None) -> None:
 @pass_app
 def list_(app: App, fmt: str | None) -> None:
     """List the admin keys."""
+    from infr.core.keys import fingerprint
+
     rows = []
     for key in sorted(app.session.inventory().keys.values(), key=lambda k: k.name):
-        kind, blob = key.key.split()[:2]
-        rows.append({"name": key.name, "type": kind, "key": key.key, "short": f"{blob[:12]}...{blob[-8:]}"})
-    emit_rows(rows, (("name", "NAME"), ("type", "TYPE"), ("short", "KEY")), fmt)
+        kind, _, comment = (key.key.split(maxsplit=2) + [""])[:3]
+        rows.append(
+            {"name": key.name, "type": kind, "fingerprint": fingerprint(key.key), "comment": comment, "key": key.key}
+        )
+    emit_rows(rows, (("name", "NAME"), ("type", "TYPE"), ("fingerprint", "FINGERPRINT"), ("comment", "COMMENT")), fmt)
 
 
 @keys.command()

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from infr.cli.cmd_backups import lxc_backups, lxc_restore
-from infr.cli.common import NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
+from infr.cli.common import DefaultGroup, NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.state.schema import to_dict
@@ -40,13 +40,9 @@ SHOW_FIELDS = (
 )
 
 
-@click.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def lxcs(ctx: click.Context, fmt: str | None) -> None:
+@click.group(cls=DefaultGroup)
+def lxcs() -> None:
     """List LXCs, or add one."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(list_, fmt=fmt)
 
 
 @lxcs.command(name="list")

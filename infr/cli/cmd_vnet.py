@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import click
 
-from infr.cli.common import changing, pass_app
+from infr.cli.common import DefaultGroup, changing, pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
@@ -72,13 +72,9 @@ def join(app: App, name: str, ip: str | None) -> None:
     click.echo(f"when hosts or LXCs change, run 'infr vnet join {name}' here again: same key, config rewritten")
 
 
-@vnet.group(invoke_without_command=True)
-@format_option
-@click.pass_context
-def peers(ctx: click.Context, fmt: str | None) -> None:
+@vnet.group(cls=DefaultGroup)
+def peers() -> None:
     """Admins' machines on the private network."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(list_, fmt=fmt)
 
 
 @peers.command(name="list")

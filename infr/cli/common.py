@@ -61,6 +61,23 @@ class NamedGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+class DefaultGroup(click.Group):
+    """A group that runs its default subcommand when given none: `infr hosts` is `infr hosts list`,
+    and options right after the group's name are that subcommand's (`infr backups -a -o json` is
+    `infr backups list -a -o json`), so every option of a list works in its short form too.
+    Help options still go to the group.
+    """
+
+    def __init__(self, *args: Any, default: str = "list", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] not in ctx.help_option_names):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
 def target_name() -> str:
     """The NAME given to the enclosing `infr host NAME` / `infr lxc NAME` group."""
     ctx: click.Context | None = click.get_current_context()

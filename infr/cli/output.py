@@ -84,15 +84,45 @@ def _plain_table(rows: list[dict[str, Any]], columns: Columns) -> None:
 
 
 def _rich_table(rows: list[dict[str, Any]], columns: Columns) -> None:
+    """A table for the terminal that never cuts a word: names, addresses, fingerprints and times
+    show whole however narrow the terminal (rich would end them with '…')."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    texts = [[header, *(_cell(row.get(key)) for row in rows)] for key, header in columns]
+    console = Console()
+    widths = _column_widths(texts, console.width - COLUMN_GAP * (len(columns) - 1))
+    # Columns too wide together for the terminal are printed wider; the terminal wraps those lines.
+    console = Console(width=max(console.width, sum(widths) + COLUMN_GAP * (len(columns) - 1)))
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for _, header in columns:
-        table.add_column(header)
-    for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
-    Console().print(table)
+    for (_, header), width in zip(columns, widths, strict=True):
+        table.add_column(header, width=width)
+    for row in zip(*(column[1:] for column in texts), strict=True):
+        table.add_row(*(Text(text) for text in row))  # Text: a value is never read as rich markup
+    console.print(table)
+
+
+COLUMN_GAP = 2  # rich's padding between two columns
+
+
+def _column_widths(texts: list[list[str]], room: int) -> list[int]:
+    """Each column's width: its longest text when they all fit in `room`; else at least its longest
+    word (so only text with spaces wraps, at a space), with the room left shared out in proportion
+    to what each column would need to show its texts on one line."""
+    natural = [max(len(text) for text in column) for column in texts]
+    if sum(natural) <= room:
+        return natural
+    least = [max(_longest_word(text) for text in column) for column in texts]
+    spare = room - sum(least)
+    wanted = [n - w for n, w in zip(natural, least, strict=True)]
+    if spare <= 0 or not any(wanted):
+        return least
+    return [w + spare * extra // sum(wanted) for w, extra in zip(least, wanted, strict=True)]
+
+
+def _longest_word(text: str) -> int:
+    return max((len(word) for word in text.split()), default=0)
 
 
 def _yaml(data: Any) -> None:

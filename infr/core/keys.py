@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 from infr.errors import ConflictError, NotFoundError, UsageError
@@ -15,6 +17,14 @@ def key_name_for(text: str, file_name: str) -> str:
     parts = text.split()
     candidate = parts[2] if len(parts) > 2 else re.sub(r"\.pub$", "", file_name)
     return re.sub(r"[^A-Za-z0-9._@-]", "-", candidate)[:64].strip("-.") or "key"
+
+
+def fingerprint(public_key: str) -> str:
+    """SHA256:... of an OpenSSH public key line, as `ssh-keygen -l` and ssh's prompts print it:
+    the unpadded base64 of the SHA-256 of the key blob. Unlike a prefix of the blob (the same
+    "AAAAC3NzaC1lZDI1NTE5" for every ed25519 key), it tells keys apart."""
+    blob = base64.b64decode(public_key.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def add_key(change: Change, text: str, file_name: str, name: str | None = None) -> Key:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infr.core.keys import fingerprint
 from infr.errors import ConflictError, NotFoundError, UsageError
 from infr.state.store import Store
 from tests.conftest import make_key, run_cli, snapshot
@@ -21,20 +27,48 @@ def names(root: Path) -> list[str]:
     return [row["name"] for row in json.loads(ok(root, "keys", "-o", "json"))]
 
 
-def test_keys_lists_the_admin_key(state_dir: Path, admin_key: Path) -> None:
+def ssh_keygen_fingerprint(public_key_file: Path) -> str:
+    """`ssh-keygen -l` prints "BITS SHA256:... COMMENT (TYPE)"."""
+    argv = ["ssh-keygen", "-l", "-f", str(public_key_file)]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()[1]
+
+
+def test_keys_lists_the_admin_key_by_fingerprint_type_and_comment(state_dir: Path, admin_key: Path) -> None:
+    # issue 12 item 23: the KEY column was a prefix of the base64 blob, the same for every ed25519 key
     kind, blob, _ = admin_key.read_text().split()
+    fingerprint = ssh_keygen_fingerprint(admin_key)
     listed = json.loads(ok(state_dir, "keys", "list", "-o", "json"))
     assert listed == [
         {
             "name": "alice@laptop",
             "type": kind,
+            "fingerprint": fingerprint,
+            "comment": "alice@laptop",
             "key": f"{kind} {blob} alice@laptop",
-            "short": f"{blob[:12]}...{blob[-8:]}",
         }
     ]
     table = ok(state_dir, "keys").splitlines()
-    assert table[0].split() == ["NAME", "TYPE", "KEY"]
-    assert table[2].split() == ["alice@laptop", kind, f"{blob[:12]}...{blob[-8:]}"]
+    assert table[0].split() == ["NAME", "TYPE", "FINGERPRINT", "COMMENT"]
+    assert table[2].split() == ["alice@laptop", kind, fingerprint, "alice@laptop"]
+
+
+@settings(max_examples=25)
+@given(point=st.binary(min_size=32, max_size=32), comment=st.from_regex(r"[a-z0-9@.]{0,12}", fullmatch=True))
+def test_a_fingerprint_is_what_ssh_keygen_prints_for_every_ed25519_key(point: bytes, comment: str) -> None:
+    """Any ed25519 key (32 bytes of point, any comment) gets ssh-keygen's own SHA256 fingerprint."""
+    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", point))
+    line = f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}".strip()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "key.pub"
+        path.write_text(line + "\n")
+        assert fingerprint(line) == ssh_keygen_fingerprint(path)
+
+
+def test_two_ed25519_keys_look_different_in_the_list(state_dir: Path, tmp_path: Path) -> None:
+    ok(state_dir, "keys", "add", str(make_key(tmp_path / "bob", comment="bob@desk")))
+    table = ok(state_dir, "keys").splitlines()[2:]
+    shown = {line.split()[0]: line.split()[2] for line in table}
+    assert len(set(shown.values())) == 2 and all(value.startswith("SHA256:") for value in shown.values())
 
 
 def test_add_and_remove_a_key(state_dir: Path, tmp_path: Path) -> None:
