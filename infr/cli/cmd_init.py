@@ -80,5 +80,16 @@ def init(
         raise UsageError(f"SSH key file {key_path} does not exist", "give the .pub file with --ssh-key FILE")
     values["adminEmail"] = _ask("adminEmail", admin_email, assume_yes)
     key_text = " ".join(key_path.read_text().split())
-    init_state(app.state_dir, values, key_text, key_name_for(key_text, key_path.name))
-    click.echo(f"infr is set up in {app.state_dir}. Next: add a host with 'infr hosts add NAME IP'.")
+    key_name = key_name_for(key_text, key_path.name)
+    init_state(app.state_dir, values, key_text, key_name)
+    click.echo(f"infr is set up in {app.state_dir}.")
+    click.echo(f"Admin key {key_name} added: {_fingerprint(key_text)} (from {key_path}).")
+    click.echo("Next, add a host:")
+    click.echo("  infr hosts add NAME IP          reinstalls the server: its disk is erased")
+    click.echo("  infr hosts add --adopt NAME IP  takes over a Debian 12 server as it is, data kept")
+
+
+def _fingerprint(key_text: str) -> str:
+    from infr.core.keys import fingerprint
+
+    return f"{key_text.split()[0]} {fingerprint(key_text)}"

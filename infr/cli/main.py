@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "history": ("infr.cli.cmd_history", "history", "Who changed what, when (the state's git log)."),
     "sync": ("infr.cli.cmd_history", "sync", "Share state with your team: pull (rebase) and push."),
     "completion": ("infr.cli.cmd_help", "completion", "Print the shell completion script (bash, zsh, fish)."),
-    "help": ("infr.cli.cmd_help", "help_", "Show help for infr or one of its commands."),
+    "help": ("infr.cli.cmd_help", "help_", "Show a guide (docs page), or the help of a command."),
 }
 
 
@@ -51,6 +51,10 @@ class LazyGroup(click.Group):
         rows = [(name, help_text) for name, (_, _, help_text) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        from infr.cli.cmd_help import topics
+
+        with formatter.section("Guides (infr help TOPIC)"):
+            formatter.write_dl(topics())
 
 
 def default_state_dir() -> Path:
@@ -128,7 +132,7 @@ def cli(
     HAProxy with Let's Encrypt, DNS at your provider, a private WireGuard network and
     btrfs backups every five minutes.
 
-    Start with 'infr init'; the tutorial is docs/tutorial.md.
+    Start with 'infr init'; the tutorial is 'infr help tutorial'.
     """
     ctx.obj = App(workdir or default_state_dir(), verbose, identity, down, lock_timeout)
 

@@ -36,7 +36,14 @@ def test_unattended_init_with_every_flag(tmp_path: Path, admin_key: Path) -> Non
     root = tmp_path / "new"
     result = run_cli(root, "init", "--yes", *FLAGS, "--ssh-key", str(admin_key))
     assert result.exit_code == 0, (result.output, result.exception)
-    assert result.stdout == f"infr is set up in {root}. Next: add a host with 'infr hosts add NAME IP'.\n"
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(admin_key)], capture_output=True, text=True).stdout
+    assert result.stdout.splitlines() == [  # issue 12 item 23: which key, and what each way to add a host does
+        f"infr is set up in {root}.",
+        f"Admin key alice@laptop added: ssh-ed25519 {fingerprint.split()[1]} (from {admin_key}).",
+        "Next, add a host:",
+        "  infr hosts add NAME IP          reinstalls the server: its disk is erased",
+        "  infr hosts add --adopt NAME IP  takes over a Debian 12 server as it is, data kept",
+    ]
     config = tomllib.loads((root / "config.toml").read_text())
     assert config == {
         "vnetNetwork": "10.9.0.0/16",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.shell_completion import BashComplete
 
@@ -125,7 +127,63 @@ def test_help_for_one_command() -> None:
 
 def test_help_for_an_unknown_command_is_a_usage_error() -> None:
     result = run_cli(None, "help", "lxc", "frobnicate")
-    assert result.exit_code == 2 and "no command 'lxc frobnicate'" in result.output
+    assert result.exit_code == 2 and "no command or guide 'lxc frobnicate'" in result.output
+
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda page: page.stem)
+def test_help_topic_prints_its_docs_page(page: Path) -> None:
+    """issue 12 item 22: --help pointed at docs/tutorial.md, which an installed infr did not have."""
+    assert ok(None, "help", page.stem) == page.read_text(encoding="utf-8")
+
+
+def test_help_lists_every_guide_with_its_title() -> None:
+    text = ok(None, "help")
+    guides = text.split("Guides (infr help TOPIC):\n")[1].splitlines()
+    assert [line.split()[0] for line in guides] == sorted(page.stem for page in DOCS.glob("*.md"))
+    assert "  tutorial                 Tutorial" in guides
+    assert "'infr help tutorial'" in text
+
+
+def test_every_group_with_a_list_runs_it_with_its_options_when_given_no_command() -> None:
+    """`infr backups -a` was refused although `infr backups` is `infr backups list` (issue 12 item 22)."""
+    from infr.cli.common import DefaultGroup
+
+    def groups(command: click.Command, path: str) -> Iterator[tuple[str, click.Group]]:
+        if isinstance(command, click.Group):
+            yield path, command
+            for name in command.list_commands(click.Context(command)):
+                yield from groups(command.get_command(click.Context(command), name), f"{path} {name}")
+
+    root = click.Context(cli)
+    found = {path: group for name in COMMANDS for path, group in groups(cli.get_command(root, name), name)}
+    listing = {path: group for path, group in found.items() if {"list", "show"} & set(group.commands)}
+    named = {"host", "lxc"}  # 'infr host NAME' runs show: NamedGroup, tested with the show commands
+    assert {path for path, group in listing.items() if not isinstance(group, DefaultGroup)} == named
+    assert "backups" in listing and "vnet peers" in listing
+
+
+def test_backups_takes_the_options_of_backups_list(world: Path) -> None:
+    seed_backup(world)
+    for group in ("backups", "backup"):
+        short = run_cli(world, "-D", "tom", group, "-a", "-o", "json")
+        assert short.exit_code == 0, short.output
+        assert short.stdout == ok(world, "-D", "tom", group, "list", "-a", "-o", "json")
+        assert json.loads(short.stdout)[0]["health"] == "unreachable"
+    assert ok(world, "backups", "-o", "csv") == ok(world, "backups", "list", "-o", "csv")
+    assert run_cli(world, "backups", "--help").stdout.startswith("Usage: infr backups [OPTIONS] COMMAND")
+
+
+def seed_backup(root: Path) -> None:
+    from infr.core.session import Session
+    from infr.state.model import HOST_READY, Backup
+
+    with Session(root, command_line="test: ready hosts and a backup pair").change() as change:
+        for name in ("bob", "tom"):
+            change.put_host(dataclasses.replace(change.inv.hosts[name], status=HOST_READY))
+        change.set_backups([Backup("bob", "tom", started="2026-11-22T00:00:00+00:00")])
 
 
 # ---- completion ------------------------------------------------------------------------------------
