@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -257,3 +260,51 @@ def test_the_state_directory_comes_from_infr_dir_unless_w_is_given(world: Path, 
     assert [row["name"] for row in json.loads(listed.stdout)] == ["db", "fozzie", "web"]
     elsewhere = run_infr(tmp_path / "other", "lxcs", env={"INFR_DIR": str(world)})
     assert elsewhere.returncode == 1 and "no infr state in" in elsewhere.stderr
+
+
+REPO = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """infr built as a wheel from a copy of this tree (as build.sh does: no build/ left in the
+    checkout) and installed, without its dependencies, into a directory of its own: (wheel, bin/infr)."""
+    work = tmp_path_factory.mktemp("wheel")
+    skip = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".lab", ".tutorial")
+    shutil.copytree(REPO, work / "src", symlinks=True, ignore=skip)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(work / "wheels"), str(work / "src")], check=True)
+    [wheel] = (work / "wheels").glob("infr-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(work / "site"), str(wheel)], check=True)
+    return wheel, work / "site"
+
+
+def run_installed(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The wheel's infr first on the path; its dependencies from this venv (the editable
+    infr's finder comes after the path, so it is not the one imported)."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    argv = [str(site / "bin" / "infr"), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=site, timeout=60)
+
+
+def test_the_wheel_carries_the_docs_as_files(wheel_install: tuple[Path, Path]) -> None:
+    """issue 12 item 22: `--help` pointed at docs/tutorial.md, which the package did not contain."""
+    wheel, _ = wheel_install
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {Path(name).name: archive.read(name) for name in archive.namelist() if name.startswith("infr/docs/")}
+    assert shipped == {page.name: page.read_bytes() for page in (REPO / "docs").glob("*.md")}
+
+
+def test_the_installed_infr_prints_its_guides(wheel_install: tuple[Path, Path]) -> None:
+    _, site = wheel_install
+    where = subprocess.run(
+        [sys.executable, "-c", "import infr; print(infr.__file__)"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)}, cwd=site,
+    )  # fmt: skip  (not this checkout's directory: python -c puts the working directory first)
+    assert where.stdout.strip() == str(site / "infr" / "__init__.py")
+    tutorial = run_installed(site, "help", "tutorial")
+    assert (tutorial.returncode, tutorial.stderr) == (0, "")
+    assert tutorial.stdout == (REPO / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    listed = run_installed(site, "help")
+    assert listed.returncode == 0 and "'infr help tutorial'" in listed.stdout
+    assert all(f"  {page.stem} " in listed.stdout for page in (REPO / "docs").glob("*.md"))
