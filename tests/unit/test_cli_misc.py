@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -262,3 +263,35 @@ def test_a_bug_without_a_state_directory_prints_no_traceback(
     assert capsys.readouterr().err == (
         "infr: internal error: RuntimeError('boom') (a bug; please report it with the command line)\n"
     )
+
+
+# ---- docs cover every command and setting (issue 12 item 22) ---------------------------------------
+
+
+def synopsis_lines() -> list[str]:
+    """The usage lines at the top of every docs page ('    infr GROUP ...')."""
+    pages = [page.read_text().splitlines() for page in DOCS.glob("*.md")]
+    return [line.strip() for lines in pages for line in lines if line.startswith("    infr ")]
+
+
+def test_every_subcommand_is_in_a_docs_synopsis() -> None:
+    words = [re.split(r"[\s\[\]|`(),]+", line) for line in synopsis_lines()]
+    root = click.Context(cli)
+    missing = []
+    for name in COMMANDS:
+        group = cli.get_command(root, name)
+        if not isinstance(group, click.Group):
+            continue
+        spellings = {"backup", "backups"} if name in ("backup", "backups") else {name}  # one group, two names
+        for sub in group.list_commands(click.Context(group)):
+            if not any(line[1] in spellings and sub in line[2:] for line in words):
+                missing.append(f"{name} {sub}")
+    assert missing == []
+
+
+def test_every_setting_is_in_the_config_page() -> None:
+    from infr.state.settings import SETTINGS
+
+    page = (DOCS / "config.md").read_text()
+    cells = set(re.split(r"[\s|,]+", "\n".join(line for line in page.splitlines() if line.startswith("| "))))
+    assert [key for key in SETTINGS if key not in cells] == []
