@@ -43,9 +43,11 @@ config.add_command(show, name="view")  # Infr's code spelled it 'view'
 
 @config.command(name="set")
 @click.argument("name")
-@click.argument("value", required=False)
+# Any number of words, so that a value with an unquoted space is refused by infr, which
+# never shows it (click's "unexpected extra argument" would print the second word).
+@click.argument("words", nargs=-1, metavar="[VALUE]")
 @pass_app
-def set_(app: App, name: str, value: str | None) -> None:
+def set_(app: App, name: str, words: tuple[str, ...]) -> None:
     """Set NAME to VALUE (secret keys go to secrets.toml, never committed).
 
     Without VALUE, a secret key's value is asked for without echo, so it stays out of
@@ -54,6 +56,9 @@ def set_(app: App, name: str, value: str | None) -> None:
     from infr.core.config import is_secret, set_value
     from infr.errors import UsageError
 
+    if len(words) > 1:
+        raise UsageError(f"config set takes one VALUE, and got {len(words)} words", "quote a value with spaces")
+    value = words[0] if words else None
     if value is None:
         if not is_secret(name):
             raise UsageError(f"no value given for {name}", f"infr config set {name} VALUE")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from infr.cli.cmd_backups import host_backups, host_restore_files
 from infr.cli.common import DefaultGroup, NamedGroup, complete_hosts, pass_app, target_name
@@ -85,6 +87,10 @@ def _reporter(name: str) -> Callable[[str], None]:
     return lambda message: click.echo(f"{name}: {message}")
 
 
+# What `-p` given alone stands for: ask. An argument can hold no NUL, so no password is this.
+_ASK = "\0ask"
+
+
 @hosts.command()
 @click.argument("name")
 @click.argument("ip")
@@ -93,9 +99,16 @@ def _reporter(name: str) -> Callable[[str], None]:
     "-p",
     "--password",
     "root_password",
+    is_flag=False,
+    flag_value=_ASK,
     default=None,
-    help="The server's root password, if your key is not authorised for root.",
+    envvar="INFR_ROOT_PASSWORD",
+    show_envvar=True,
+    help="The server's root password, if your key is not authorised for root. Alone (after NAME IP, "
+    "or before another option) it is asked for without echo; a value given here is masked in "
+    "history and the log, but stays in your shell's history.",
 )
+@click.option("--password-stdin", is_flag=True, help="Read the root password from the first line of stdin.")
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--timeout",
@@ -120,23 +133,60 @@ def _reporter(name: str) -> Callable[[str], None]:
 )
 @pass_app
 def add(
-    app: App, name: str, ip: str, adopt: bool, root_password: str | None, assume_yes: bool, **reinstall: Any
+    app: App,
+    name: str,
+    ip: str,
+    adopt: bool,
+    root_password: str | None,
+    password_stdin: bool,
+    assume_yes: bool,
+    **reinstall: Any,
 ) -> None:
-    """Add the server at IP as host NAME: reinstall it as Debian on btrfs, or --adopt it as it is."""
+    """Add the server at IP as host NAME: reinstall it as Debian on btrfs, or --adopt it as it is.
+
+    Everything is checked before anything is asked, recorded or done to the server.
+    """
+    from infr.cli.cmd_dns import fix_after_change
     from infr.core import hostops
 
-    if not adopt:
-        _reinstall(app, name, ip, root_password, assume_yes, **reinstall)
-        return
-    if not assume_yes:
-        click.confirm(
-            f"infr will take over {ip} as {name}: root and password logins will be turned off. Go on?", abort=True
-        )
-    from infr.cli.cmd_dns import fix_after_change
-
-    changes = hostops.adopt(app.session, name, ip, root_password, _reporter(name))
-    click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
+    if root_password is not None and password_stdin:
+        raise click.UsageError("give the root password one way: -p or --password-stdin")
+    if adopt:
+        hostops.check_add(app.session, name, ip)
+        password = _root_password(root_password, password_stdin)
+        if not assume_yes:
+            click.confirm(
+                f"infr will take over {ip} as {name}: root and password logins will be turned off. Go on?", abort=True
+            )
+        changes = hostops.adopt(app.session, name, ip, password, _reporter(name))
+        click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
+    else:
+        _reinstall(app, name, ip, root_password, password_stdin, assume_yes, **reinstall)
+        click.echo(f"{name}: ready")
     fix_after_change(app)
+
+
+def _root_password(given: str | None, from_stdin: bool) -> str | None:
+    """The root password from -p VALUE, -p (asked without echo), stdin or $INFR_ROOT_PASSWORD;
+    registered with the operation log, which masks it wherever it would appear."""
+    from infr import oplog
+
+    if from_stdin:
+        given = sys.stdin.readline().rstrip("\r\n")
+        if not given:
+            raise click.UsageError("--password-stdin: the first line of stdin is empty")
+    elif given == _ASK:
+        given = click.prompt("Root password", hide_input=True)
+    else:
+        source = click.get_current_context().get_parameter_source("root_password")
+        if given is not None and source is ParameterSource.COMMANDLINE:
+            click.echo(
+                "infr: warning: a password on the command line stays in your shell's history; "
+                "-p alone asks for it, or use --password-stdin or INFR_ROOT_PASSWORD",
+                err=True,
+            )
+    oplog.register_secret(given)
+    return given
 
 
 def _reinstall(
@@ -144,6 +194,7 @@ def _reinstall(
     name: str,
     ip: str,
     root_password: str | None,
+    password_stdin: bool,
     assume_yes: bool,
     *,
     timeout_min: float,
@@ -152,30 +203,29 @@ def _reinstall(
     static: bool,
     nameservers: tuple[str, ...],
 ) -> None:
-    from infr.cli.cmd_dns import fix_after_change
     from infr.core import reinstall
 
-    if not assume_yes:
-        typed = click.prompt(
-            f"infr will ERASE the server at {ip} and install Debian on it as {name}. Type YES to go on"
-        )
-        if typed != "YES":
-            raise click.Abort()
     opts = reinstall.ReinstallOptions(
-        root_password,
+        None,
         timeout_min * 60,
         installer_url,
         mirror_proxy=mirror_proxy,
         static=static,
         nameservers=nameservers,
     )
+    reinstall.check(app.session, name, ip, opts)
+    opts = replace(opts, root_password=_root_password(root_password, password_stdin))
+    if not assume_yes:
+        typed = click.prompt(
+            f"infr will ERASE the server at {ip} and install Debian on it as {name}. Type YES to go on"
+        )
+        if typed != "YES":
+            raise click.Abort()
 
     def report(phase: str, elapsed: float, message: str) -> None:
         click.echo(f"{name}: [{elapsed:4.0f} s] {phase}: {message}")
 
     reinstall.reinstall(app.session, name, ip, opts, report)
-    click.echo(f"{name}: ready")
-    fix_after_change(app)
 
 
 @host.command()

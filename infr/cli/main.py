@@ -62,16 +62,10 @@ def default_state_dir() -> Path:
 
 
 def command_line(argv: list[str]) -> str:
-    """The command as logged and committed, with the value of 'config set SECRET VALUE' masked."""
-    words = list(argv)
-    if "set" in words:
-        from infr.state.settings import SETTINGS
+    """The command as logged and committed, secret values masked (infr.cli.secret_args)."""
+    from infr.cli.secret_args import mask_argv
 
-        for i, word in enumerate(words[:-1]):
-            setting = SETTINGS.get(word)
-            if setting is not None and setting.secret:
-                words[i + 1] = "********"
-    return " ".join(["infr", *words])[:500]
+    return " ".join(["infr", *mask_argv(argv)])[:500]
 
 
 class App:

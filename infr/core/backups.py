@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infr.core.templating import render
+from infr.core.templating import fill, render
 from infr.errors import ValidationError
 from infr.oplog import register_secret
 from infr.state import validate
@@ -237,7 +237,8 @@ def render_units(to_host: Host, pair_hosts: Sequence[Host], settings: BackupSett
 def render_known_hosts(hosts: Iterable[Host]) -> str:
     """Pinned keys of the FROM hosts; a host whose key is not yet known is left out, so
     btrbk's ssh refuses it rather than trusting whatever answers."""
-    lines = [f"{_ssh_host(h)} {h.host_key}\n" for h in sorted(hosts, key=lambda h: h.name) if h.host_key]
+    by_name = sorted(hosts, key=lambda h: h.name)
+    lines = [fill("{host} {host_key}\n", host=_ssh_host(h), host_key=h.host_key) for h in by_name if h.host_key]
     return "".join(lines)
 
 

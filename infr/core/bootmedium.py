@@ -161,15 +161,29 @@ _GRUB_MODULE_RE = re.compile(r"^[a-z0-9_]+$")
 
 def validate_settings(settings: PreseedSettings) -> None:
     """Raise ValidationError listing every problem, so the user fixes them at once."""
-    problems = [
+    problems = [*input_problems(settings), *_layout_problems(settings)]
+    if problems:
+        raise ValidationError(problems, hint="the preseed was not written")
+
+
+def input_problems(settings: PreseedSettings) -> list[str]:
+    """Every problem in what the user and the state give (all but the disk and firmware,
+    which only the box can tell): `hosts add` checks these before it touches anything."""
+    return [
         *_name_problems(settings),
         *_key_problems(settings.admin_keys),
         *_network_problems(settings.network),
         *_source_problems(settings),
-        *_layout_problems(settings),
     ]
-    if problems:
-        raise ValidationError(problems, hint="the preseed was not written")
+
+
+def installer_problems(installer: InstallerSource) -> list[str]:
+    if _is_http_url(installer.url) and urlsplit(installer.url).scheme == "http":
+        return []
+    return [
+        f"installer URL must be http:// with a host, and no spaces or control characters: {installer.url!r}"
+        " (Debian's iPXE build has no HTTPS; d-i itself checks the mirror's signatures)"
+    ]
 
 
 def _name_problems(s: PreseedSettings) -> list[str]:
@@ -224,9 +238,18 @@ def _source_problems(s: PreseedSettings) -> list[str]:
     return [f"invalid {what} URL (http or https, with a host): {url!r}" for what, url in urls if not _is_http_url(url)]
 
 
+# The whole URL, not urlsplit(): it drops tabs and newlines before parsing, and the raw text
+# is what reaches the preseed and the iPXE command line. Optional user:password@ (a proxy's),
+# a host name or IPv4 address, an optional port, and a path of plain URL characters (none
+# that a shell, iPXE's ${...} or GRUB's quoting would read).
+_HTTP_URL_RE = re.compile(
+    r"https?://(?:[A-Za-z0-9._~%+,=-]+(?::[A-Za-z0-9._~%+,=-]*)?@)?"
+    r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+,=:@/-]*)?"
+)
+
+
 def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    return _HTTP_URL_RE.fullmatch(url) is not None
 
 
 def _layout_problems(s: PreseedSettings) -> list[str]:
@@ -301,11 +324,8 @@ def render_ipxe_script(settings: PreseedSettings, installer: InstallerSource, *,
     `embedded_preseed` is for a custom build with EMBED=embed.ipxe,preseed.cfg.
     """
     validate_settings(settings)
-    if urlsplit(installer.url).scheme != "http":
-        raise ValidationError(
-            [f"installer URL must be http://: {installer.url!r}"],
-            hint="Debian's iPXE build has no HTTPS; d-i itself checks the mirror's signatures",
-        )
+    if problems := installer_problems(installer):
+        raise ValidationError(problems)
     net = settings.network
     static = None
     if net.address:

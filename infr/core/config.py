@@ -28,10 +28,15 @@ def config_text(current: bytes, key: str, value: Value | None) -> bytes:
 
 
 def _setting(key: str) -> Setting:
+    """The setting `key`; an unknown key is a UsageError that never shows what follows an '='
+    (`smtpPassword=SECRET` is a common slip, and the value may be a secret)."""
+    name, equals, _ = key.partition("=")
+    if equals and name in SETTINGS:
+        raise UsageError(f"'{name}=...': the value goes after a space, not '='", f"infr config set {name} VALUE")
     try:
-        return lookup(key)
+        return lookup(name)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc) + (" (the text after '=' is not shown)" if equals else "")) from None
 
 
 def is_secret(key: str) -> bool:
@@ -40,10 +45,13 @@ def is_secret(key: str) -> bool:
 
 
 def parse_value(key: str, text: str) -> Value:
+    setting = _setting(key)
     try:
-        return _setting(key).parse(text)
+        return setting.parse(text)
     except ValueError as exc:
-        raise UsageError(str(exc), "see 'infr config show' for every key and its meaning") from None
+        # A secret's problem would quote the secret: say which setting, never the value.
+        problem = f"the value given for {key} is not valid (not shown: it is secret)" if setting.secret else str(exc)
+        raise UsageError(problem, "see 'infr config show' for every key and its meaning") from None
 
 
 def set_value(change: Change, root: Path, key: str, text: str) -> None:

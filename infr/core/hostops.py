@@ -69,19 +69,34 @@ def _check_new_host(inv: Inventory, name: str, ip: str) -> None:
         raise UsageError(f"{ip} is a loopback address", "give the server's public IP")
 
 
+def _check_add(inv: Inventory, name: str, ip: str) -> Host | None:
+    """The host `name` if it is already recorded at `ip` (a cut-off add to resume), None if new."""
+    if name not in inv.hosts:
+        _check_new_host(inv, name, ip)
+        return None
+    host = inv.hosts[name]
+    if host.public_ip != ip:
+        raise ConflictError(
+            f"host {name} already exists with IP {host.public_ip}",
+            f"pick another name, or remove it first: infr host {name} remove",
+        )
+    return host
+
+
+def check_add(session: Session, name: str, ip: str) -> None:
+    """What `hosts add` can check before it records anything or touches the server:
+    the name, the address, clashes with other hosts and LXCs, and the -i key file."""
+    _check_add(session.inventory(), name, ip)
+    if session.identity_file and not Path(session.identity_file).expanduser().is_file():
+        raise UsageError(f"no SSH private key at {session.identity_file}", "give your key's path with -i KEY")
+
+
 def record_host(session: Session, name: str, ip: str) -> Host:
     """The host as recorded in state, recording it (as installing) if new; resumes a cut-off add."""
     with session.change() as change:
         inv = change.inv
-        if name in inv.hosts:
-            host = inv.hosts[name]
-            if host.public_ip != ip:
-                raise ConflictError(
-                    f"host {name} already exists with IP {host.public_ip}",
-                    f"pick another name, or remove it first: infr host {name} remove",
-                )
-            return host
-        _check_new_host(inv, name, ip)
+        if (existing := _check_add(inv, name, ip)) is not None:
+            return existing
         host = Host(name, ip, change.allocate_address(), status=HOST_INSTALLING, added=now())
         change.put_host(host)
         change.note(f"host {name} recorded with vnet address {host.vnet_ip}")

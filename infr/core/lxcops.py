@@ -35,6 +35,7 @@ from infr.core.attach import Attached
 from infr.core.hostops import get_host, now, target
 from infr.core.lxcs import get_lxc
 from infr.core.session import Session
+from infr.core.templating import fill
 from infr.errors import ConflictError, InfrError, RemoteError, UsageError
 from infr.state import validate
 from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc
@@ -93,23 +94,32 @@ def container_config(lxc: Lxc, host: Host, settings: dict) -> bytes:
     prefix = ipaddress.IPv4Network(str(settings["vnetNetwork"])).prefixlen
     # A fixed MAC from the address: the same on every run, unique on the bridge.
     mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(lxc.vnet_ip).packed[1:])
-    lines = [
-        f"# infr: LXC {lxc.name} ({lxc.distro} {lxc.release})",
-        "lxc.include = /usr/share/lxc/config/common.conf",
-        "lxc.arch = linux64",
-        f"lxc.rootfs.path = btrfs:{LXC_ROOT}/{lxc.name}/rootfs",
-        f"lxc.uts.name = {lxc.name}",
-        "lxc.start.auto = 1",
-        "lxc.net.0.type = veth",
-        f"lxc.net.0.link = {provision.BRIDGE}",
-        "lxc.net.0.flags = up",
-        f"lxc.net.0.hwaddr = {mac}",
-        f"lxc.net.0.ipv4.address = {lxc.vnet_ip}/{prefix}",
-        f"lxc.net.0.ipv4.gateway = {host.vnet_ip}",
-        "lxc.apparmor.profile = generated",
-        "lxc.apparmor.allow_nesting = 1",
-    ]
-    return ("\n".join(lines) + "\n").encode()
+    text = fill(
+        "# infr: LXC {name} ({distro} {release})\n"
+        "lxc.include = /usr/share/lxc/config/common.conf\n"
+        "lxc.arch = linux64\n"
+        "lxc.rootfs.path = btrfs:{root}/{name}/rootfs\n"
+        "lxc.uts.name = {name}\n"
+        "lxc.start.auto = 1\n"
+        "lxc.net.0.type = veth\n"
+        "lxc.net.0.link = {bridge}\n"
+        "lxc.net.0.flags = up\n"
+        "lxc.net.0.hwaddr = {mac}\n"
+        "lxc.net.0.ipv4.address = {vnet_ip}/{prefix}\n"
+        "lxc.net.0.ipv4.gateway = {gateway}\n"
+        "lxc.apparmor.profile = generated\n"
+        "lxc.apparmor.allow_nesting = 1\n",
+        name=lxc.name,
+        distro=lxc.distro,
+        release=lxc.release,
+        root=LXC_ROOT,
+        bridge=provision.BRIDGE,
+        mac=mac,
+        vnet_ip=lxc.vnet_ip,
+        prefix=prefix,
+        gateway=host.vnet_ip,
+    )
+    return text.encode()
 
 
 def _image_on_host(conn: SSHConnection, source: str) -> str:
@@ -235,7 +245,7 @@ def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list
     box = Attached(conn, lxc.name)
     # systemd must be up before packages and sshd are touched (a unit reload needs it).
     box.run(["systemctl", "is-system-running", "--wait"], check=False)
-    resolv = converge.FileSpec("/etc/resolv.conf", f"nameserver {host.vnet_ip}\n".encode())
+    resolv = converge.FileSpec("/etc/resolv.conf", fill("nameserver {vnet_ip}\n", vnet_ip=host.vnet_ip).encode())
     changes = converge.ensure_file(box, resolv)
     # An image carries the name of the machine that built it; systemd would set that at boot.
     for spec in provision.name_files(lxc.name, session.settings()):
@@ -393,7 +403,8 @@ def ssh_argv(session: Session, name: str, remote: list[str]) -> list[str]:
     proxy = [*hop[:-1], "-W", "%h:%p", hop[-1]]
     alias = f"infr-lxc-{name}"
     known_hosts = session.root / ".cache" / f"known_hosts-lxc-{name}"
-    write_atomic(known_hosts, f"{alias} {container_host_key(session, lxc)}\n".encode(), 0o600)
+    line = fill("{alias} {host_key}\n", alias=alias, host_key=container_host_key(session, lxc))
+    write_atomic(known_hosts, line.encode(), 0o600)
     argv = ["ssh", "-A", "-o", f"ProxyCommand={shlex.join(proxy)}", "-o", f"HostKeyAlias={alias}"]
     argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
     if session.identity_file:

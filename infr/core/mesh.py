@@ -32,7 +32,7 @@ from typing import Any
 
 from infr.core.converge import FileSpec
 from infr.core.dnsnames import managed_suffixes
-from infr.core.templating import render
+from infr.core.templating import fill, render
 from infr.state.model import Host, Inventory, Lxc, Peer
 
 INTERFACE = "infrwg0"
@@ -176,7 +176,10 @@ def hosts_block(inv: Inventory, settings: dict[str, Any]) -> str:
     named += [(c.vnet_ip, c.name) for c in inv.lxcs.values()]
     named += [(p.vnet_ip, p.name) for p in inv.peers.values()]
     order = {a: i for i, a in enumerate(_by_address(a for a, _ in named))}
-    lines = [f"{a}\t{n}.{suffix} {n}" for a, n in sorted(named, key=lambda x: order[x[0]])]
+    lines = [
+        fill("{address}\t{name}.{suffix} {name}", address=a, name=n, suffix=suffix)
+        for a, n in sorted(named, key=lambda x: order[x[0]])
+    ]
     return "\n".join([HOSTS_BEGIN, *lines, HOSTS_END]) + "\n"
 
 

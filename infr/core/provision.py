@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from infr.core.converge import FileSpec
+from infr.core.templating import fill
 from infr.state.model import Host, Inventory
 
 MANAGER = "manager"
@@ -37,7 +38,7 @@ HOST_PACKAGES = (
 
 
 def authorized_keys(inv: Inventory) -> bytes:
-    lines = [f"{key.key}\n" for key in sorted(inv.keys.values(), key=lambda k: k.name)]
+    lines = [fill("{admin_key}\n", admin_key=key.key) for key in sorted(inv.keys.values(), key=lambda k: k.name)]
     return "".join(lines).encode()
 
 
@@ -79,14 +80,16 @@ def fqdn(name: str, settings: dict) -> str:
 
 def name_files(name: str, settings: dict) -> list[FileSpec]:
     """/etc/hostname and /etc/hosts of the host or LXC `name`; the hostname is set live too."""
-    hosts = (
+    hosts = fill(
         "127.0.0.1\tlocalhost\n"
-        f"127.0.1.1\t{fqdn(name, settings)} {name}\n"
+        "127.0.1.1\t{fqdn} {name}\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+        fqdn=fqdn(name, settings),
+        name=name,
     )
     return [
-        FileSpec("/etc/hostname", f"{name}\n".encode(), on_change=(("hostname", name),)),
+        FileSpec("/etc/hostname", fill("{name}\n", name=name).encode(), on_change=(("hostname", name),)),
         FileSpec("/etc/hosts", hosts.encode()),
     ]
 
@@ -106,16 +109,21 @@ def network_files(host: Host, settings: dict) -> list[FileSpec]:
     containers; containers get static addresses, so DHCP only serves static leases.
     """
     network = ipaddress.IPv4Network(settings["vnetNetwork"])
-    lxc_net = (
+    lxc_net = fill(
         "# infr: the containers' bridge\n"
         'USE_LXC_BRIDGE="true"\n'
-        f'LXC_BRIDGE="{BRIDGE}"\n'
-        f'LXC_ADDR="{host.vnet_ip}"\n'
-        f'LXC_NETMASK="{network.netmask}"\n'
-        f'LXC_NETWORK="{network}"\n'
-        f'LXC_DHCP_RANGE="{network.network_address},static"\n'
+        'LXC_BRIDGE="{bridge}"\n'
+        'LXC_ADDR="{vnet_ip}"\n'
+        'LXC_NETMASK="{netmask}"\n'
+        'LXC_NETWORK="{network}"\n'
+        'LXC_DHCP_RANGE="{network_address},static"\n'
         'LXC_DHCP_MAX="1"\n'
-        'LXC_USE_NFT="true"\n'
+        'LXC_USE_NFT="true"\n',
+        bridge=BRIDGE,
+        vnet_ip=host.vnet_ip,
+        netmask=network.netmask,
+        network=network,
+        network_address=network.network_address,
     )
     default_conf = (
         "# infr: new containers join the vnet bridge\n"

@@ -22,7 +22,7 @@ from infr.connector import SSHConnection
 from infr.core import bootmedium as bm
 from infr.core import hostops
 from infr.core.session import Session
-from infr.errors import InfrError, RemoteError, UsageError
+from infr.errors import InfrError, RemoteError, UsageError, ValidationError
 from infr.state.model import Host
 
 # Reports a phase, the seconds since the command started, and what happened.
@@ -64,10 +64,22 @@ class _Clock:
         self._report(self.phase, self.elapsed(), message)
 
 
+def check(session: Session, name: str, ip: str, opts: ReinstallOptions) -> None:
+    """Every problem in the name, address, options and state that can be found before anything
+    is recorded or the box is touched (the disk and firmware wait for the box's answer)."""
+    hostops.check_add(session, name, ip)
+    network = bm.Network(nameservers=opts.nameservers)
+    settings = _preseed_settings(session, name, bm.BoxFacts(disk="", firmware="bios", grub=None), network, opts)
+    problems = [*bm.input_problems(settings), *bm.installer_problems(_installer(session, opts))]
+    if problems:
+        raise ValidationError(problems, "nothing was changed")
+
+
 def reinstall(session: Session, name: str, ip: str, opts: ReinstallOptions, report: PhaseReport) -> list[str]:
     """Reinstall the box at `ip` as host `name`; returns what the adopt steps changed."""
     clock = _Clock(report)
     with session.locked():
+        check(session, name, ip, opts)
         host = hostops.record_host(session, name, ip)
         with SSHConnection.connect(hostops.target(session, host, user="root", password=opts.root_password)) as root:
             host = hostops.pin_host_key(session, host, root, clock.say)
@@ -88,7 +100,7 @@ def _build(
     clock.say("probing the box", bm.Phase.BUILDING)
     facts = bm.parse_box_probe(root.run(bm.find_boot_disk_argv()).text)
     network = _network(root, opts) if opts.static else bm.Network(nameservers=opts.nameservers)
-    settings = _preseed_settings(session, host, facts, network, opts.mirror_proxy)
+    settings = _preseed_settings(session, host.name, facts, network, opts)
     installer = _installer(session, opts)
     medium = bm.build_boot_medium(settings, facts, out, installer=installer)
     clock.say(f"{medium.method} medium for {facts.disk} ({facts.firmware}), installer from {installer.url}")
@@ -96,12 +108,12 @@ def _build(
 
 
 def _preseed_settings(
-    session: Session, host: Host, facts: bm.BoxFacts, network: bm.Network, proxy: str
+    session: Session, name: str, facts: bm.BoxFacts, network: bm.Network, opts: ReinstallOptions
 ) -> bm.PreseedSettings:
     settings = session.settings()
     inv = session.inventory()
     return bm.PreseedSettings(
-        hostname=host.name,
+        hostname=name,
         # The same FQDN `configure` later writes to /etc/hosts (provision.fqdn).
         domain=f"{settings['dnsPrefix']}.{settings['dnsDomain']}",
         admin_keys=tuple(key.key for key in sorted(inv.keys.values(), key=lambda k: k.name)),
@@ -110,7 +122,7 @@ def _preseed_settings(
         network=network,
         release=str(settings["debianRelease"]),
         mirror=str(settings["debianMirror"]),
-        mirror_proxy=proxy,
+        mirror_proxy=opts.mirror_proxy,
     )
 
 

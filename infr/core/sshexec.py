@@ -6,6 +6,7 @@ import os
 
 from infr.core.hostops import get_host
 from infr.core.session import Session
+from infr.core.templating import fill
 from infr.errors import HostKeyError
 from infr.state.files import write_atomic
 
@@ -16,7 +17,7 @@ def ssh_argv(session: Session, name: str, command: list[str]) -> list[str]:
         raise HostKeyError(f"{name} has no pinned host key yet", f"pin it with: infr host {name} reconfigure -k")
     known_hosts = session.root / ".cache" / "known_hosts"
     alias = f"infr-{name}"
-    write_atomic(known_hosts, f"{alias} {host.host_key}\n".encode(), 0o600)
+    write_atomic(known_hosts, fill("{alias} {host_key}\n", alias=alias, host_key=host.host_key).encode(), 0o600)
     argv = ["ssh", "-A", "-p", str(host.ssh_port), "-o", f"HostKeyAlias={alias}"]
     argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
     if session.identity_file:
