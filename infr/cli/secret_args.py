@@ -73,12 +73,26 @@ def _mask_password(words: list[str], start: int) -> None:
             return
         if word.startswith("--password="):
             _mask(words, i, word.partition("=")[2], prefix="--password=")
-        elif word in _PASSWORD_OPTIONS or (word.startswith("-") and not word.startswith("--") and "p" in word):
-            if word not in _PASSWORD_OPTIONS and not word.endswith("p"):
-                at = word.index("p") + 1
-                _mask(words, i, word[at:], prefix=word[:at])
+        elif word == "--password" or (word.startswith("-") and not word.startswith("--")):
+            attached = "" if word == "--password" else _attached_password(word)
+            if attached is None:
+                continue
+            if attached:
+                _mask(words, i, attached, prefix=word[: len(word) - len(attached)])
             elif i + 1 < len(words) and not words[i + 1].startswith("-"):
                 _mask(words, i + 1, words[i + 1])
+
+
+def _attached_password(cluster: str) -> str | None:
+    """What click reads as -p's value in a short-option cluster such as -yp or -ypSECRET:
+    the rest of the word after the first 'p' ("" when -p ends it), None without -p. Of
+    `hosts add`'s short options only -y comes before it: a flag, so it takes no value."""
+    for at, letter in enumerate(cluster[1:], start=1):
+        if letter == "p":
+            return cluster[at + 1 :]
+        if letter != "y":
+            return None
+    return None
 
 
 def _mask(words: list[str], i: int, secret: str, prefix: str = "") -> None:
