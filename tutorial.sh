@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 .ci/install
-export PATH="$PWD/.venv/bin:$PATH" INFR_DIR="$PWD/.tutorial"
+# The tutorial's key is remembered in its own per-user config, not in yours (~/.config/infr).
+export PATH="$PWD/.venv/bin:$PATH" INFR_DIR="$PWD/.tutorial" XDG_CONFIG_HOME="$PWD/.tutorial-config"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 key="$INFR_DIR/admin_ed25519"
@@ -16,31 +17,32 @@ if [ ! -f "$INFR_DIR/infr.toml" ]; then
 fi
 step infr lab up --hosts 2
 mapfile -t ips < <(infr lab status -o csv | awk -F, 'NR > 1 {print $2}')
+# The first -i is remembered: no command after this one needs it.
 step infr -i "$key" hosts add --adopt --yes bob "${ips[0]}"
-step infr -i "$key" hosts add --adopt --yes tom "${ips[1]}"
+step infr hosts add --adopt --yes tom "${ips[1]}"
 step infr hosts
 step infr host bob
 step infr dns
-step infr -i "$key" host bob ssh -- 'hostname; id; sudo -n true && echo sudo works; findmnt -no FSTYPE /'
+step infr host bob ssh -- 'hostname; id; sudo -n true && echo sudo works; findmnt -no FSTYPE /'
 second="$INFR_DIR/second_ed25519"
 [ -f "$second" ] || ssh-keygen -q -t ed25519 -N '' -C second@infr -f "$second"
-infr keys | grep -q second@infr || step infr -i "$key" keys add "$second.pub"
+infr keys | grep -q second@infr || step infr keys add "$second.pub"
 step infr -i "$second" host tom ssh -- 'echo logged in to $(hostname) with the second key'
-step infr -i "$key" host bob reconfigure
+step infr host bob reconfigure
 # Containers: the lab cannot reach LXC's image server, so build a Debian image here once.
 step infr lab rootfs --use
-step infr -i "$key" lxcs add fozzie debian bookworm bob
-step infr -i "$key" lxc fozzie ssh -- 'sudo sh -c "mkdir -p /srv/www && echo hello from fozzie > /srv/www/index.html && (busybox httpd -p 80 -h /srv/www 2>/dev/null || true)"'
-step infr -i "$key" lxc fozzie http FORWARD
+step infr lxcs add fozzie debian bookworm bob
+step infr lxc fozzie ssh -- 'sudo sh -c "mkdir -p /srv/www && echo hello from fozzie > /srv/www/index.html && (busybox httpd -p 80 -h /srv/www 2>/dev/null || true)"'
+step infr lxc fozzie http FORWARD
 step curl -sS -H "Host: fozzie.infr.example.com" "http://${ips[0]}/"
 step infr lxcs
-step infr -i "$key" backup start bob tom
+step infr backup start bob tom
 # tom's timer pulls every five minutes; start the first run now instead of waiting
 # (a full copy of bob's root: about four minutes on emulated lab VMs).
-step infr -i "$key" backup run bob tom
-step infr -i "$key" backups
-step infr -i "$key" host bob backups
-step infr -i "$key" backup status
-step infr -i "$key" vnet status
+step infr backup run bob tom
+step infr backups
+step infr host bob backups
+step infr backup status
+step infr vnet status
 step infr history
 printf '\nThe lab is still running. Stop it with: .venv/bin/infr -w .tutorial lab down\n'

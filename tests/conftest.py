@@ -9,6 +9,7 @@ Fixtures
     hypothesis    the "infr" profile (no deadline) is loaded for every suite
     (autouse)     git author env for the state's commits; INFR_DIR pointed at a path
                   that does not exist, so no test can touch ~/.infr by accident;
+                  XDG_CONFIG_HOME a fresh directory (the identity -i remembers);
                   secret env variables cleared
 
 Helpers (import them: ``from tests.conftest import seed_host, seed_lxc``; plain
@@ -71,6 +72,8 @@ def _infr_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     monkeypatch.setenv("INFR_AUTHOR_NAME", AUTHOR_NAME)
     monkeypatch.setenv("INFR_AUTHOR_EMAIL", AUTHOR_EMAIL)
     monkeypatch.setenv("INFR_DIR", str(tmp_path_factory.getbasetemp() / "no-such-infr-dir"))
+    # The key a test's -i remembers stays in that test, never in the user's own ~/.config.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     for setting in SETTINGS.values():
         if setting.env:
             monkeypatch.delenv(setting.env, raising=False)

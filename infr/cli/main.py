@@ -110,7 +110,11 @@ class App:
     help="State directory (default: $INFR_DIR or ~/.infr).",
 )
 @click.option(
-    "-i", "--identity", default=None, help="SSH private key to log in with (default: ssh-agent or ~/.ssh/id_*)."
+    "-i",
+    "--identity",
+    default=None,
+    help="SSH private key to log in with; the first one given is remembered "
+    "(default: the remembered key, ~/.ssh/config's IdentityFile, ssh-agent, ~/.ssh/id_*).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also print the operation log to stderr.")
 @click.option("-D", "--down", default="", metavar="H1,H2", help="Hosts to treat as down and skip.")
@@ -128,7 +132,25 @@ def cli(
 
     Start with 'infr init'; the tutorial is 'infr help tutorial'.
     """
+    identity = choose_identity(identity, remember=ctx.invoked_subcommand == "init")
     ctx.obj = App(workdir or default_state_dir(), verbose, identity, down, lock_timeout)
+
+
+def choose_identity(given: str | None, remember: bool) -> str | None:
+    """-i KEY, else the key remembered for this user. The first -i is remembered (and
+    `init`'s, and one replacing a remembered key that is gone), so it is given only once."""
+    from infr import userconfig
+
+    remembered = userconfig.remembered_identity()
+    if given is None:
+        return remembered
+    key = Path(given).expanduser()
+    stale = remembered is None or not Path(remembered).is_file()
+    if (stale or remember) and key.is_file() and str(key.absolute()) != remembered:
+        path = userconfig.remember_identity(key)
+        note = f"infr: remembered {key.absolute()} as your SSH key (in {path}): no need for -i from now on"
+        click.echo(note, err=True)
+    return given
 
 
 def _report(error: InfrError) -> int:

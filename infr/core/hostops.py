@@ -53,6 +53,9 @@ def target(session: Session, host: Host, *, user: str = "manager", password: str
         key_file=key,
         password=password,
         pinned_key=host.host_key or None,
+        # Logging in with a key to a server infr has not set up yet: ~/.ssh/config may
+        # name the provider's sudo account (admin, debian) instead of root.
+        first_login=user == "root" and password is None,
     )
 
 

@@ -115,7 +115,7 @@ def test_connect_timeout_when_the_host_never_answers(client_key: KeyPair) -> Non
         port = mute.getsockname()[1]
         target = Target("mute", "127.0.0.1", port, key_file=client_key.private, timeout=1.0)
         started = time.monotonic()
-        with pytest.raises(RemoteError, match="cannot connect to mute"):
+        with pytest.raises(RemoteError, match="cannot reach mute .*: no SSH handshake within 1s"):
             SSHConnection.connect(target)
         assert time.monotonic() - started < 5
 
@@ -124,7 +124,7 @@ def test_connection_refused(client_key: KeyPair) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(RemoteError, match="cannot connect to gone"):
+    with pytest.raises(RemoteError, match="cannot reach gone .*: connection refused .*infr -D gone"):
         SSHConnection.connect(Target("gone", "127.0.0.1", port, key_file=client_key.private))
 
 
@@ -295,7 +295,7 @@ def test_parallel_run_on_three_hosts(
     assert [e.kind for e in events if e.host == "h2"] == [EventKind.SKIPPED]
     h3 = [e for e in events if e.host == "h3"]
     assert [e.kind for e in h3] == [EventKind.STARTED, EventKind.FAILED]
-    assert "cannot connect to h3" in h3[-1].message
+    assert "cannot reach h3" in h3[-1].message
 
 
 def test_log_has_commands_and_output_with_secrets_masked(

@@ -82,7 +82,7 @@ def test_a_change_the_host_did_not_get_says_saved_and_the_rerun_applies_it(
     result = run_cli(world, "lxc", "fozzie", *command)
     assert isinstance(result.exception, RemoteError), result.output
     text = str(result.exception)
-    assert text.startswith("saved, not applied to bob: cannot connect to bob"), text
+    assert text.startswith("saved, not applied to bob: cannot reach bob"), text
     assert text.endswith(
         f"(run `infr lxc fozzie {' '.join(command)}` again (or `infr host bob reconfigure`) once it is reachable)"
     ), text
