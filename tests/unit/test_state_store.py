@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infr.core.session import Session
 from infr.errors import StateError, ValidationError
@@ -331,3 +333,47 @@ def test_write_atomic_replaces_whole_files_and_cleans_up_after_a_failure(
     monkeypatch.undo()
     assert target.read_bytes() == b"one"
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.toml"]
+
+
+# ---- the cache is never a source of truth (issue 12 item 3) ---------------------------
+
+
+def test_an_edited_cache_is_never_shown_nor_written_back(seeded: Path) -> None:
+    truth = Store(seeded)._parse()
+    Store(seeded).load()
+    cache = seeded / ".cache" / "inventory.json"
+    edited = cache.read_bytes().replace(b'"45.32.191.151"', b'"45.32.191.159"')
+    assert edited != cache.read_bytes()
+    cache.write_bytes(edited)
+    assert Store(seeded).load() == truth
+    cache.write_bytes(edited)  # and a change made now writes the files' values, not the cache's
+    with Session(seeded).change() as change:
+        host = change.inv.hosts["bob"]
+        change.put_host(host)
+    assert 'public_ip = "45.32.191.151"' in (seeded / "hosts" / "bob.toml").read_text()
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_damage_to_the_cache_is_rejected(seeded: Path, data: st.DataObject) -> None:
+    truth = Store(seeded)._parse()
+    Store(seeded).load()
+    cache = seeded / ".cache" / "inventory.json"
+    body = bytearray(cache.read_bytes())
+    position = data.draw(st.integers(0, len(body) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != body[position]))
+    body[position] = byte
+    cache.write_bytes(bytes(body))
+    assert Store(seeded).load() == truth
+
+
+def test_an_edit_that_keeps_inode_mtime_and_size_is_seen(seeded: Path) -> None:
+    assert Store(seeded).load().lxcs["c1"].http_port == 80
+    path = seeded / "lxcs" / "c1.toml"
+    before = path.stat()
+    with path.open("r+") as handle:
+        handle.write(path.read_text().replace("http_port = 80\n", "http_port = 81\n"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert Store(seeded).load().lxcs["c1"].http_port == 81
