@@ -311,7 +311,7 @@ class Store:
         manifest = self.journal / "manifest.json"
         if manifest.exists():
             touched: set[Path] = set()
-            for op in json.loads(manifest.read_bytes()):
+            for op in self._manifest_ops(manifest):
                 target = self.root / op["path"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if op["op"] == "delete":
@@ -325,6 +325,57 @@ class Store:
                 fsync_dir(directory)
         shutil.rmtree(self.journal, ignore_errors=True)
         fsync_dir(self.root)
+
+
+    def _manifest_ops(self, manifest: Path) -> list[dict[str, str]]:
+        """The operations of a manifest, each confined to a state file, or an error naming it.
+
+        The manifest is written by commit() alone; one that says anything else (garbage, a
+        hand edit, a path like ../x) is refused before a single file is touched.
+        """
+        try:
+            ops = json.loads(manifest.read_bytes())
+            problem = _manifest_problem(ops)
+        except ValueError as exc:  # not JSON, or not UTF-8
+            problem = f"not JSON ({exc})"
+        if problem:
+            raise StateError(
+                f"{manifest} is not a change infr wrote: {problem}",
+                f"remove {self.journal} (the interrupted change in it is lost), then run 'infr config validate'",
+            )
+        return ops  # type: ignore[no-any-return]  # checked by _manifest_problem
+
+
+def _manifest_problem(ops: object) -> str | None:
+    if not isinstance(ops, list):
+        return "not a list of operations"
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in ("put", "delete"):
+            return f"{op!r:.60} is not a put or a delete"
+        if not is_state_file(op.get("path")):
+            return f"{op.get('path')!r:.60} is not a file of the state"
+        if op["op"] == "put" and not (isinstance(op.get("staged"), str) and op["staged"].isdigit()):
+            return f"{op.get('staged')!r:.60} is not a staged file of the journal"
+    return None
+
+
+def is_state_file(rel: object) -> bool:
+    """True for a path (relative to the state directory) that a change may write."""
+    if not isinstance(rel, str):
+        return False
+    if rel in TOP_FILES or rel == "secrets.toml":
+        return True
+    directory, slash, name = rel.partition("/")
+    suffix = ".pub" if directory == "keys" else ".toml"
+    return (
+        directory in ENTITY_DIRS
+        and bool(slash)
+        and name.endswith(suffix)
+        and len(name) > len(suffix)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\0" not in name
+    )
 
 
 def _inventory_to_cache(inv: Inventory) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from infr.state import schema
 from infr.state.files import write_atomic
 from infr.state.model import Lxc, TcpForward
 from infr.state.store import Store, dump_toml
-from tests.conftest import clone_state, seed_host, seed_lxc
+from tests.conftest import clone_state, seed_host, seed_lxc, snapshot
 
 
 class Crash(BaseException):
@@ -377,3 +379,51 @@ def test_an_edit_that_keeps_inode_mtime_and_size_is_seen(seeded: Path) -> None:
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
     assert Store(seeded).load().lxcs["c1"].http_port == 81
+
+
+# ---- the journal's manifest is confined to the state's files (issue 12 items 5 and 13) ------
+
+
+def stage_manifest(root: Path, manifest: bytes, staged: bytes = b"x = 1\n") -> None:
+    (root / ".journal").mkdir(exist_ok=True)
+    (root / ".journal" / "0").write_bytes(staged)
+    (root / ".journal" / "manifest.json").write_bytes(manifest)
+
+
+@pytest.mark.parametrize("path", ["../x", "/tmp/x", "lxcs/../../x", "lxcs/sub/c1.toml", ".git/config", "log", ""])
+def test_a_manifest_path_outside_the_state_files_is_refused(seeded: Path, path: str) -> None:
+    stage_manifest(seeded, json.dumps([{"op": "put", "path": path, "staged": "0"}]).encode())
+    before = snapshot(seeded)
+    with pytest.raises(StateError) as refused:
+        Store(seeded).load()
+    assert str(seeded / ".journal" / "manifest.json") in str(refused.value)
+    assert "remove" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (seeded.parent / "x").exists()
+    assert snapshot(seeded) == before
+
+
+manifests = st.one_of(
+    st.binary(max_size=60),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["op", "path", "staged"]), inner),
+        max_leaves=8,
+    ).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manifest=manifests)
+def test_a_garbage_manifest_is_a_clear_error_or_a_change_inside_the_state(seeded: Path, manifest: bytes) -> None:
+    outside = set(seeded.parent.iterdir())
+    stage_manifest(seeded, manifest)
+    try:
+        Store(seeded).load()
+    except StateError as refused:
+        assert "manifest.json" in str(refused) and "\n" not in str(refused)
+    except ValidationError:
+        pass  # a valid manifest that put "x = 1" into a state file: the file is named
+    assert set(seeded.parent.iterdir()) == outside
+    shutil.rmtree(seeded / ".journal", ignore_errors=True)
+    subprocess.run(["git", "-C", str(seeded), "checkout", "-q", "--", "."], check=True)
+    subprocess.run(["git", "-C", str(seeded), "clean", "-qfd", "--", "hosts", "lxcs", "keys", "peers"], check=True)
