@@ -343,7 +343,7 @@ class Store:
                 f"{manifest} is not a change infr wrote: {problem}",
                 f"remove {self.journal} (the interrupted change in it is lost), then run 'infr config validate'",
             )
-        return ops  # type: ignore[no-any-return]  # checked by _manifest_problem
+        return ops  # its shape was checked by _manifest_problem
 
 
 def _manifest_problem(ops: object) -> str | None:
