@@ -62,10 +62,21 @@ def _toml(path: Path) -> dict[str, Any]:
     import tomllib
 
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise StateError(f"{path} is not valid TOML: {exc}", "fix the file or restore it from git") from None
+
+
+def read_text(path: Path) -> str:
+    """A state file's text; a file that is not UTF-8 is an error naming it and the first bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise StateError(
+            f"{path} is not UTF-8 text (byte {exc.start} is {data[exc.start : exc.start + 1]!r})",
+            "fix the file or restore it from git",
+        ) from None
 
 
 def _listdir(path: Path) -> list[str]:
@@ -269,7 +280,7 @@ class Store:
                         problems.append(f"{directory}/{name}: name field differs from the file name")
                     target[stem] = item
         for path in sorted((self.root / "keys").glob("*.pub")):
-            inventory.keys[path.stem] = Key(path.stem, path.read_text().strip())
+            inventory.keys[path.stem] = Key(path.stem, read_text(path).strip())
         backups = self.root / "backups.toml"
         for i, row in enumerate(_toml(backups).get("backup", []) if backups.exists() else []):
             item = schema.from_dict(Backup, row, f"backups.toml entry {i + 1}", problems)
