@@ -13,7 +13,7 @@ from infr.core.session import Session
 from infr.errors import ValidationError
 from infr.state import schema
 from infr.state.model import Host, Inventory, Lxc, TcpForward
-from infr.state.store import Store
+from infr.state.store import Store, _Files, _fingerprint
 from tests.conftest import DEFAULT_SETTINGS, seed_host, seed_lxc
 
 
@@ -75,8 +75,9 @@ def test_after_a_change_the_cache_is_used_and_matches_a_full_scan(
         lxc.http = "FORWARD"
         change.put_lxc(lxc)
     store = Store(state_dir)
-    cached = store._read_cache(store._fingerprint(store._scan()))
-    assert cached is not None and cached.lxcs["a"].http == "FORWARD"
+    cache = store._read_cache()
+    assert cache["fingerprint"] == _fingerprint(store._scan(_Files({}, 0)).records)
+    assert cache["inventory"]["lxcs"][0]["http"] == "FORWARD"
 
     def no_parse(self: Store) -> Inventory:
         raise AssertionError("the cache was rebuilt")

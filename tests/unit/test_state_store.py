@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from infr.core.session import Session
 from infr.errors import StateError, ValidationError
 from infr.state import schema
+from infr.state import store as store_module
 from infr.state.files import write_atomic
 from infr.state.model import Lxc, TcpForward
 from infr.state.store import Store, dump_toml
@@ -427,3 +428,20 @@ def test_a_garbage_manifest_is_a_clear_error_or_a_change_inside_the_state(seeded
     shutil.rmtree(seeded / ".journal", ignore_errors=True)
     subprocess.run(["git", "-C", str(seeded), "checkout", "-q", "--", "."], check=True)
     subprocess.run(["git", "-C", str(seeded), "clean", "-qfd", "--", "hosts", "lxcs", "keys", "peers"], check=True)
+
+
+def test_a_settled_file_is_not_read_again_but_any_write_to_it_is_seen(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLED_NS", 0)  # as if every file had changed long ago
+    Store(seeded).cache_path.unlink()
+    Store(seeded).load()  # hashes every file and records their stats
+    again = Store(seeded)
+    again.load()
+    assert again._files is not None and again._files.rehashed == 0
+    path = seeded / "lxcs" / "c1.toml"
+    before = path.stat()
+    with path.open("r+") as handle:  # same size, same inode, mtime set back: only ctime moves
+        handle.write(path.read_text().replace("http_port = 80\n", "http_port = 81\n"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert Store(seeded).load().lxcs["c1"].http_port == 81
