@@ -78,6 +78,12 @@ def ready(root: Path, wait: float = 2.0) -> None:
     A git still finishing for an infr that was killed lets go within `wait` seconds; a
     lock older than that is from a git that is running by hand or that died.
     """
+    if not (root / ".git").exists():
+        raise StateError(
+            f"{root} is not a git repository (.git is missing): the change could not be recorded",
+            f"nothing was changed; restore .git from a backup or a clone, or start a new history: "
+            f"git -C {root} init -b main && git -C {root} add -A && git -C {root} commit -m 'infr state'",
+        )
     deadline = time.monotonic() + wait
     while held := [name for name in GIT_LOCKS if (root / name).exists()]:
         if time.monotonic() >= deadline:
@@ -107,10 +113,14 @@ INTERRUPTED = "\n\nCommitted by the next infr command: this one was interrupted 
 
 
 def begin(root: Path, paths: list[str], message: str) -> None:
-    """Record the commit that `commit(root, paths, message)` will make."""
-    if not (root / ".git").is_dir():  # no repository: commit() names that problem
-        return
-    write_atomic(root / PENDING, json.dumps({"paths": paths, "message": message}).encode())
+    """Record the commit that `commit(root, paths, message)` will make (ready() was called)."""
+    try:
+        write_atomic(root / PENDING, json.dumps({"paths": paths, "message": message}).encode())
+    except OSError as exc:
+        raise StateError(
+            f"could not write {root / PENDING}: {exc.strerror}",
+            "nothing was changed; make room on that disk and run the command again",
+        ) from None
 
 
 def end(root: Path) -> None:

@@ -291,23 +291,42 @@ class Store:
         import shutil
 
         with self._apply_lock(exclusive=True):
-            if self.journal.exists():
-                shutil.rmtree(self.journal)
-            self.journal.mkdir()
-            ops = []
-            for i, (rel, data) in enumerate(sorted(writes.items())):
-                if data is None:
-                    ops.append({"op": "delete", "path": rel})
-                    continue
-                staged = self.journal / str(i)
-                with staged.open("wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                ops.append({"op": "put", "path": rel, "staged": str(i)})
-            fsync_dir(self.journal)
-            write_atomic(self.journal / "manifest.json", json.dumps(ops).encode())
-            self._roll_forward()
+            try:
+                self._stage(writes)
+            except OSError as exc:  # a full disk, most likely: the staged files are not the change yet
+                shutil.rmtree(self.journal, ignore_errors=True)
+                raise StateError(
+                    f"could not save the change in {self.root}: {exc.strerror}",
+                    "nothing was changed; make room on that disk and run the command again",
+                ) from None
+            try:
+                self._roll_forward()
+            except OSError as exc:
+                raise StateError(
+                    f"could not finish saving the change in {self.root}: {exc.strerror}",
+                    "it is in .journal/ and the next infr command finishes it; fix the disk first",
+                ) from None
+
+    def _stage(self, writes: dict[str, bytes | None]) -> None:
+        """Write the change into the journal, ending with its manifest: the commit point."""
+        import shutil
+
+        if self.journal.exists():
+            shutil.rmtree(self.journal)
+        self.journal.mkdir()
+        ops = []
+        for i, (rel, data) in enumerate(sorted(writes.items())):
+            if data is None:
+                ops.append({"op": "delete", "path": rel})
+                continue
+            staged = self.journal / str(i)
+            with staged.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            ops.append({"op": "put", "path": rel, "staged": str(i)})
+        fsync_dir(self.journal)
+        write_atomic(self.journal / "manifest.json", json.dumps(ops).encode())
 
     def _roll_forward(self) -> None:
         """Finish a committed change: idempotent, so a crash half-way is finished next time."""

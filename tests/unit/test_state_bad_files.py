@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,3 +60,26 @@ def test_a_byte_that_is_not_utf8_in_any_state_file_is_named(
             assert snapshot(world) == before
     finally:
         path.write_bytes(original)
+
+
+# Any argument with bytes that are not UTF-8 (issue 12 item 13): Python hands them over as surrogates.
+not_utf8_args = st.tuples(st.text(max_size=5), st.binary(min_size=1, max_size=4), st.text(max_size=5)).map(
+    lambda parts: os.fsdecode(parts[0].encode() + parts[1] + parts[2].encode())
+).filter(lambda arg: any("\udc80" <= ch <= "\udcff" for ch in arg))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arg=not_utf8_args, position=st.integers(0, 4))
+def test_an_argument_that_is_not_utf8_is_a_one_line_usage_error(
+    world: Path, arg: str, position: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infr.cli.main import main
+
+    before = snapshot(world)
+    argv = ["-w", str(world), "lxc", "c1", "add-alias", "www.example.org"]
+    argv.insert(2 + position, arg)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "not UTF-8" in err, err
+    assert snapshot(world) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -445,3 +446,33 @@ def test_a_settled_file_is_not_read_again_but_any_write_to_it_is_seen(
         handle.write(path.read_text().replace("http_port = 80\n", "http_port = 81\n"))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert Store(seeded).load().lxcs["c1"].http_port == 81
+
+
+# ---- a full disk (issue 12 item 13) -----------------------------------------------------
+
+
+def no_space(*args: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_disk_full_while_staging_is_a_clear_error_and_changes_nothing(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(seeded)
+    monkeypatch.setattr(store_module, "fsync_dir", no_space)
+    with pytest.raises(StateError, match="No space left on device.*nothing was changed"):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    assert not (seeded / ".journal").exists()
+    assert snapshot(seeded) == before
+    assert_old(seeded)
+
+
+def test_a_disk_full_while_applying_is_finished_by_the_next_command(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Store, "_roll_forward", no_space)
+    with pytest.raises(StateError, match="No space left on device.*the next infr command finishes it"):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    assert_new(seeded)
