@@ -96,12 +96,24 @@ def ready(root: Path, wait: float = 2.0) -> None:
 
 def commit(root: Path, paths: list[str], message: str) -> None:
     """Commit exactly `paths` (added, changed or deleted) with `message`."""
+    paths = _known_to_git_or_present(root, paths)
     if not paths:  # 'git add -A --' with no path adds the whole tree: commit nothing instead
         return
     git(root, "add", "-A", "--", *paths)
     if git(root, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return
     git(root, "commit", "-q", "--no-verify", "-m", message)
+
+
+def _known_to_git_or_present(root: Path, paths: list[str]) -> list[str]:
+    """`paths` less those git cannot add: neither on disk nor tracked. A change killed after
+    noting its commit and before saving a new file leaves such a path in the note, and
+    'git add' refuses the whole command for one ('pathspec ... did not match any files')."""
+    missing = [p for p in paths if not os.path.lexists(root / p)]
+    if not missing:
+        return paths
+    tracked = set(git(root, "ls-files", "-z", "--", *missing).stdout.split("\0"))
+    return [p for p in paths if p not in missing or p in tracked]
 
 
 # The commit a change is about to make, written before its files are saved and removed
