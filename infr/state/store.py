@@ -188,11 +188,16 @@ class Store:
         the very same stat, taken long enough after the file last changed (see _Files).
         """
         files = _Files({}, time.time_ns())
+        root = str(self.root)
         for name in TOP_FILES:
-            files.add(self.root, name, known)
+            files.add(name, f"{root}/{name}", known)
         for directory in ENTITY_DIRS:
-            for name in _listdir(self.root / directory):
-                files.add(self.root, f"{directory}/{name}", known)
+            try:
+                entries = list(os.scandir(f"{root}/{directory}"))
+            except FileNotFoundError:
+                continue
+            for entry in entries:  # DirEntry: its path is a str, no Path built per file (0.1 s on 11,000)
+                files.add(f"{directory}/{entry.name}", entry.path, known)
         return files
 
     def _read_cache(self) -> dict[str, Any]:
@@ -419,10 +424,10 @@ class _Files:
         self.checked_ns = checked_ns
         self.rehashed = 0
 
-    def add(self, root: Path, rel: str, known: _Files) -> None:
-        """Record `rel` as it is now: stat first, so a write after it shows in the next stat."""
+    def add(self, rel: str, path: str, known: _Files) -> None:
+        """Record `rel` (at `path`) as it is now: stat first, so a write after it shows in the next stat."""
         try:
-            st = os.stat(root / rel)
+            st = os.stat(path)
         except FileNotFoundError:
             return
         if not stat.S_ISREG(st.st_mode):
@@ -433,7 +438,7 @@ class _Files:
             self.records[rel] = record
             return
         try:
-            with open(root / rel, "rb") as handle:
+            with open(path, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:
             return
