@@ -15,6 +15,7 @@ from pathlib import Path
 
 from infr.connector import SSHConnection, Target, fingerprint
 from infr.core import converge, provision
+from infr.core.keys import require_admin_key
 from infr.core.session import Session
 from infr.errors import ConflictError, HostKeyError, NotFoundError, RemoteError, UsageError
 from infr.state import validate
@@ -44,6 +45,7 @@ def get_host(inv: Inventory, name: str) -> Host:
 
 
 def target(session: Session, host: Host, *, user: str = "manager", password: str | None = None) -> Target:
+    require_admin_key(session.inventory())  # every command that reaches a host comes here first
     key = Path(session.identity_file).expanduser() if session.identity_file else None
     return Target(
         host.name,
@@ -73,6 +75,7 @@ def record_host(session: Session, name: str, ip: str) -> Host:
     """The host as recorded in state, recording it (as installing) if new; resumes a cut-off add."""
     with session.change() as change:
         inv = change.inv
+        require_admin_key(inv)  # before the host is recorded: its root login is about to go
         if name in inv.hosts:
             host = inv.hosts[name]
             if host.public_ip != ip:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from infr.core.converge import FileSpec
+from infr.core.keys import require_admin_key
 from infr.state.model import Host, Inventory
 
 MANAGER = "manager"
@@ -37,6 +38,7 @@ HOST_PACKAGES = (
 
 
 def authorized_keys(inv: Inventory) -> bytes:
+    require_admin_key(inv)
     lines = [f"{key.key}\n" for key in sorted(inv.keys.values(), key=lambda k: k.name)]
     return "".join(lines).encode()
 
