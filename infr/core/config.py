@@ -54,7 +54,10 @@ def set_value(change: Change, root: Path, key: str, text: str) -> None:
         change.note(f"{key} set (stored in secrets.toml, never committed)")
         return
     config = {**change.inv.config, key: value}
-    problems = check_config(config, {})
+    # Refuse only what this value breaks: a config already incomplete (an emptied config.toml)
+    # is repaired one 'config set' at a time.
+    already = set(check_config(change.inv.config, {}))
+    problems = [p for p in check_config(config, {}) if p not in already]
     if problems:
         raise ValidationError(problems, "nothing was changed")
     current = read_text(root / "config.toml") if (root / "config.toml").exists() else ""
