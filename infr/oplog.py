@@ -45,12 +45,14 @@ class _LogFile(logging.FileHandler):
     this remembers the first failure, for the CLI to report in one line, and stops writing.
     """
 
+    def emit(self, record: logging.LogRecord) -> None:
+        if unwritable is None:
+            super().emit(record)
+
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         global unwritable
         error = sys.exc_info()[1]
-        if unwritable is None:
-            unwritable = f"{self.baseFilename}: {getattr(error, 'strerror', None) or error}"
-        logging.getLogger(LOGGER_NAME).removeHandler(self)
+        unwritable = f"{self.baseFilename}: {getattr(error, 'strerror', None) or error}"
         with contextlib.suppress(Exception):
             self.close()
 
@@ -66,6 +68,8 @@ def get_logger(name: str = "") -> logging.Logger:
 
 def setup(log_file: Path | None, verbose: bool) -> None:
     """Send the `infr` log tree to `log_file` (always) and to stderr (with -v)."""
+    global unwritable
+    unwritable = None
     root = logging.getLogger(LOGGER_NAME)
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
