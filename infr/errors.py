@@ -48,6 +48,21 @@ class StateError(InfrError):
     """The state directory is missing, unreadable or from an unknown schema."""
 
 
+class MissingSettingError(StateError, KeyError):
+    """A setting a command needs is not set (an incomplete or emptied config.toml).
+
+    Also a KeyError, so code that reads a setting it can do without (`except KeyError`)
+    keeps working; everything else gets one line naming the setting and the command to set it.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the setting {key} is not set", f"set it with 'infr config set {key} VALUE'")
+        self.key = key
+
+    def __str__(self) -> str:
+        return InfrError.__str__(self)
+
+
 class LockTimeoutError(InfrError):
     """Another infr process held the state lock for longer than --lock-timeout."""
 

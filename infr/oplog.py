@@ -7,8 +7,10 @@ calls `register_secret` and may then log freely.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 
 LOGGER_NAME = "infr"
@@ -36,6 +38,29 @@ class _MaskingFilter(logging.Filter):
         return True
 
 
+class _LogFile(logging.FileHandler):
+    """The log file; when it cannot be written (a full disk), the command goes on without it.
+
+    logging's default prints a traceback to stderr for every record it fails to write;
+    this remembers the first failure, for the CLI to report in one line, and stops writing.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if unwritable is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        global unwritable
+        error = sys.exc_info()[1]
+        unwritable = f"{self.baseFilename}: {getattr(error, 'strerror', None) or error}"
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+# The operation log file and why it could not be written, once that happens.
+unwritable: str | None = None
+
+
 def get_logger(name: str = "") -> logging.Logger:
     """A logger under the `infr` tree, e.g. get_logger("remote")."""
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
@@ -43,6 +68,8 @@ def get_logger(name: str = "") -> logging.Logger:
 
 def setup(log_file: Path | None, verbose: bool) -> None:
     """Send the `infr` log tree to `log_file` (always) and to stderr (with -v)."""
+    global unwritable
+    unwritable = None
     root = logging.getLogger(LOGGER_NAME)
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
@@ -53,7 +80,7 @@ def setup(log_file: Path | None, verbose: bool) -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
         os.close(fd)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+        file_handler = _LogFile(log_file, encoding="utf-8", delay=True)
         file_handler.setFormatter(fmt)
         file_handler.addFilter(_MaskingFilter())
         root.addHandler(file_handler)

@@ -28,11 +28,12 @@ def history(app: App, limit: int | None, fmt: str | None) -> None:
 @pass_app
 def sync(app: App) -> None:
     """Pull your team's changes (rebase) and push yours; conflicts are reported, never merged silently."""
+    from infr.core.keys import require_admin_key
     from infr.state import history as git_history
 
     session = app.session
     session.store.require()
     with session.locked():
         # What came in is validated before anything is pushed: a bad merge is undone and reported.
-        head = git_history.sync(app.state_dir, check=session.store.load)
+        head = git_history.sync(app.state_dir, check=lambda: require_admin_key(session.store.load()))
     click.echo(f"state is in sync with the remote at {head}")

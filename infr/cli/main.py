@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -184,7 +185,25 @@ def _internal_error(exc: BaseException) -> int:
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+def _not_utf8(argv: list[str]) -> str | None:
+    """The first argument that is not UTF-8 text (Python keeps such bytes as surrogates), as bytes."""
+    for arg in argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            return repr(os.fsencode(arg))
+    return None
+
+
+# A disk that cannot take a write: the user's to fix, not a bug.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def main(argv: list[str] | None = None) -> None:
+    bad = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        click.echo(f"infr: error: argument {bad} is not UTF-8 text (type it again in UTF-8)", err=True)
+        sys.exit(2)
     try:
         # Without standalone mode click returns (not raises) the code of a ctx.exit(N).
         returned = cli.main(args=argv, prog_name="infr", standalone_mode=False)
@@ -206,6 +225,21 @@ def main(argv: list[str] | None = None) -> None:
         code = error.exit_code
     except BrokenPipeError:
         code = 0
-    except Exception as exc:  # a bug: keep the traceback for the log, show one line
-        code = _internal_error(exc)
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            where = f" ({exc.filename})" if exc.filename else ""
+            hint = "make room on that disk and run the command again"
+            click.echo(f"infr: error: {exc.strerror}{where} ({hint})", err=True)
+            code = 1
+        else:  # a bug: keep the traceback for the log, show one line
+            code = _internal_error(exc)
+    if code == 0:  # a failed command's one line is its error
+        _warn_if_unlogged()
     sys.exit(code)
+
+
+def _warn_if_unlogged() -> None:
+    from infr import oplog
+
+    if oplog.unwritable is not None:
+        click.echo(f"infr: warning: the operation log could not be written ({oplog.unwritable})", err=True)

@@ -10,16 +10,16 @@ from infr.state.change import Change
 from infr.state.files import write_atomic
 from infr.state.model import Inventory, Key
 from infr.state.settings import REQUIRED, SETTINGS, Setting, Value, check_config, lookup
-from infr.state.store import Store, dump_toml
+from infr.state.store import Store, dump_toml, read_text
 
 MASK = "********"
 
 
-def config_text(current: bytes, key: str, value: Value | None) -> bytes:
+def config_text(current: str, key: str, value: Value | None) -> bytes:
     """config.toml with one key set (or removed), keeping the user's comments and order."""
     import tomlkit
 
-    document = tomlkit.parse(current.decode()) if current else tomlkit.document()
+    document = tomlkit.parse(current) if current else tomlkit.document()
     if value is None:
         document.pop(key, None)
     else:
@@ -62,10 +62,13 @@ def set_value(change: Change, root: Path, key: str, text: str) -> None:
         change.note(f"{key} set (stored in secrets.toml, never committed)")
         return
     config = {**change.inv.config, key: value}
-    problems = check_config(config, {})
+    # Refuse only what this value breaks: a config already incomplete (an emptied config.toml)
+    # is repaired one 'config set' at a time.
+    already = set(check_config(change.inv.config, {}))
+    problems = [p for p in check_config(config, {}) if p not in already]
     if problems:
         raise ValidationError(problems, "nothing was changed")
-    current = (root / "config.toml").read_bytes() if (root / "config.toml").exists() else b""
+    current = read_text(root / "config.toml") if (root / "config.toml").exists() else ""
     change.set_config(config, config_text(current, key, value))
     change.note(f"{key} = {value}")
 
@@ -82,7 +85,7 @@ def unset_value(change: Change, root: Path, key: str) -> None:
         if key not in change.inv.config:
             raise UsageError(f"{key} is not set", "nothing to unset")
         config = {k: v for k, v in change.inv.config.items() if k != key}
-        change.set_config(config, config_text((root / "config.toml").read_bytes(), key, None))
+        change.set_config(config, config_text(read_text(root / "config.toml"), key, None))
     change.note(f"{key} unset")
 
 
@@ -128,7 +131,7 @@ def init_state(root: Path, settings: dict[str, str], key_text: str, key_name: st
     store.create()
     writes: dict[str, bytes | None] = {
         "infr.toml": dump_toml({"schema_version": schema.SCHEMA_VERSION}),
-        "config.toml": b"".join(config_text(b"", k, v) for k, v in config.items()),
+        "config.toml": b"".join(config_text("", k, v) for k, v in config.items()),
     }
     change = Change(Inventory(config=config), {})
     change.put_key(Key(key_name, key_text))

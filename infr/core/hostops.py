@@ -15,6 +15,7 @@ from pathlib import Path
 
 from infr.connector import SSHConnection, Target, fingerprint
 from infr.core import converge, provision
+from infr.core.keys import require_admin_key
 from infr.core.session import Session
 from infr.errors import ConflictError, HostKeyError, NotFoundError, RemoteError, UsageError
 from infr.state import validate
@@ -44,6 +45,7 @@ def get_host(inv: Inventory, name: str) -> Host:
 
 
 def target(session: Session, host: Host, *, user: str = "manager", password: str | None = None) -> Target:
+    require_admin_key(session.inventory())  # every command that reaches a host comes here first
     key = Path(session.identity_file).expanduser() if session.identity_file else None
     return Target(
         host.name,
@@ -89,7 +91,9 @@ def _check_add(inv: Inventory, name: str, ip: str) -> Host | None:
 def check_add(session: Session, name: str, ip: str) -> None:
     """What `hosts add` can check before it records anything or touches the server:
     the name, the address, clashes with other hosts and LXCs, and the -i key file."""
-    _check_add(session.inventory(), name, ip)
+    inv = session.inventory()
+    require_admin_key(inv)
+    _check_add(inv, name, ip)
     if session.identity_file and not Path(session.identity_file).expanduser().is_file():
         raise UsageError(f"no SSH private key at {session.identity_file}", "give your key's path with -i KEY")
 
@@ -98,6 +102,7 @@ def record_host(session: Session, name: str, ip: str) -> Host:
     """The host as recorded in state, recording it (as installing) if new; resumes a cut-off add."""
     with session.change() as change:
         inv = change.inv
+        require_admin_key(inv)  # before the host is recorded: its root login is about to go
         if (existing := _check_add(inv, name, ip)) is not None:
             return existing
         host = Host(name, ip, change.allocate_address(), status=HOST_INSTALLING, added=now())

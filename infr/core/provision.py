@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from infr.core.converge import FileSpec
+from infr.core.keys import require_admin_key
 from infr.core.templating import fill
 from infr.state.model import Host, Inventory
 
@@ -38,6 +39,7 @@ HOST_PACKAGES = (
 
 
 def authorized_keys(inv: Inventory) -> bytes:
+    require_admin_key(inv)
     lines = [fill("{admin_key}\n", admin_key=key.key) for key in sorted(inv.keys.values(), key=lambda k: k.name)]
     return "".join(lines).encode()
 

@@ -16,8 +16,7 @@ from infr.state.store import Store
 if TYPE_CHECKING:
     from infr.state.change import Change
     from infr.state.lock import StateLock
-    from infr.state.model import Inventory
-    from infr.state.settings import Value
+    from infr.state.model import Config, Inventory
 
 
 @dataclass
@@ -45,12 +44,16 @@ class Session:
             self._inventory = self.store.load()
         return self._inventory
 
-    def settings(self) -> dict[str, Value]:
-        """Every setting's effective value: defaults, then config.toml, then secrets."""
+    def settings(self) -> Config:
+        """Every setting's effective value: defaults, then config.toml, then secrets.
+
+        A setting that is not set is a MissingSettingError naming it when read by key.
+        """
+        from infr.state.model import Config
         from infr.state.settings import SETTINGS
 
         values = {k: s.default for k, s in SETTINGS.items() if s.default is not None}
-        return {**values, **self.inventory().config, **self.store.secrets()}
+        return Config({**values, **self.inventory().config, **self.store.secrets()})
 
     @contextmanager
     def locked(self) -> Iterator[None]:

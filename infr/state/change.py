@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from infr.state.model import Backup, Host, Inventory, Key, Lxc, Peer
+from infr.state.model import Backup, Config, Host, Inventory, Key, Lxc, Peer
 from infr.state.store import dump_toml, entity_path
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Change:
             self.writes["ipam.toml"] = dump_toml({"last": last})
 
     def set_config(self, config: dict[str, Value], config_text: bytes) -> None:
-        self.inv.config = config
+        self.inv.config = Config(config)
         self.writes["config.toml"] = config_text
 
     def set_secrets(self, secrets: dict[str, Value]) -> None:

@@ -78,6 +78,12 @@ def ready(root: Path, wait: float = 2.0) -> None:
     A git still finishing for an infr that was killed lets go within `wait` seconds; a
     lock older than that is from a git that is running by hand or that died.
     """
+    if not (root / ".git").exists():
+        raise StateError(
+            f"{root} is not a git repository (.git is missing): the change could not be recorded",
+            f"nothing was changed; restore .git from a backup or a clone, or start a new history: "
+            f"git -C {root} init -b main && git -C {root} add -A && git -C {root} commit -m 'infr state'",
+        )
     deadline = time.monotonic() + wait
     while held := [name for name in GIT_LOCKS if (root / name).exists()]:
         if time.monotonic() >= deadline:
@@ -90,12 +96,24 @@ def ready(root: Path, wait: float = 2.0) -> None:
 
 def commit(root: Path, paths: list[str], message: str) -> None:
     """Commit exactly `paths` (added, changed or deleted) with `message`."""
+    paths = _known_to_git_or_present(root, paths)
     if not paths:  # 'git add -A --' with no path adds the whole tree: commit nothing instead
         return
     git(root, "add", "-A", "--", *paths)
     if git(root, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return
     git(root, "commit", "-q", "--no-verify", "-m", message)
+
+
+def _known_to_git_or_present(root: Path, paths: list[str]) -> list[str]:
+    """`paths` less those git cannot add: neither on disk nor tracked. A change killed after
+    noting its commit and before saving a new file leaves such a path in the note, and
+    'git add' refuses the whole command for one ('pathspec ... did not match any files')."""
+    missing = [p for p in paths if not os.path.lexists(root / p)]
+    if not missing:
+        return paths
+    tracked = set(git(root, "ls-files", "-z", "--", *missing).stdout.split("\0"))
+    return [p for p in paths if p not in missing or p in tracked]
 
 
 # The commit a change is about to make, written before its files are saved and removed
@@ -107,10 +125,14 @@ INTERRUPTED = "\n\nCommitted by the next infr command: this one was interrupted 
 
 
 def begin(root: Path, paths: list[str], message: str) -> None:
-    """Record the commit that `commit(root, paths, message)` will make."""
-    if not (root / ".git").is_dir():  # no repository: commit() names that problem
-        return
-    write_atomic(root / PENDING, json.dumps({"paths": paths, "message": message}).encode())
+    """Record the commit that `commit(root, paths, message)` will make (ready() was called)."""
+    try:
+        write_atomic(root / PENDING, json.dumps({"paths": paths, "message": message}).encode())
+    except OSError as exc:
+        raise StateError(
+            f"could not write {root / PENDING}: {exc.strerror}",
+            "nothing was changed; make room on that disk and run the command again",
+        ) from None
 
 
 def end(root: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import json
@@ -59,7 +60,9 @@ class StateLock:
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": self.command,
         }
-        write_atomic(self.info_path, json.dumps(info).encode(), 0o600)
+        # Only advisory: a disk too full to take it must not stop the command here.
+        with contextlib.suppress(OSError):
+            write_atomic(self.info_path, json.dumps(info).encode(), 0o600)
 
     def holder(self) -> str:
         try:

@@ -94,6 +94,19 @@ class Peer:
     added: str = ""
 
 
+class Config(dict[str, Any]):
+    """Settings by key: a missing one is an error naming it and how to set it, never a bare KeyError.
+
+    Every read of a setting goes through here (Inventory.config, Session.settings()), so a
+    config.toml emptied by a bad merge fails every command in one clear line.
+    """
+
+    def __missing__(self, key: str) -> Any:
+        from infr.errors import MissingSettingError
+
+        raise MissingSettingError(key)
+
+
 @dataclass
 class Inventory:
     """Everything infr knows, as loaded from the state directory."""
@@ -106,6 +119,10 @@ class Inventory:
     peers: dict[str, Peer] = field(default_factory=dict)
     # IPAM cursor: the last address handed out (Infr's vnetLast).
     ipam_last: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, Config):
+            self.config = Config(self.config)
 
     def lxcs_on(self, host: str) -> list[Lxc]:
         return [lxc for lxc in self.lxcs.values() if lxc.host == host]

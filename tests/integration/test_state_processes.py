@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +249,90 @@ def test_concurrent_writers_all_land_one_after_another(world: Path) -> None:
     ) == (before + len(ports))
     assert sorted(log) == sorted(f"infr -w {world} lxc c1 add-tcp-forward {port} 80" for port in ports)
     assert subprocess.run(["git", "-C", str(world), "status", "--porcelain"], capture_output=True).stdout == b""
+
+
+# ---- a kill at every instant of a change (issue 12 item 14) -------------------------------------
+
+# One change in a child that SIGKILLs itself at its N-th instant: an instant is just before or
+# just after any file-system call that makes a change durable, or any git command. N = 0 runs
+# the change to the end and prints how many instants it had.
+KILLED_CHANGE = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys
+    from pathlib import Path
+
+    root, kind, kill_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    instants = 0
+
+    def instant():
+        global instants
+        instants += 1
+        if instants == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def killable(module, name):
+        original = getattr(module, name)
+
+        def call(*args, **kwargs):
+            instant()
+            result = original(*args, **kwargs)
+            instant()
+            return result
+
+        setattr(module, name, call)
+
+    for name in ("open", "replace", "rename", "fsync", "unlink", "mkdir", "rmdir", "chmod", "fchmod"):
+        killable(os, name)
+    killable(subprocess, "run")
+
+    from infr.core.session import Session
+    from infr.state.model import Lxc
+
+    with Session(root, command_line=f"infr change {kind}").change() as change:
+        if kind == "add":  # a new file, and the IPAM cursor moved
+            change.put_lxc(Lxc("c9", "bob", "debian", "bookworm", change.allocate_address()))
+        else:  # a deleted file and a changed one
+            change.delete_lxc("c1")
+            lxc = change.inv.lxcs["c2"]
+            lxc.http = "FORWARD"
+            change.put_lxc(lxc)
+    print(instants)
+    """
+)
+
+
+def git_out(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("kind", ["add", "delete"])
+def test_a_kill_at_any_instant_of_a_change_is_recovered_by_the_next_command(
+    state_template: Callable[..., Path], tmp_path: Path, kind: str
+) -> None:
+    template = state_template("processes", seed)
+    dry = subprocess.run(
+        [sys.executable, "-c", KILLED_CHANGE, str(clone_state(template, tmp_path / "dry")), kind, "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr
+    total = int(dry.stdout)
+    assert total > 20  # the wrapping took: lock, load, journal, renames, git
+    for kill_at in range(1, total + 1):
+        world = clone_state(template, tmp_path / f"kill-{kill_at}")
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_CHANGE, str(world), kind, str(kill_at)], capture_output=True, text=True
+        )
+        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr)
+        lxcs = set(Store(world).load().lxcs)  # old or new, never torn
+        assert lxcs in (
+            {"c1", "c2", "c3", "c4"},
+            {"c1", "c2", "c3", "c4", "c9"} if kind == "add" else {"c2", "c3", "c4"},
+        )
+        # The next command works, and commits the interrupted change if it was saved.
+        after = run_infr(world, "lxc", "--no-apply", "c3", "http", "FORWARD")
+        assert after.returncode == 0, (kill_at, after.stderr)
+        assert git_out(world, "status", "--porcelain") == "", kill_at
+        tracked = set(git_out(world, "ls-files", "lxcs").split())
+        assert tracked == {f"lxcs/{name}.toml" for name in lxcs} | {"lxcs/.gitkeep"}, kill_at
+        shutil.rmtree(world)

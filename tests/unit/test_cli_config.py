@@ -180,3 +180,63 @@ def test_a_plain_setting_without_a_value_is_refused(state_dir: Path) -> None:
     result = run_cli(state_dir, "config", "set", "smtpRelay")
     assert isinstance(result.exception, UsageError) and "no value given for smtpRelay" in str(result.exception)
     assert snapshot(state_dir) == before
+
+
+# ---- an incomplete config.toml (issue 12 item 11) ---------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from infr.core.session import Session  # noqa: E402
+from infr.errors import InfrError, MissingSettingError  # noqa: E402
+from infr.state.settings import REQUIRED  # noqa: E402
+from tests.conftest import DEFAULT_SETTINGS, seed_host  # noqa: E402
+
+NEEDS_SETTINGS = (
+    ("dns",),
+    ("dns", "fix", "--dry-run"),
+    ("vnet", "hosts"),
+    ("vnet", "peers", "add", "laptop", "--public-key", "3Xu8yKSgcoeRRnZfXo6c5Mh1b8W/t+kTVxCl1KFv6W0="),
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(missing=st.sets(st.sampled_from(REQUIRED), min_size=1), command=st.sampled_from(NEEDS_SETTINGS))
+def test_a_missing_setting_is_named_with_the_command_that_sets_it(
+    state_dir: Path, missing: set[str], command: tuple[str, ...]
+) -> None:
+    if not (state_dir / "hosts" / "bob.toml").exists():
+        seed_host(state_dir, "bob", "203.0.113.10")
+    config = state_dir / "config.toml"
+    original = config.read_bytes()
+    try:
+        config.write_text("".join(f'{k} = "{v}"\n' for k, v in DEFAULT_SETTINGS.items() if k not in missing))
+        result = run_cli(state_dir, *command)
+        # A command that needs none of the missing settings may work; none may crash.
+        assert result.exception is None or isinstance(result.exception, InfrError), (result.exception, result.output)
+        if isinstance(result.exception, MissingSettingError):
+            assert result.exception.key in missing | {"dnsProvider"}
+            assert f"infr config set {result.exception.key} VALUE" in str(result.exception)
+        # config set repairs it one key at a time
+        for key in sorted(missing):
+            fixed = run_cli(state_dir, "config", "set", key, DEFAULT_SETTINGS[key])
+            assert fixed.exit_code == 0, (key, fixed.output, fixed.exception)
+        assert {k: v for k, v in Session(state_dir).inventory().config.items()} == DEFAULT_SETTINGS
+    finally:
+        config.write_bytes(original)
+        subprocess.run(["git", "-C", str(state_dir), "checkout", "-q", "--", "config.toml"], check=False)
+
+
+def test_dns_fix_without_a_provider_names_the_setting(state_dir: Path) -> None:
+    result = run_cli(state_dir, "dns", "fix")
+    assert isinstance(result.exception, InfrError), result.exception
+    assert "dnsProvider" in str(result.exception) and "infr config set dnsProvider" in str(result.exception)
+
+
+def test_a_setting_that_is_not_set_is_one_error_whichever_way_it_is_read(state_dir: Path) -> None:
+    config = state_dir / "config.toml"
+    config.write_text('vnetNetwork = "10.8.0.0/16"\n')
+    session = Session(state_dir)
+    for read in (lambda: session.inventory().config["dnsDomain"], lambda: session.settings()["dnsDomain"]):
+        with pytest.raises(MissingSettingError, match=r"dnsDomain is not set \(set it with 'infr config set dnsDomain"):
+            read()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from infr.core.provision import authorized_keys
 from infr.errors import ConflictError, StateError, ValidationError
 from infr.state import history
+from infr.state.model import HOST_READY
 from infr.state.store import Store
 from tests.conftest import AUTHOR_EMAIL, AUTHOR_NAME, run_cli, seed_host, seed_lxc, snapshot
 
@@ -120,3 +122,36 @@ def test_sync_without_a_remote_says_how_to_add_one(state_dir: Path) -> None:
     assert str(result.exception) == (
         f"the state directory has no git remote (add one with: git -C {state_dir} remote add origin URL)"
     )
+
+
+# ---- a state with no admin key is never applied (issue 12 item 6) --------------------------
+
+
+def delete_every_key(root: Path) -> None:
+    for key in root.glob("keys/*.pub"):
+        git(root, "rm", "-q", str(key.relative_to(root)))
+    git(root, "commit", "-q", "-m", "remove every key")
+
+
+def test_sync_refuses_a_pull_that_leaves_no_admin_key_and_changes_nothing(team: tuple[Path, Path, Path]) -> None:
+    a, b, _ = team
+    delete_every_key(b)  # a teammate's commit, pushed past infr
+    git(b, "push", "-q", "origin", "main")
+    before = snapshot(a)
+    result = run_cli(a, "sync")
+    assert isinstance(result.exception, StateError), (result.output, result.exception)
+    assert "no admin key" in str(result.exception)
+    assert snapshot(a) == before and list(a.glob("keys/*.pub"))
+
+
+def test_a_state_with_no_admin_key_is_never_pushed_to_a_host(state_dir: Path) -> None:
+    seed_host(state_dir, "bob", "203.0.113.10", status=HOST_READY)
+    delete_every_key(state_dir)
+    before = snapshot(state_dir)
+    for command in (("host", "bob", "reconfigure"), ("hosts", "add", "-y", "--adopt", "tom", "203.0.113.11")):
+        result = run_cli(state_dir, *command)
+        assert isinstance(result.exception, StateError), (command, result.output, result.exception)
+        assert "no admin key" in str(result.exception) and "infr keys add" in str(result.exception)
+        assert snapshot(state_dir) == before
+    with pytest.raises(StateError, match="no admin key"):
+        authorized_keys(Store(state_dir).load())

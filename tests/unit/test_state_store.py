@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infr.core.session import Session
 from infr.errors import StateError, ValidationError
 from infr.state import schema
+from infr.state import store as store_module
 from infr.state.files import write_atomic
 from infr.state.model import Lxc, TcpForward
 from infr.state.store import Store, dump_toml
-from tests.conftest import clone_state, seed_host, seed_lxc
+from tests.conftest import clone_state, seed_host, seed_lxc, snapshot
 
 
 class Crash(BaseException):
@@ -331,3 +337,142 @@ def test_write_atomic_replaces_whole_files_and_cleans_up_after_a_failure(
     monkeypatch.undo()
     assert target.read_bytes() == b"one"
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.toml"]
+
+
+# ---- the cache is never a source of truth (issue 12 item 3) ---------------------------
+
+
+def test_an_edited_cache_is_never_shown_nor_written_back(seeded: Path) -> None:
+    truth = Store(seeded)._parse()
+    Store(seeded).load()
+    cache = seeded / ".cache" / "inventory.json"
+    edited = cache.read_bytes().replace(b'"45.32.191.151"', b'"45.32.191.159"')
+    assert edited != cache.read_bytes()
+    cache.write_bytes(edited)
+    assert Store(seeded).load() == truth
+    cache.write_bytes(edited)  # and a change made now writes the files' values, not the cache's
+    with Session(seeded).change() as change:
+        host = change.inv.hosts["bob"]
+        change.put_host(host)
+    assert 'public_ip = "45.32.191.151"' in (seeded / "hosts" / "bob.toml").read_text()
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_damage_to_the_cache_is_rejected(seeded: Path, data: st.DataObject) -> None:
+    truth = Store(seeded)._parse()
+    Store(seeded).load()
+    cache = seeded / ".cache" / "inventory.json"
+    body = bytearray(cache.read_bytes())
+    position = data.draw(st.integers(0, len(body) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != body[position]))
+    body[position] = byte
+    cache.write_bytes(bytes(body))
+    assert Store(seeded).load() == truth
+
+
+def test_an_edit_that_keeps_inode_mtime_and_size_is_seen(seeded: Path) -> None:
+    assert Store(seeded).load().lxcs["c1"].http_port == 80
+    path = seeded / "lxcs" / "c1.toml"
+    before = path.stat()
+    with path.open("r+") as handle:
+        handle.write(path.read_text().replace("http_port = 80\n", "http_port = 81\n"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert Store(seeded).load().lxcs["c1"].http_port == 81
+
+
+# ---- the journal's manifest is confined to the state's files (issue 12 items 5 and 13) ------
+
+
+def stage_manifest(root: Path, manifest: bytes, staged: bytes = b"x = 1\n") -> None:
+    (root / ".journal").mkdir(exist_ok=True)
+    (root / ".journal" / "0").write_bytes(staged)
+    (root / ".journal" / "manifest.json").write_bytes(manifest)
+
+
+@pytest.mark.parametrize("path", ["../x", "/tmp/x", "lxcs/../../x", "lxcs/sub/c1.toml", ".git/config", "log", ""])
+def test_a_manifest_path_outside_the_state_files_is_refused(seeded: Path, path: str) -> None:
+    stage_manifest(seeded, json.dumps([{"op": "put", "path": path, "staged": "0"}]).encode())
+    before = snapshot(seeded)
+    with pytest.raises(StateError) as refused:
+        Store(seeded).load()
+    assert str(seeded / ".journal" / "manifest.json") in str(refused.value)
+    assert "remove" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (seeded.parent / "x").exists()
+    assert snapshot(seeded) == before
+
+
+manifests = st.one_of(
+    st.binary(max_size=60),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["op", "path", "staged"]), inner),
+        max_leaves=8,
+    ).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manifest=manifests)
+def test_a_garbage_manifest_is_a_clear_error_or_a_change_inside_the_state(seeded: Path, manifest: bytes) -> None:
+    outside = set(seeded.parent.iterdir())
+    stage_manifest(seeded, manifest)
+    try:
+        Store(seeded).load()
+    except StateError as refused:
+        assert "manifest.json" in str(refused) and "\n" not in str(refused)
+    except ValidationError:
+        pass  # a valid manifest that put "x = 1" into a state file: the file is named
+    assert set(seeded.parent.iterdir()) == outside
+    shutil.rmtree(seeded / ".journal", ignore_errors=True)
+    subprocess.run(["git", "-C", str(seeded), "checkout", "-q", "--", "."], check=True)
+    subprocess.run(["git", "-C", str(seeded), "clean", "-qfd", "--", "hosts", "lxcs", "keys", "peers"], check=True)
+
+
+def test_a_settled_file_is_not_read_again_but_any_write_to_it_is_seen(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLED_NS", 0)  # as if every file had changed long ago
+    Store(seeded).cache_path.unlink()
+    Store(seeded).load()  # hashes every file and records their stats
+    again = Store(seeded)
+    again.load()
+    assert again._files is not None and again._files.rehashed == 0
+    path = seeded / "lxcs" / "c1.toml"
+    before = path.stat()
+    with path.open("r+") as handle:  # same size, same inode, mtime set back: only ctime moves
+        handle.write(path.read_text().replace("http_port = 80\n", "http_port = 81\n"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert Store(seeded).load().lxcs["c1"].http_port == 81
+
+
+# ---- a full disk (issue 12 item 13) -----------------------------------------------------
+
+
+def no_space(*args: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_disk_full_while_staging_is_a_clear_error_and_changes_nothing(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(seeded)
+    monkeypatch.setattr(store_module, "fsync_dir", no_space)
+    with pytest.raises(StateError, match="No space left on device.*nothing was changed"):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    assert not (seeded / ".journal").exists()
+    assert snapshot(seeded) == before
+    assert_old(seeded)
+
+
+def test_a_disk_full_while_applying_is_finished_by_the_next_command(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Store, "_roll_forward", no_space)
+    with pytest.raises(StateError, match="No space left on device.*the next infr command finishes it"):
+        Store(seeded).commit(three_file_change(seeded))
+    monkeypatch.undo()
+    assert_new(seeded)
