@@ -144,8 +144,9 @@ def make_state(root: Path, hosts: int, lxcs_per_host: int) -> float:
     for h in range(1, hosts + 1):
         host_name = f"h{h}"
         last = next(pool)  # type: ignore[call-overload]
-        # Loopback addresses: should any command try to reach a host, it stays on this machine.
-        public = ipaddress.IPv4Address("127.18.0.0") + h
+        # The benchmarking range (RFC 2544): state refuses loopback addresses for hosts, and
+        # no command measured here reaches a host (-D and --no-apply keep the change local).
+        public = ipaddress.IPv4Address("198.19.0.0") + h
         host = Host(host_name, str(public), last, status="ready", added="2024-01-01T00:00:00+00:00", ssh_port=22)
         (root / "hosts" / f"{host_name}.toml").write_bytes(dump_toml(schema.to_dict(host)))
         for i in range(lxcs_per_host):

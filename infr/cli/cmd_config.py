@@ -85,8 +85,13 @@ def validate(app: App) -> None:
     from infr.errors import ValidationError
     from infr.state.settings import check_config
 
-    inventory = app.session.inventory()  # the inventory schema is checked on load
-    problems = check_config(inventory.config, app.session.store.secrets_file())
+    loaded: list[str] = []
+    try:
+        app.session.inventory()  # the inventory schema, config.toml's values included, is checked on load
+    except ValidationError as exc:
+        loaded = exc.problems
+    problems = check_config(app.session.store.config_file(), app.session.store.secrets_file())
+    problems = [p for p in loaded if p.removeprefix("config.toml: ") not in problems] + problems
     if problems:
         raise ValidationError(problems, "fix them with 'infr config set' or by editing config.toml")
     click.echo(f"config and state in {app.state_dir} are valid")

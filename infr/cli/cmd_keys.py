@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -33,16 +34,32 @@ def list_(app: App, fmt: str | None) -> None:
 
 
 @keys.command()
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
 @click.option("--name", help="Name for the key (default: its comment, e.g. alice@laptop).")
 @pass_app
 def add(app: App, file: Path, name: str | None) -> None:
-    """Add the public key in FILE."""
+    """Add the public key in FILE ('-': read it from standard input)."""
     from infr.core.keys import add_key
 
+    text = _read_key(file)  # before the state lock: a slow or endless file holds up nobody
     with changing(app) as change:
-        add_key(change, file.read_text(), file.name, name)
+        add_key(change, text, "standard input" if str(file) == "-" else file.name, name)
     _push(app)
+
+
+def _read_key(file: Path) -> str:
+    from infr.errors import UsageError
+    from infr.state.files import read_key_file, read_key_stream
+
+    hint = "give the public key's file, e.g. ~/.ssh/id_ed25519.pub, or '-' for standard input"
+    try:
+        if str(file) == "-":
+            return read_key_stream(sys.stdin.buffer)
+        return read_key_file(file)
+    except ValueError as exc:
+        raise UsageError(f"{file} {exc}", hint) from None
+    except OSError as exc:
+        raise UsageError(f"{file} cannot be read: {exc.strerror}", hint) from None
 
 
 @keys.command()

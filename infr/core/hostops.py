@@ -7,7 +7,6 @@ run cut off half-way is resumed by running the same command again.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -62,16 +61,14 @@ def target(session: Session, host: Host, *, user: str = "manager", password: str
 
 
 def _check_new_host(inv: Inventory, name: str, ip: str) -> None:
-    problems = [p for p in (validate.dns_label(name, "host name"), validate.ipv4(ip, "IP")) if p]
+    problems = [p for p in (validate.dns_label(name, "host name"), validate.host_address(ip, "IP")) if p]
     if problems:
-        raise UsageError("; ".join(problems), "e.g. infr hosts add --adopt bob 203.0.113.10")
-    if name in inv.lxcs:
-        raise ConflictError(f"{name} is already an LXC's name", "names are shared by hosts and LXCs: pick another")
+        raise UsageError("; ".join(problems), "give the server's own IP, e.g. infr hosts add --adopt bob 203.0.113.10")
+    if (kind := inv.kind_of(name)) and kind != "host":
+        raise ConflictError(f"{name} is already a {kind}'s name", "hosts, LXCs and peers share names: pick another")
     for other in inv.hosts.values():
         if other.public_ip == ip and other.name != name:
             raise ConflictError(f"{ip} is already host {other.name}", "each host needs its own public IP")
-    if ipaddress.IPv4Address(ip).is_loopback:
-        raise UsageError(f"{ip} is a loopback address", "give the server's public IP")
 
 
 def _check_add(inv: Inventory, name: str, ip: str) -> Host | None:

@@ -39,6 +39,13 @@ def fingerprint(public_key: str) -> str:
 
 
 def add_key(change: Change, text: str, file_name: str, name: str | None = None) -> Key:
+    lines = text.strip().splitlines()
+    if len(lines) != 1:
+        # Joined, a second key would pass as the first one's comment.
+        raise UsageError(
+            f"{file_name} is not an OpenSSH public key: it holds {len(lines)} lines, a key is one",
+            "give the .pub file of one key, e.g. ~/.ssh/id_ed25519.pub",
+        )
     text = " ".join(text.split())
     if problem := validate.ssh_public_key(text):
         raise UsageError(f"{file_name}: {problem}", "give the .pub file, e.g. ~/.ssh/id_ed25519.pub")

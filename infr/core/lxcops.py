@@ -49,12 +49,13 @@ CREATED_MARK = "infr-created"
 CONTAINER_PACKAGES = ("openssh-server", "sudo")
 
 
-def _check_new_lxc(session: Session, name: str, host_name: str) -> Host:
+def _check_new_lxc(session: Session, name: str, distro: str, release: str, host_name: str) -> Host:
     inv = session.inventory()
-    if problem := validate.dns_label(name, "LXC name"):
-        raise UsageError(problem, "e.g. infr lxcs add web debian bookworm HOST")
-    if name in inv.hosts:
-        raise ConflictError(f"{name} is already a host's name", "names are shared by hosts and LXCs: pick another")
+    checks = (validate.dns_label(name, "LXC name"), validate.distro(distro), validate.release(release))
+    if problems := [problem for problem in checks if problem]:
+        raise UsageError("; ".join(problems), "e.g. infr lxcs add web debian bookworm HOST")
+    if kind := inv.kind_of(name):
+        raise ConflictError(f"{name} is already a {kind}'s name", "hosts, LXCs and peers share names: pick another")
     host = get_host(inv, host_name)
     if host.status != HOST_READY:
         raise ConflictError(
@@ -82,7 +83,7 @@ def record_lxc(
                     f"pick another name, or remove it first: infr lxc {name} remove",
                 )
             return lxc
-        _check_new_lxc(session, name, host_name)
+        _check_new_lxc(session, name, distro, release, host_name)
         lxc = Lxc(name, host_name, distro, release, change.allocate_address(ip), status=LXC_CREATING, added=now())
         change.put_lxc(lxc)
         change.note(f"LXC {name} recorded on {host_name} with vnet address {lxc.vnet_ip}")

@@ -93,6 +93,10 @@ def add_alias(change: Change, name: str, alias: str) -> None:
                 f"{alias} already routes to {other.name}",
                 f"remove it there first: infr lxc {other.name} remove-alias {alias}",
             )
+    from infr.state.schema import managed_suffixes
+
+    if problem := validate.alias(alias, managed_suffixes(change.inv.config)):
+        raise UsageError(problem, "infr gives out the names there itself: pick a name in another zone")
     lxc.aliases = [*lxc.aliases, alias]
     change.put_lxc(lxc)
     change.note(f"{name}: alias {alias} added")

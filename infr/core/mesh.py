@@ -24,8 +24,6 @@ puts them on hosts. Design:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 from infr.core.converge import FileSpec
 from infr.core.dnsnames import managed_suffixes
 from infr.core.templating import fill, render
+from infr.state import validate
 from infr.state.model import Host, Inventory, Lxc, Peer
 
 INTERFACE = "infrwg0"
@@ -52,13 +51,7 @@ HOSTS_END = "# infr vnet: end"
 
 def public_key_problem(key: str) -> str | None:
     """Why `key` is not a WireGuard public key (base64 of 32 bytes), or None."""
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32 or len(key) != 44:
-        return f"{key!r} is not a WireGuard public key (44 characters of base64, as 'wg pubkey' prints)"
-    return None
+    return validate.wireguard_key(key, "key")
 
 
 def _by_address(addresses: Iterable[str]) -> list[str]:

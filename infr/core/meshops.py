@@ -44,7 +44,7 @@ DUMP = "date +%s; wg show all dump | awk -F '\\t' 'NF == 9'"
 # Where `vnet join` keeps the admin's wg-quick configs: in the state directory but
 # never in git (the directory ignores itself).
 JOIN_DIR = "wireguard"
-NO_ZONE = "none"
+NO_ZONE = validate.NO_ZONE
 
 
 def new_key_pair() -> tuple[str, str]:
@@ -225,8 +225,8 @@ def status(session: Session) -> tuple[list[dict[str, Any]], dict[str, str]]:
 def _check_peer_name(change: Change, name: str) -> None:
     if problem := validate.dns_label(name, "peer name"):
         raise UsageError(problem, "e.g. alice-laptop")
-    if name in change.inv.names_in_use():
-        raise ConflictError(f"{name} is already a host or LXC", "peers share the vnet names: pick another")
+    if kind := change.inv.kind_of(name):
+        raise ConflictError(f"{name} is already a {kind}'s name", "hosts, LXCs and peers share names: pick another")
 
 
 def _check_key_free(change: Change, name: str, key: str) -> None:

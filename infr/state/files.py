@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -37,3 +39,50 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+# A key line (validate.MAX_KEY_LINE) and its line end, CRLF at most.
+_KEY_FILE_LIMIT = 16 * 1024 + 2
+
+
+def read_key_file(path: Path) -> str:
+    """An SSH public key file's text, stripped; ValueError saying why it cannot be one (too
+    big, not a regular file, not UTF-8). Shared by `keys add` and the loading of keys/*.pub."""
+    return _key_text(read_bounded(path, _KEY_FILE_LIMIT))
+
+
+def read_key_stream(stream: BinaryIO) -> str:
+    """read_key_file() for standard input: read up to the limit, never to memory's end."""
+    data = stream.read(_KEY_FILE_LIMIT + 1)
+    if len(data) > _KEY_FILE_LIMIT:
+        raise ValueError(f"is larger than {_KEY_FILE_LIMIT} bytes")
+    return _key_text(data)
+
+
+def _key_text(data: bytes) -> str:
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them.
+
+    Anything else raises ValueError saying what it is: a FIFO or a terminal would block
+    (and a lock held meanwhile would stall every other infr), /dev/zero never ends.
+    The open does not block on a FIFO (O_NONBLOCK), and the size is checked on the open
+    file, so a file swapped in between cannot slip past.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("is not a regular file")
+        data = b""
+        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit} bytes")
+    return data

@@ -141,5 +141,10 @@ class Inventory:
                     return f"{kind} {item.name}"
         return None
 
-    def names_in_use(self) -> set[str]:
-        return set(self.hosts) | set(self.lxcs)
+    def kind_of(self, name: str) -> str | None:
+        """Which kind of machine holds `name`: hosts, LXCs and peers share one namespace
+        (each is NAME.<vnetPrefix>.<dnsDomain>)."""
+        for kind, items in (("host", self.hosts), ("LXC", self.lxcs), ("peer", self.peers)):
+            if name in items:
+                return kind
+        return None

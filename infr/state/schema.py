@@ -17,6 +17,7 @@ from infr.state.model import (
     HTTPS_MODES,
     LXC_CREATING,
     LXC_READY,
+    RESERVED_HOST_PORTS,
     Backup,
     Host,
     Inventory,
@@ -90,58 +91,88 @@ def to_dict(item: Any) -> dict[str, Any]:
     return out
 
 
+def _problems(*checks: str | None) -> list[str]:
+    return [problem for problem in checks if problem]
+
+
+def _vnet_ip(address: str, network: ipaddress.IPv4Network | None, where: str) -> str | None:
+    if network is None:  # vnetNetwork itself is wrong (reported with config.toml) or unset
+        return validate.ipv4(address, f"{where}: vnet_ip")
+    return validate.usable_address(address, network, f"{where}: vnet_ip")
+
+
 def _check_host(host: Host, network: ipaddress.IPv4Network | None) -> list[str]:
     where = f"hosts/{host.name}.toml"
-    problems = [
-        p
-        for p in (
-            validate.dns_label(host.name, "host name"),
-            validate.ipv4(host.public_ip, f"{where}: public_ip"),
-            validate.ipv4(host.vnet_ip, f"{where}: vnet_ip"),
-            validate.port(host.ssh_port, f"{where}: ssh_port"),
-        )
-        if p
-    ]
+    problems = _problems(
+        validate.dns_label(host.name, f"{where}: name"),
+        validate.host_address(host.public_ip, f"{where}: public_ip"),
+        _vnet_ip(host.vnet_ip, network, where),
+        validate.port(host.ssh_port, f"{where}: ssh_port"),
+        validate.timestamp(host.added, f"{where}: added"),
+        host.host_key and validate.ssh_host_key(host.host_key, f"{where}: host_key"),
+        host.wg_public_key and validate.wireguard_key(host.wg_public_key, f"{where}: wg_public_key"),
+    )
     if host.status not in (HOST_INSTALLING, HOST_READY):
         problems.append(f"{where}: status must be {HOST_INSTALLING} or {HOST_READY}")
-    return problems + _check_in_network(host.vnet_ip, network, where)
+    return problems
 
 
-def _check_in_network(address: str, network: ipaddress.IPv4Network | None, where: str) -> list[str]:
-    if network is None or validate.ipv4(address):
-        return []
-    if ipaddress.IPv4Address(address) not in network:
-        return [f"{where}: vnet_ip {address} is outside vnetNetwork {network}"]
-    return []
-
-
-def _check_lxc(lxc: Lxc, network: ipaddress.IPv4Network | None) -> list[str]:
+def _check_lxc(lxc: Lxc, network: ipaddress.IPv4Network | None, managed: tuple[str, ...]) -> list[str]:
     where = f"lxcs/{lxc.name}.toml"
-    problems = [
-        p
-        for p in (
-            validate.dns_label(lxc.name, "LXC name"),
-            validate.ipv4(lxc.vnet_ip, f"{where}: vnet_ip"),
-            validate.port(lxc.http_port, f"{where}: http_port"),
-            validate.port(lxc.https_port, f"{where}: https_port"),
-        )
-        if p
-    ]
+    problems = _problems(
+        validate.dns_label(lxc.name, f"{where}: name"),
+        validate.distro(lxc.distro, f"{where}: distro"),
+        validate.release(lxc.release, f"{where}: release"),
+        _vnet_ip(lxc.vnet_ip, network, where),
+        validate.port(lxc.http_port, f"{where}: http_port"),
+        validate.port(lxc.https_port, f"{where}: https_port"),
+        validate.timestamp(lxc.added, f"{where}: added"),
+        lxc.zone and validate.zone(lxc.zone, f"{where}: zone"),
+    )
     if lxc.status not in (LXC_CREATING, LXC_READY):
         problems.append(f"{where}: status must be {LXC_CREATING} or {LXC_READY}")
     if lxc.http not in HTTP_MODES:
         problems.append(f"{where}: http must be one of {', '.join(HTTP_MODES)}")
     if lxc.https not in HTTPS_MODES:
         problems.append(f"{where}: https must be one of {', '.join(HTTPS_MODES)}")
+    for alias in lxc.aliases:
+        problems += _problems(validate.alias(alias, managed, f"{where}: alias"))
+    if len(set(lxc.aliases)) != len(lxc.aliases):
+        problems.append(f"{where}: an alias is listed twice")
+    return problems + _check_forwards(lxc, where)
+
+
+def _check_forwards(lxc: Lxc, where: str) -> list[str]:
+    problems = []
     for forward in lxc.tcp_forwards:
         for value, what in ((forward.host_port, "host_port"), (forward.lxc_port, "lxc_port")):
             if problem := validate.port(value, f"{where}: tcp forward {what}"):
                 problems.append(problem)
-    return problems + _check_in_network(lxc.vnet_ip, network, where)
+        if forward.host_port in RESERVED_HOST_PORTS:
+            problems.append(f"{where}: tcp forward host_port {forward.host_port} is reserved for sshd and HAProxy")
+    host_ports = [f.host_port for f in lxc.tcp_forwards]
+    if len(set(host_ports)) != len(host_ports):
+        problems.append(f"{where}: a tcp forward host_port is listed twice")
+    return problems
+
+
+def _check_peer(peer: Peer, network: ipaddress.IPv4Network | None) -> list[str]:
+    where = f"peers/{peer.name}.toml"
+    return _problems(
+        validate.dns_label(peer.name, f"{where}: name"),
+        validate.wireguard_key(peer.public_key, f"{where}: public_key"),
+        _vnet_ip(peer.vnet_ip, network, where),
+        validate.timestamp(peer.added, f"{where}: added"),
+    )
+
+
+def _check_key(key: Key) -> list[str]:
+    where = f"keys/{key.name}.pub"
+    return [f"{where}: {p}" for p in _problems(validate.key_name(key.name), validate.ssh_public_key(key.key))]
 
 
 def _check_unique(inv: Inventory) -> list[str]:
-    problems = [f"name {n!r} is used by both a host and an LXC" for n in inv.hosts.keys() & inv.lxcs.keys()]
+    problems = _names_unique(inv)
     seen: dict[str, str] = {}
     items: list[tuple[str, str]] = [(f"host {h.name}", h.vnet_ip) for h in inv.hosts.values()]
     items += [(f"lxc {c.name}", c.vnet_ip) for c in inv.lxcs.values()]
@@ -165,55 +196,111 @@ def _check_unique(inv: Inventory) -> list[str]:
             if alias in routes and routes[alias] != lxc.name:
                 problems.append(f"alias {alias} routes to both {routes[alias]} and {lxc.name}")
             routes[alias] = lxc.name
+    return problems + _keys_unique(inv)
+
+
+def _names_unique(inv: Inventory) -> list[str]:
+    """Hosts, LXCs and peers share one namespace: each has NAME.<vnetPrefix>.<dnsDomain>."""
+    kinds: tuple[tuple[str, dict[str, Any]], ...] = (("host", inv.hosts), ("LXC", inv.lxcs), ("peer", inv.peers))
+    problems = []
+    for i, (kind, items) in enumerate(kinds):
+        for other, other_items in kinds[i + 1 :]:
+            clashes = sorted(items.keys() & other_items)
+            problems += [f"name {n!r} is used by both a {kind} and a {other}" for n in clashes]
+    return problems
+
+
+def _keys_unique(inv: Inventory) -> list[str]:
+    """A WireGuard key names one machine of the mesh; an SSH key is one admin's."""
+    problems = []
+    wireguard: dict[str, str] = {}
+    holders = [(f"host {h.name}", h.wg_public_key) for h in inv.hosts.values() if h.wg_public_key]
+    holders += [(f"peer {p.name}", p.public_key) for p in inv.peers.values()]
+    for holder, public in holders:
+        if public in wireguard:
+            problems.append(f"{wireguard[public]} and {holder} have the same WireGuard public key")
+        wireguard.setdefault(public, holder)
+    blobs: dict[str, str] = {}
+    for key in inv.keys.values():
+        blob = key.key.split(" ")[1] if " " in key.key else key.key
+        if blob in blobs:
+            problems.append(f"keys/{blobs[blob]}.pub and keys/{key.name}.pub hold the same key")
+        blobs.setdefault(blob, key.name)
     return problems
 
 
 def _check_backups(inv: Inventory) -> list[str]:
     problems = []
-    for backup in inv.backups:
-        for name in backup.pair:
+    pairs: set[tuple[str, str]] = set()
+    for i, backup in enumerate(inv.backups):
+        where = f"backups.toml entry {i + 1}"
+        for field, name in (("from_host", backup.from_host), ("to_host", backup.to_host)):
             if name not in inv.hosts:
-                problems.append(f"backups.toml: host {name!r} does not exist")
+                problems.append(f"{where}: {field} {name!r} is not a host")
         if backup.status not in (BACKUP_ACTIVE, BACKUP_ARCHIVED):
-            problems.append(f"backups.toml: status must be {BACKUP_ACTIVE} or {BACKUP_ARCHIVED}")
+            problems.append(f"{where}: status must be {BACKUP_ACTIVE} or {BACKUP_ARCHIVED}")
+        if backup.from_host == backup.to_host:
+            problems.append(f"{where}: a host cannot back up onto itself")
+        if backup.pair in pairs:
+            problems.append(f"{where}: {backup.from_host} -> {backup.to_host} is listed twice")
+        pairs.add(backup.pair)
+        problems += _problems(validate.timestamp(backup.started, f"{where}: started"))
     return problems
 
 
-def _check_keys_and_peers(inv: Inventory) -> list[str]:
-    problems = []
-    for key in inv.keys.values():
-        if problem := validate.ssh_public_key(key.key):
-            problems.append(f"keys/{key.name}.pub: {problem}")
-    for peer in inv.peers.values():
-        if problem := validate.ipv4(peer.vnet_ip, f"peers/{peer.name}.toml: vnet_ip"):
-            problems.append(problem)
-    return problems
+def _check_ipam(inv: Inventory) -> list[str]:
+    last = inv.ipam_last
+    if not isinstance(last, str):
+        return ["ipam.toml: last must be text (an IPv4 address)"]
+    return _problems(last and validate.ipv4(last, "ipam.toml: last"))
+
+
+def _network(config: dict[str, Any]) -> ipaddress.IPv4Network | None:
+    value = config.get("vnetNetwork")
+    if not isinstance(value, str) or validate.ipv4_network(value):
+        return None
+    return ipaddress.IPv4Network(value)
+
+
+def managed_suffixes(config: dict[str, Any]) -> tuple[str, ...]:
+    """The zones whose names infr gives out (NAME.<dnsPrefix>.<dnsDomain> and the vnet's)."""
+    domain = config.get("dnsDomain")
+    prefixes = [config.get("dnsPrefix"), config.get("vnetPrefix")]
+    if not isinstance(domain, str):
+        return ()
+    return tuple(f"{prefix}.{domain}" for prefix in prefixes if isinstance(prefix, str))
 
 
 def check_inventory(inv: Inventory, changed: Collection[str] | None = None) -> list[str]:
     """Every problem in the inventory: fields, references and uniqueness.
 
-    `changed` (paths such as "lxcs/web.toml") limits the field checks of hosts and LXCs
-    to those files, for a change to an inventory that was valid before: on a one-LXC
+    `changed` (paths such as "lxcs/web.toml") limits the field checks of hosts, LXCs and
+    peers to those files, for a change to an inventory that was valid before: on a one-LXC
     change to 10,000 LXCs, parsing every address again took most of the command's time.
     References and uniqueness are always checked across the whole inventory (cheap).
     """
-    try:
-        network: ipaddress.IPv4Network | None = ipaddress.IPv4Network(inv.config["vnetNetwork"])
-    except (KeyError, ValueError):
-        network = None
+    network = _network(inv.config)
+    managed = managed_suffixes(inv.config)
     every = changed is None or "config.toml" in changed
     touched = frozenset(changed or ())
     problems: list[str] = []
+    if every:
+        from infr.state.settings import check_stored
+
+        problems += check_stored(inv.config)
     for host in inv.hosts.values():
         if every or f"hosts/{host.name}.toml" in touched:
             problems += _check_host(host, network)
     for lxc in inv.lxcs.values():
         if every or f"lxcs/{lxc.name}.toml" in touched:
-            problems += _check_lxc(lxc, network)
+            problems += _check_lxc(lxc, network, managed)
         if lxc.host not in inv.hosts:
             problems.append(f"lxcs/{lxc.name}.toml: host {lxc.host!r} does not exist")
-    return problems + _check_unique(inv) + _check_backups(inv) + _check_keys_and_peers(inv)
+    for peer in inv.peers.values():
+        problems += _check_peer(peer, network)
+    for key in inv.keys.values():
+        problems += _check_key(key)
+    return problems + _check_unique(inv) + _check_backups(inv) + _check_ipam(inv)
 
 
 __all__ = ["SCHEMA_VERSION", "Backup", "Host", "Key", "Lxc", "Peer", "check_inventory", "from_dict", "to_dict"]

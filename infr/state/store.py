@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from infr.errors import StateError, ValidationError
-from infr.state.files import fsync_dir, write_atomic
+from infr.state.files import fsync_dir, read_key_file, write_atomic
 from infr.state.model import Backup, Host, Inventory, Key, Lxc, Peer
 
 # Reading the state from the cache needs none of schema, settings, tomllib or shutil:
@@ -166,6 +166,11 @@ class Store:
         self._write_cache(inventory, fingerprint)
         return inventory
 
+    def config_file(self) -> dict[str, Value]:
+        """Settings as stored in config.toml, unchecked (for `config validate`)."""
+        path = self.root / "config.toml"
+        return _toml(path) if path.exists() else {}
+
     def secrets_file(self) -> dict[str, Value]:
         """Secret settings as stored in secrets.toml."""
         path = self.root / "secrets.toml"
@@ -279,7 +284,12 @@ class Store:
                         problems.append(f"{directory}/{name}: name field differs from the file name")
                     target[stem] = item
         for path in sorted((self.root / "keys").glob("*.pub")):
-            inventory.keys[path.stem] = Key(path.stem, read_text(path).strip())
+            try:
+                inventory.keys[path.stem] = Key(path.stem, read_key_file(path))
+            except ValueError as exc:
+                problems.append(f"keys/{path.name} {exc}")
+            except OSError as exc:
+                problems.append(f"keys/{path.name} cannot be read: {exc.strerror}")
         backups = self.root / "backups.toml"
         for i, row in enumerate(_toml(backups).get("backup", []) if backups.exists() else []):
             item = schema.from_dict(Backup, row, f"backups.toml entry {i + 1}", problems)

@@ -3,6 +3,7 @@ reboot, and the typed confirmation. The real reinstall runs in tests/lab/test_re
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from infr.errors import InfrError, UsageError
 from tests.conftest import run_cli, seed_host
 
 PROBE = "gateway=198.51.100.1\naddress=198.51.100.11/24\nnameserver=9.9.9.9\n"
-OLD_KEY = "ssh-ed25519 AAAAold"
+# A well-formed ed25519 key (type, then 32 bytes), as state requires of a pinned key.
+OLD_KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x20" + b"o" * 32).decode()
 
 
 def test_the_static_network_is_the_boxs_own() -> None:

@@ -68,7 +68,7 @@ def test_an_invalid_result_is_refused_with_every_problem_and_changes_nothing(see
     with pytest.raises(ValidationError) as caught, Session(seeded).change() as change:
         change.put_lxc(Lxc("Bad_Name", "nohost", "debian", "bookworm", "10.8.1.2"))
     assert caught.value.hint == "nothing was changed"
-    assert "LXC name 'Bad_Name' must be lowercase" in caught.value.problems
+    assert "lxcs/Bad_Name.toml: name 'Bad_Name' must be lowercase" in caught.value.problems
     assert "lxcs/Bad_Name.toml: host 'nohost' does not exist" in caught.value.problems
     assert "vnet address 10.8.1.2 is held by both lxc c1 and lxc Bad_Name" in caught.value.problems
     assert snapshot(seeded) == before
