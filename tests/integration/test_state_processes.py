@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,18 +25,21 @@ from tests.conftest import INFR_BIN, clone_state, run_infr, seed_host, seed_lxc,
 
 LXCS = ("c1", "c2", "c3", "c4")
 
-# A writer that never stops: transaction g sets every LXC's `zone` and the host's `added`
-# to "g<g>" (five files, one generation), and says so once the change is committed.
+# A writer that never stops: transaction g sets every LXC's `zone` to "g<g>" and the host's
+# `added` to g seconds after the epoch (state holds times there), five files, one generation,
+# and says so once the change is committed.
 WRITER = textwrap.dedent(
     """
     import sys
+    from datetime import UTC, datetime
     from pathlib import Path
     from infr.core.session import Session
 
     root = Path(sys.argv[1])
     lxcs = sys.argv[2].split(",")
     session = Session(root, command_line="writer")
-    generation = int(session.inventory().hosts["bob"].added[1:] or 0)
+    added = session.inventory().hosts["bob"].added
+    generation = int(datetime.fromisoformat(added).timestamp()) if added else 0
     while True:
         generation += 1
         with Session(root, command_line=f"writer g{generation}").change() as change:
@@ -45,7 +49,7 @@ WRITER = textwrap.dedent(
                 lxc.http_port = 1000 + generation % 60000
                 change.put_lxc(lxc)
             host = change.inv.hosts["bob"]
-            host.added = f"g{generation}"
+            host.added = datetime.fromtimestamp(generation, UTC).isoformat()
             change.put_host(host)
         print(generation, flush=True)
     """
@@ -80,11 +84,13 @@ def world(tmp_path: Path, state_template: Callable[..., Path]) -> Path:
 def generation_of(root: Path) -> int:
     """The one generation every file of the last transaction carries; fails on a torn state."""
     inv = Store(root).load()  # also rolls a committed change forward, and validates everything
-    generations = {inv.hosts["bob"].added} | {inv.lxcs[name].zone for name in LXCS}
+    added = inv.hosts["bob"].added
+    generations = {int(datetime.fromisoformat(added).timestamp()) if added else 0}
+    generations |= {int(inv.lxcs[name].zone[1:] or 0) for name in LXCS}
     ports = {inv.lxcs[name].http_port for name in LXCS}
     assert len(generations) == 1 and len(ports) == 1, f"torn state: {generations} {ports}"
     (only,) = generations
-    return int(only[1:] or 0)
+    return only
 
 
 def test_sigkill_during_multi_file_transactions_never_tears_the_state(world: Path) -> None:
