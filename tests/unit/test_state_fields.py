@@ -43,8 +43,8 @@ def seed_every_kind(root: Path) -> None:
         change.put_host(Host("tom", "198.51.100.11", "10.8.1.2", "ready", WHEN, ed25519(b"T"), 22, WG_TOM))
         change.put_lxc(
             Lxc(
-                "web", "bob", "debian", "bookworm", "10.8.1.3", WHEN, "FORWARD", "TERMINATE", 80, 443,
-                ["www.example.org"], [TcpForward(2222, 22)], "shop",
+                "web", "bob", "debian", "bookworm", "10.8.1.3", added=WHEN, http="FORWARD", https="TERMINATE",
+                aliases=["www.example.org"], tcp_forwards=[TcpForward(2222, 22)], zone="shop",
             )
         )  # fmt: skip
         change.put_peer(Peer("alice", WG_ALICE, "10.8.1.4", WHEN))
@@ -72,7 +72,7 @@ TEXT_FIELDS = [
     *(("hosts/bob.toml", f) for f in ("public_ip", "vnet_ip", "status", "added", "host_key", "wg_public_key")),
     *(
         ("lxcs/web.toml", f)
-        for f in ("host", "distro", "release", "vnet_ip", "added", "http", "https", "zone", "aliases[0]")
+        for f in ("host", "distro", "release", "vnet_ip", "added", "http", "https", "zone", "aliases[0]", "status")
     ),
     *(("peers/alice.toml", f) for f in ("public_key", "vnet_ip", "added")),
     *(("backups.toml", f"backup[0].{f}") for f in ("from_host", "to_host", "status", "started")),
