@@ -21,10 +21,10 @@ from infr.connector import SSHConnection
 from infr.core import backups, converge
 from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
 from infr.core.converge import FileSpec
-from infr.core.hostops import get_host, now, target
+from infr.core.fleet import get_host, target
 from infr.core.session import Session
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
-from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory
+from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory, timestamp
 
 Report = Callable[[str], None]
 
@@ -71,7 +71,7 @@ def _record_start(session: Session, from_host: str, to_host: str) -> bool:
         if found is not None and found.status == BACKUP_ACTIVE:
             return False  # already started: converge the hosts again, state stays
         others = [b for b in change.inv.backups if b.pair != (from_host, to_host)]
-        change.set_backups([*others, Backup(from_host, to_host, BACKUP_ACTIVE, now())])
+        change.set_backups([*others, Backup(from_host, to_host, BACKUP_ACTIVE, timestamp())])
         change.note(f"backup {from_host} -> {to_host} started")
         return found is not None
 

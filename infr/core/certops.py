@@ -33,8 +33,8 @@ from infr.core.certs import (
     parse_certbot_certificates,
     system_resolver,
 )
+from infr.core.fleet import target
 from infr.core.haproxy import APPLY_SCRIPT, HaproxySettings, certificate_requests
-from infr.core.hostops import target
 from infr.core.session import Session
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY, Host

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-from infr.connector import SSHConnection, Target, fingerprint
+from infr.connector import SSHConnection, fingerprint
 from infr.core import converge, provision
+from infr.core.fleet import get_host, target
 from infr.core.keys import require_admin_key
 from infr.core.session import Session
-from infr.errors import ConflictError, HostKeyError, NotFoundError, RemoteError, UsageError
+from infr.errors import ConflictError, HostKeyError, RemoteError, UsageError
 from infr.state import validate
-from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory
+from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory, timestamp
 
 Report = Callable[[str], None]
 
@@ -30,34 +30,6 @@ class Steps:
     network: bool = True
     software: bool = True
     haproxy: bool = True
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def get_host(inv: Inventory, name: str) -> Host:
-    if name not in inv.hosts:
-        hint = f"{name} is an LXC: use 'infr lxc {name}'" if name in inv.lxcs else "list them with 'infr hosts'"
-        raise NotFoundError(f"no host named {name!r}", hint)
-    return inv.hosts[name]
-
-
-def target(session: Session, host: Host, *, user: str = "manager", password: str | None = None) -> Target:
-    require_admin_key(session.inventory())  # every command that reaches a host comes here first
-    key = Path(session.identity_file).expanduser() if session.identity_file else None
-    return Target(
-        host.name,
-        host.public_ip,
-        port=host.ssh_port,
-        user=user,
-        key_file=key,
-        password=password,
-        pinned_key=host.host_key or None,
-        # Logging in with a key to a server infr has not set up yet: ~/.ssh/config may
-        # name the provider's sudo account (admin, debian) instead of root.
-        first_login=user == "root" and password is None,
-    )
 
 
 def _check_new_host(inv: Inventory, name: str, ip: str) -> None:
@@ -102,7 +74,7 @@ def record_host(session: Session, name: str, ip: str) -> Host:
         require_admin_key(inv)  # before the host is recorded: its root login is about to go
         if (existing := _check_add(inv, name, ip)) is not None:
             return existing
-        host = Host(name, ip, change.allocate_address(), status=HOST_INSTALLING, added=now())
+        host = Host(name, ip, change.allocate_address(), status=HOST_INSTALLING, added=timestamp())
         change.put_host(host)
         change.note(f"host {name} recorded with vnet address {host.vnet_ip}")
         return host

@@ -32,13 +32,13 @@ from pathlib import Path
 from infr.connector import SSHConnection
 from infr.core import backupops, converge, haproxy_deploy, meshops, osrelease, provision
 from infr.core.attach import Attached
-from infr.core.hostops import get_host, now, target
+from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
 from infr.core.session import Session
 from infr.core.templating import fill
 from infr.errors import ConflictError, InfrError, RemoteError, UsageError
 from infr.state import validate
-from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc
+from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc, timestamp
 
 Report = Callable[[str], None]
 LXC_ROOT = "/var/lib/lxc"
@@ -84,7 +84,7 @@ def record_lxc(
                 )
             return lxc
         _check_new_lxc(session, name, distro, release, host_name)
-        lxc = Lxc(name, host_name, distro, release, change.allocate_address(ip), status=LXC_CREATING, added=now())
+        lxc = Lxc(name, host_name, distro, release, change.allocate_address(ip), status=LXC_CREATING, added=timestamp())
         change.put_lxc(lxc)
         change.note(f"LXC {name} recorded on {host_name} with vnet address {lxc.vnet_ip}")
         return lxc

@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 from infr.connector import SSHConnection, run_parallel
 from infr.core import converge, mesh
 from infr.core.converge import Runner
-from infr.core.hostops import now, target
+from infr.core.fleet import target
 from infr.core.lxcs import get_lxc
 from infr.core.session import Session
 from infr.errors import ConflictError, NotFoundError, RemoteError, UsageError
 from infr.state import validate
 from infr.state.change import Change
-from infr.state.model import HOST_READY, Host, Peer
+from infr.state.model import HOST_READY, Host, Peer, timestamp
 
 Report = Callable[[str], None]
 R = TypeVar("R")
@@ -244,7 +244,7 @@ def add_peer(change: Change, name: str, key: str, ip: str | None) -> Peer:
     old = change.inv.peers.get(name)
     if old is None:
         _check_peer_name(change, name)
-        peer = Peer(name, key, change.allocate_address(ip), added=now())
+        peer = Peer(name, key, change.allocate_address(ip), added=timestamp())
         change.note(f"peer {name} added with vnet address {peer.vnet_ip}")
     elif ip is not None and ip != old.vnet_ip:
         raise ConflictError(f"peer {name} already has {old.vnet_ip}", "remove it first to change its address")

@@ -20,7 +20,7 @@ import paramiko
 
 from infr.connector import SSHConnection
 from infr.core import bootmedium as bm
-from infr.core import hostops
+from infr.core import fleet, hostops
 from infr.core.session import Session
 from infr.errors import InfrError, RemoteError, UsageError, ValidationError
 from infr.state.model import Host
@@ -81,7 +81,7 @@ def reinstall(session: Session, name: str, ip: str, opts: ReinstallOptions, repo
     with session.locked():
         check(session, name, ip, opts)
         host = hostops.record_host(session, name, ip)
-        with SSHConnection.connect(hostops.target(session, host, user="root", password=opts.root_password)) as root:
+        with SSHConnection.connect(fleet.target(session, host, user="root", password=opts.root_password)) as root:
             host = hostops.pin_host_key(session, host, root, clock.say)
             with tempfile.TemporaryDirectory(prefix="infr-medium-") as tmp:
                 medium = _build(root, session, host, opts, Path(tmp), clock)
@@ -211,7 +211,7 @@ def _try_installed(session: Session, host: Host, clock: _Clock) -> str:
         )
     try:
         # The key just read is pinned for the login, so nothing else can slip in between.
-        with SSHConnection.connect(hostops.target(session, replace(host, host_key=key))) as conn:
+        with SSHConnection.connect(fleet.target(session, replace(host, host_key=key))) as conn:
             clock.say("the installed system answers as manager", bm.Phase.FIRST_BOOT)
             hostops.pin_host_key(session, replace(host, host_key=""), conn, clock.say)
             return ""

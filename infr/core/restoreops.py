@@ -18,16 +18,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from infr.connector import SSHConnection
 from infr.connector.ssh import pipe
-from infr.core import backupops, backups, lxcops, meshops, restore
+from infr.core import backupops, backups, fleet, lxcops, meshops, restore
 from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
-from infr.core.hostops import get_host, target
+from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
 from infr.core.restore import LXC_ROOT, RUNNING, At, DrillCheck, Located, LxcPaths
 from infr.core.session import Session
@@ -77,25 +77,11 @@ def find_points(session: Session, *, from_host: str | None = None, subvol: str |
         if to_host in session.down_hosts:
             skipped.append(to_host)
             continue
-        with _connect(session, to_host) as conn:
+        with fleet.connect(session, to_host) as conn:
             for source, directory in sources:
                 found = backupops.read_points(conn, directory)
                 points += [Located(p, to_host, source, directory) for p in found if subvol in (None, p.subvol)]
     return Found(sorted(points, reverse=True), skipped)
-
-
-@contextlib.contextmanager
-def _connect(session: Session, name: str) -> Iterator[SSHConnection]:
-    """A connection to the host; a host that does not answer says how to go on without it."""
-    host = session.inventory().hosts[name]
-    try:
-        conn = SSHConnection.connect(target(session, host))
-    except RemoteError as e:
-        if e.hint:
-            raise
-        raise RemoteError(e.message, f"if {name} is down, skip it with: infr -D {name} ...") from None
-    with conn:
-        yield conn
 
 
 def _pick(
@@ -167,7 +153,7 @@ def plan_lxc(session: Session, name: str, at: At | None, to: str | None) -> LxcP
         raise UsageError(f"host {dest} is marked down (-D)", "restore onto a host that is up")
     hint = f"list them with 'infr lxc {name} backups'; back {lxc.host} up with 'infr backup start {lxc.host} HOST'"
     point = _pick(session, backups.lxc_subvol(name), at, f"LXC {name}", hint, dest)
-    with _connect(session, dest) as conn:
+    with fleet.connect(session, dest) as conn:
         _check_no_leftover(conn, LxcPaths(name))
         on_target = _on_host(conn, LxcPaths(name))
     old_copy = ""
@@ -218,11 +204,11 @@ def apply_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
             raise ConflictError(f"{plan.name} moved to {lxc.host} meanwhile", "run the restore again")
         host = inv.hosts[plan.target]
         config = lxcops.container_config(replace(lxc, host=plan.target), host, session.settings())
-        with _connect(session, plan.target) as dest:
+        with fleet.connect(session, plan.target) as dest:
             if plan.point.to_host == plan.target:
                 changes = restore_container(dest, dest, plan.point.path, plan.name, config, report)
             else:
-                with _connect(session, plan.point.to_host) as source:
+                with fleet.connect(session, plan.point.to_host) as source:
                     changes = restore_container(source, dest, plan.point.path, plan.name, config, report)
         if plan.moving:
             changes += _moved(session, plan, report)
@@ -349,7 +335,7 @@ def _moved(session: Session, plan: LxcPlan, report: Report) -> list[str]:
     elif plan.old_copy:
 
         def destroy() -> list[str]:
-            with _connect(session, plan.current) as conn:
+            with fleet.connect(session, plan.current) as conn:
                 conn.run(restore.destroy_argv(plan.name), timeout=180)
             report(f"destroyed the old {plan.name} on {plan.current}")
             return [f"destroyed the old {plan.name} on {plan.current}"]
@@ -404,7 +390,7 @@ def restore_files(session: Session, host: str, path: str, at: At | None, into: P
     hint = f"list them with 'infr host {host} backups'; start one with 'infr backup start {host} HOST'"
     point = _pick(session, HOST_SUBVOL, at, f"host {host}", hint, None, from_host=host)
     report(f"copying /{relative} from {point.point.name} ({restore.when(point.point.at)}) on {point.to_host}")
-    with _connect(session, point.to_host) as conn:
+    with fleet.connect(session, point.to_host) as conn:
         size = copy_out(conn, point.path, relative, into, report)
     return Copied(point, into / relative, size)
 
@@ -473,7 +459,7 @@ def drill(
     expected = [HOST_SUBVOL, *sorted(backups.lxc_subvol(c.name) for c in inv.lxcs_on(from_host))]
     directory = backups.backup_dir(from_host, settings)
     moment = now or datetime.now(UTC)
-    with _connect(session, to_host) as conn:
+    with fleet.connect(session, to_host) as conn:
         points = backupops.read_points(conn, directory)
         scratch = restore.drill_dir(from_host, settings)
         return drill_on(conn, points, directory, expected, scratch, moment, backupops.max_age(session), report)

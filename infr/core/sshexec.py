@@ -7,7 +7,7 @@ from pathlib import Path
 
 from infr.connector import sshconfig
 from infr.connector.ssh import DEFAULT_CONNECT_TIMEOUT
-from infr.core.hostops import get_host
+from infr.core.fleet import get_host
 from infr.core.session import Session
 from infr.core.templating import fill
 from infr.errors import HostKeyError

@@ -6,6 +6,7 @@ Field names are the keys of the TOML files and of `-o json` output (docs/json.md
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 HTTP_MODES = ("NONE", "FORWARD", "REDIRECT-HTTPS")
@@ -23,6 +24,11 @@ LXC_READY = "ready"
 
 BACKUP_ACTIVE = "active"
 BACKUP_ARCHIVED = "archived"
+
+
+def timestamp() -> str:
+    """Now, as state records times (`added`): UTC to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass

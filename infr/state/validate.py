@@ -263,7 +263,7 @@ def zone(value: str, what: str = "zone") -> str | None:
     return dns_label(value, what)
 
 
-# As hostops.now() writes them: 2024-05-01T09:30:00+00:00.
+# As model.timestamp() writes them: 2024-05-01T09:30:00+00:00.
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(\+00:00|Z)\Z", re.ASCII)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from infr.cli.main import choose_identity
 from infr.connector import SSHConnection, Target
-from infr.core import hostops
+from infr.core import fleet
 from infr.core.session import Session
 from infr.errors import HostKeyError
 from infr.state.model import HOST_READY
@@ -145,7 +145,7 @@ def test_the_remembered_key_logs_in_without_i(
     # A later command, without -i: the CLI's choice, as `infr host bob ...` builds its login.
     session = Session(root, identity_file=choose_identity(None, remember=False))
     bob = session.inventory().hosts["bob"]
-    with SSHConnection.connect(hostops.target(session, bob, user=infrtest_user.name)) as conn:
+    with SSHConnection.connect(fleet.target(session, bob, user=infrtest_user.name)) as conn:
         assert conn.run(["id", "-un"], sudo=False).text == f"{infrtest_user.name}\n"
     later = run_infr(root, "hosts")
     assert "remembered" not in later.stderr
@@ -191,7 +191,7 @@ def test_an_agent_key_logs_in_when_no_identity_is_given(
     session = Session(root, identity_file=choose_identity(None, remember=False))
     assert session.identity_file is None
     with SSHConnection.connect(
-        hostops.target(session, session.inventory().hosts["bob"], user=infrtest_user.name)
+        fleet.target(session, session.inventory().hosts["bob"], user=infrtest_user.name)
     ) as conn:
         assert conn.run(["true"], sudo=False).exit_status == 0
 

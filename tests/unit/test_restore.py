@@ -538,7 +538,7 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
     """apply_lxc with the hosts faked: records what is done where, in order."""
     from contextlib import contextmanager
 
-    from infr.core import backupops, lxcops, meshops
+    from infr.core import backupops, fleet, lxcops, meshops
 
     calls: list[tuple[object, ...]] = []
     hosts: dict[str, FakeHost] = {}
@@ -552,7 +552,7 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
         calls.append(("restore", source.target.name, dest.target.name, path, gateway))
         return ["restored"]
 
-    monkeypatch.setattr(restoreops, "_connect", connect)
+    monkeypatch.setattr(fleet, "connect", connect)
     monkeypatch.setattr(restoreops, "restore_container", restored)
     monkeypatch.setattr(lxcops, "apply_routing", lambda s, names, r: calls.append(("haproxy", sorted(names))) or [])
     monkeypatch.setattr(backupops, "redeploy_targets", lambda s, names, r: calls.append(("btrbk", sorted(names))) or [])
