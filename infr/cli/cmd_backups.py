@@ -191,11 +191,11 @@ def drill(app: App, from_host: str, to_host: str, fmt: str | None) -> None:
 
 
 def _emit_points(app: App, from_host: str | None, subvol: str | None, fmt: str | None, what: str) -> None:
-    from infr.core import restoreops
+    from infr.core import backupops
     from infr.core.restore import age_text
 
     now = datetime.now(UTC)
-    found = restoreops.find_points(app.session, from_host=from_host, subvol=subvol)
+    found = backupops.find_points(app.session, from_host=from_host, subvol=subvol)
     for skipped in found.skipped:
         click.echo(f"infr: warning: {skipped} is marked down (-D): its backups are not listed", err=True)
     rows = [

@@ -21,7 +21,8 @@ from infr.connector import SSHConnection
 from infr.core import backups, converge
 from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
 from infr.core.converge import FileSpec
-from infr.core.fleet import get_host, target
+from infr.core.fleet import connect, get_host, target
+from infr.core.restore import Located
 from infr.core.session import Session
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
 from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory, timestamp
@@ -485,11 +486,50 @@ def _status_on(
     return rows
 
 
+# --- restore points on every backup host ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """Restore points, newest first, and the backup hosts skipped (marked down)."""
+
+    points: list[Located]
+    skipped: list[str]
+
+
+def _directories(inv: Inventory, settings: BackupSettings, from_host: str | None) -> dict[str, list[tuple[str, str]]]:
+    """Backup host -> [(FROM, directory)] of every pair (an archived pair: its archive)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for b in sorted(inv.backups, key=lambda b: b.pair):
+        if from_host is None or b.from_host == from_host:
+            active = b.status == BACKUP_ACTIVE
+            directory = (
+                backups.backup_dir(b.from_host, settings) if active else archive_dir(b.from_host, settings)
+            )
+            found.setdefault(b.to_host, []).append((b.from_host, directory))
+    return found
+
+
+def find_points(session: Session, *, from_host: str | None = None, subvol: str | None = None) -> Found:
+    """Every complete backup on every backup host, one connection each: of `from_host`
+    (default: of any host) and of `subvol` (default: all), newest first."""
+    inv, settings = session.inventory(), settings_for(session)
+    points: list[Located] = []
+    skipped = []
+    for to_host, sources in sorted(_directories(inv, settings, from_host).items()):
+        if to_host in session.down_hosts:
+            skipped.append(to_host)
+            continue
+        with connect(session, to_host) as conn:
+            for source, directory in sources:
+                found = read_points(conn, directory)
+                points += [Located(p, to_host, source, directory) for p in found if subvol in (None, p.subvol)]
+    return Found(sorted(points, reverse=True), skipped)
+
+
 def restore_points(session: Session, host: str, subvol: str | None = None) -> list[tuple[str, RestorePoint]]:
     """(TO host, restore point) of every backup of `host`, oldest first; `subvol` keeps
-    one subvolume. restoreops.find_points has the rest (where each lies, -D)."""
-    from infr.core import restoreops
-
+    one subvolume. find_points has the rest (where each lies, -D)."""
     get_host(session.inventory(), host)
-    found = restoreops.find_points(session, from_host=host, subvol=subvol)
+    found = find_points(session, from_host=host, subvol=subvol)
     return [(p.to_host, p.point) for p in reversed(found.points)]

@@ -26,13 +26,13 @@ from pathlib import Path
 from infr.connector import SSHConnection
 from infr.connector.ssh import pipe
 from infr.core import backupops, backups, fleet, lxcops, meshops, restore
-from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
+from infr.core.backups import HOST_SUBVOL, RestorePoint
 from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
 from infr.core.restore import LXC_ROOT, RUNNING, At, DrillCheck, Located, LxcPaths
 from infr.core.session import Session
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
-from infr.state.model import BACKUP_ACTIVE, HOST_READY, Inventory
+from infr.state.model import BACKUP_ACTIVE, HOST_READY
 
 Report = Callable[[str], None]
 STREAM_IDLE = 600.0  # seconds a stream may stall (btrfs reading a large extent, a busy disk)
@@ -46,48 +46,10 @@ WARNINGS_SHOWN = 10
 # --- restore points -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Found:
-    """Restore points, newest first, and the backup hosts skipped (marked down)."""
-
-    points: list[Located]
-    skipped: list[str]
-
-
-def _directories(inv: Inventory, settings: BackupSettings, from_host: str | None) -> dict[str, list[tuple[str, str]]]:
-    """Backup host -> [(FROM, directory)] of every pair (an archived pair: its archive)."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    for b in sorted(inv.backups, key=lambda b: b.pair):
-        if from_host is None or b.from_host == from_host:
-            active = b.status == BACKUP_ACTIVE
-            directory = (
-                backups.backup_dir(b.from_host, settings) if active else backupops.archive_dir(b.from_host, settings)
-            )
-            found.setdefault(b.to_host, []).append((b.from_host, directory))
-    return found
-
-
-def find_points(session: Session, *, from_host: str | None = None, subvol: str | None = None) -> Found:
-    """Every complete backup on every backup host, one connection each: of `from_host`
-    (default: of any host) and of `subvol` (default: all), newest first."""
-    inv, settings = session.inventory(), backupops.settings_for(session)
-    points: list[Located] = []
-    skipped = []
-    for to_host, sources in sorted(_directories(inv, settings, from_host).items()):
-        if to_host in session.down_hosts:
-            skipped.append(to_host)
-            continue
-        with fleet.connect(session, to_host) as conn:
-            for source, directory in sources:
-                found = backupops.read_points(conn, directory)
-                points += [Located(p, to_host, source, directory) for p in found if subvol in (None, p.subvol)]
-    return Found(sorted(points, reverse=True), skipped)
-
-
 def _pick(
     session: Session, subvol: str, at: At | None, what: str, hint: str, prefer: str | None, from_host: str | None = None
 ) -> Located:
-    found = find_points(session, from_host=from_host, subvol=subvol)
+    found = backupops.find_points(session, from_host=from_host, subvol=subvol)
     if not found.points and found.skipped:
         hint = f"backup host(s) {', '.join(found.skipped)} skipped (-D)"
     return restore.choose(found.points, subvol, at, what, hint, prefer)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from infr.connector.ssh import Result
-from infr.core import restoreops
+from infr.core import backupops, restoreops
 from infr.core.backups import RestorePoint, list_points_argv, parse_restore_points
 from infr.core.restore import (
     PATH_LEAVES,
@@ -538,7 +538,7 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
     """apply_lxc with the hosts faked: records what is done where, in order."""
     from contextlib import contextmanager
 
-    from infr.core import backupops, fleet, lxcops, meshops
+    from infr.core import fleet, lxcops, meshops
 
     calls: list[tuple[object, ...]] = []
     hosts: dict[str, FakeHost] = {}
@@ -623,9 +623,9 @@ def test_apply_refuses_a_plan_that_state_has_overtaken(world: Path, moving: Any)
 
 
 def test_listing_is_newest_first_with_ages(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    found = restoreops.Found(sorted(POINTS, reverse=True), skipped=["ann"])
+    found = backupops.Found(sorted(POINTS, reverse=True), skipped=["ann"])
     asked: list[dict[str, object]] = []
-    monkeypatch.setattr(restoreops, "find_points", lambda session, **kw: asked.append(kw) or found)
+    monkeypatch.setattr(backupops, "find_points", lambda session, **kw: asked.append(kw) or found)
     result = run_cli(world, "lxc", "web", "backups")
     assert asked == [{"from_host": None, "subvol": "lxc-web"}]
     rows = [line.split() for line in result.stdout.splitlines()]
@@ -696,7 +696,7 @@ def test_copy_out_passes_on_what_tar_here_warns_about(backup_tree: Path) -> None
 
 def test_restore_files_looks_at_the_hosts_own_backups_only(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, object]] = []
-    monkeypatch.setattr(restoreops, "find_points", lambda session, **kw: asked.append(kw) or restoreops.Found([], []))
+    monkeypatch.setattr(backupops, "find_points", lambda session, **kw: asked.append(kw) or backupops.Found([], []))
     into = world.parent / "restored"
     error = refused(world, NotFoundError, "host", "bob", "restore-files", "/etc", "--into", str(into))
     assert asked == [{"from_host": "bob", "subvol": "host"}]
@@ -706,7 +706,7 @@ def test_restore_files_looks_at_the_hosts_own_backups_only(world: Path, monkeypa
 def test_restore_looks_for_the_container_on_every_backup_host(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, object]] = []
     monkeypatch.setattr(
-        restoreops, "find_points", lambda session, **kw: asked.append(kw) or restoreops.Found([], ["ann"])
+        backupops, "find_points", lambda session, **kw: asked.append(kw) or backupops.Found([], ["ann"])
     )
     error = refused(world, NotFoundError, "lxc", "web", "restore", "--at", "2026-11-22T20:45")
     assert asked == [{"from_host": None, "subvol": "lxc-web"}]  # it may have been backed up from another host
