@@ -254,7 +254,7 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
     host: same vnet address, names and routes. The current container runs until the
     restored one is ready, and is destroyed only once that one runs."""
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import restoreops
+    from infr.core import followups, restoreops
 
     name = target_name()
     plan = restoreops.plan_lxc(app.session, name, _at(at_text), to_host)
@@ -266,7 +266,7 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
     prompt = f"This destroys the current {name} once the restored one runs. Type its name to go on"
     if plan.replaces and not assume_yes and click.prompt(prompt) != name:
         raise click.Abort()
-    restoreops.apply_lxc(app.session, plan, _reporter(name))
+    followups.restore_lxc(app.session, plan, _reporter(name))
     click.echo(f"{name}: restored from {plan.point.point.name}, running on {plan.target}")
     if plan.moving:
         fix_after_change(app)

@@ -147,7 +147,7 @@ def add(
     Everything is checked before anything is asked, recorded or done to the server.
     """
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import hostops
+    from infr.core import followups, hostops
 
     if root_password is not None and password_stdin:
         raise click.UsageError("give the root password one way: -p or --password-stdin")
@@ -158,7 +158,7 @@ def add(
             click.confirm(
                 f"infr will take over {ip} as {name}: root and password logins will be turned off. Go on?", abort=True
             )
-        changes = hostops.adopt(app.session, name, ip, password, _reporter(name))
+        changes = followups.adopt_host(app.session, name, ip, password, _reporter(name))
         click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
     else:
         _reinstall(app, name, ip, root_password, password_stdin, assume_yes, **reinstall)
@@ -237,13 +237,13 @@ def _reinstall(
 @pass_app
 def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy: bool, assume_yes: bool) -> None:
     """Make the host match state again: keys, sshd, names, HAProxy (and network, software)."""
-    from infr.core import hostops
+    from infr.core import followups, hostops
 
     name = target_name()
     if network and not assume_yes:
         click.confirm(f"Rewriting {name}'s network drops its containers off the network briefly. Go on?", abort=True)
     steps = hostops.Steps(network=network, software=software, haproxy=not no_haproxy)
-    changes = hostops.reconfigure(app.session, name, steps, rekey, _reporter(name))
+    changes = followups.reconfigure_host(app.session, name, steps, rekey, _reporter(name))
     click.echo(f"{name}: {len(changes)} change(s)" if changes else f"{name}: nothing changed")
 
 
@@ -253,9 +253,9 @@ def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy
 def remove(app: App, force: bool) -> None:
     """Forget the host (nothing on the machine is touched)."""
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import hostops
+    from infr.core import followups
 
-    for note in hostops.remove(app.session, target_name(), force):
+    for note in followups.remove_host(app.session, target_name(), force):
         click.echo(note)
     fix_after_change(app)
 

@@ -74,9 +74,9 @@ def list_(app: App, fmt: str | None) -> None:
 def add(app: App, name: str, distro: str, release: str, host: str, ip: str | None, record_image_os: bool) -> None:
     """Create the container NAME (e.g. debian bookworm) on HOST, with sshd and manager inside."""
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import lxcops
+    from infr.core import followups
 
-    changes = lxcops.add(app.session, name, distro, release, host, ip, _reporter(name), record_image_os)
+    changes = followups.add_lxc(app.session, name, distro, release, host, ip, _reporter(name), record_image_os)
     click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
     fix_after_change(app)
 
@@ -127,12 +127,12 @@ def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
         for host in sorted(hosts):
             click.echo(f"not applied (--no-apply); apply with: infr host {host} reconfigure")
         return
-    from infr.core import lxcops
+    from infr.core import haproxy_deploy
     from infr.errors import RemoteError
 
     try:
         with app.session.locked():
-            lxcops.apply_routing(app.session, hosts, click.echo)
+            haproxy_deploy.apply_routing(app.session, hosts, click.echo)
     except RemoteError as exc:
         host = ", ".join(sorted(hosts))
         raise RemoteError(
@@ -272,13 +272,13 @@ def zone(app: App, zone: str) -> None:
 def remove(app: App, assume_yes: bool) -> None:
     """Destroy the container and forget it (its address and routes go too)."""
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import lxcops
+    from infr.core import followups
     from infr.core.lxcs import get_lxc
 
     name = get_lxc(app.session.inventory(), target_name()).name
     if not assume_yes and click.prompt(f"This destroys {name} and everything in it. Type its name to go on") != name:
         raise click.Abort()
-    for line in lxcops.remove(app.session, name, _reporter(name)):
+    for line in followups.remove_lxc(app.session, name, _reporter(name)):
         click.echo(line)
     fix_after_change(app)
 

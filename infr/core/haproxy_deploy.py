@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infr.connector import SSHConnection
-from infr.core import certops, converge
+from infr.core import certops, converge, fleet
 from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
 from infr.core.session import Session
 from infr.errors import RemoteError
-from infr.state.model import Host
+from infr.state.model import HOST_READY, Host
+
+Report = Callable[[str], None]
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 STAGED = "/etc/haproxy/haproxy.cfg.infr-new"
@@ -67,3 +69,25 @@ def _put_live(conn: SSHConnection, host: Host, new: str, report: Callable[[str],
     summary = summarize_changes(old, new) or ["config rewritten"]
     report(f"haproxy: {'; '.join(summary)}")
     return [f"haproxy {line}" for line in summary]
+
+
+def _prefixed(report: Report, name: str) -> Report:
+    return lambda line: report(f"{name}: {line}")
+
+
+def apply_routing(session: Session, host_names: set[str], report: Report) -> list[str]:
+    """Re-deploy HAProxy on each named host that is ready and not marked down; returns what changed."""
+    inv = session.inventory()
+    changes: list[str] = []
+    for name in sorted(host_names):
+        host = inv.hosts[name]
+        if host.status != HOST_READY:
+            continue  # adopting it deploys HAProxy from state when it finishes
+        if name in session.down_hosts:
+            report(f"{name}: not applied (marked down); later: infr host {name} reconfigure")
+            continue
+        with SSHConnection.connect(fleet.target(session, host)) as conn:
+            done = deploy(conn, session, host, _prefixed(report, name))
+        report(f"{name}: {'applied' if done else 'haproxy already up to date'}")
+        changes += done
+    return changes

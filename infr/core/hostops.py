@@ -21,6 +21,9 @@ from infr.state import validate
 from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory, timestamp
 
 Report = Callable[[str], None]
+# What configure does on the host after its base system (the mesh, HAProxy): given by the
+# caller (infr.core.followups), so this module needs no other feature.
+HostFeatures = Callable[[SSHConnection, Host], list[str]]
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,9 @@ def _bootstrap_manager(session: Session, host: Host, password: str | None, repor
     return host
 
 
-def configure(conn: SSHConnection, session: Session, host: Host, steps: Steps, report: Report) -> list[str]:
+def configure(
+    conn: SSHConnection, session: Session, host: Host, steps: Steps, report: Report, features: HostFeatures
+) -> list[str]:
     """Bring a host whose manager login works to what state says; returns what changed."""
     inv = session.inventory()
     settings = session.settings()
@@ -127,27 +132,22 @@ def configure(conn: SSHConnection, session: Session, host: Host, steps: Steps, r
         files += provision.network_files(host, settings)
     for spec in files:
         changes += converge.ensure_file(conn, spec)
-    if steps.network:
-        from infr.core import meshops  # meshops imports this module
-
-        changes += meshops.join_host(session, conn, host, report)
-    if steps.haproxy:
-        from infr.core import haproxy_deploy
-
-        changes += haproxy_deploy.deploy(conn, session, host, report)
+    changes += features(conn, host)
     for line in changes:
         report(line)
     return changes
 
 
-def adopt(session: Session, name: str, ip: str, password: str | None, report: Report) -> list[str]:
+def adopt(
+    session: Session, name: str, ip: str, password: str | None, report: Report, features: HostFeatures
+) -> list[str]:
     """Take over an existing Debian server without reinstalling it; safe to run again."""
     with session.locked():
         host = record_host(session, name, ip)
         host = _bootstrap_manager(session, host, password, report)
         with SSHConnection.connect(target(session, host)) as conn:
             conn.run(["true"])  # sudo works for manager: only now is root login turned off
-            changes = configure(conn, session, host, Steps(), report)
+            changes = configure(conn, session, host, Steps(), report, features)
         if host.status != HOST_READY:
             with session.change() as change:
                 change.put_host(replace(change.inv.hosts[name], status=HOST_READY))
@@ -156,14 +156,16 @@ def adopt(session: Session, name: str, ip: str, password: str | None, report: Re
     return changes
 
 
-def reconfigure(session: Session, name: str, steps: Steps, repin: bool, report: Report) -> list[str]:
+def reconfigure(
+    session: Session, name: str, steps: Steps, repin: bool, report: Report, features: HostFeatures
+) -> list[str]:
     with session.locked():
         host = get_host(session.inventory(), name)
         if repin:
             host = replace(host, host_key="")
         with SSHConnection.connect(target(session, host)) as conn:
             host = pin_host_key(session, host, conn, report)
-            return configure(conn, session, host, steps, report)
+            return configure(conn, session, host, steps, report, features)
 
 
 def push_keys(session: Session, names: list[str], report: Callable[[str, str], None]) -> dict[str, str]:
@@ -223,7 +225,4 @@ def remove(session: Session, name: str, force: bool) -> list[str]:
         change.note(
             f"host {name} removed" + (f" with {', '.join(lxcs + backups)}" if force and (lxcs or backups) else "")
         )
-    from infr.core import meshops  # meshops imports this module
-
-    problems: list[str] = []  # members that could not be told are reported, not raised
-    return [*change.notes, *meshops.after_host_removed(session, problems.append), *problems]
+    return change.notes

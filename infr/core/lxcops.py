@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.core import backupops, converge, haproxy_deploy, meshops, osrelease, provision
+from infr.core import converge, haproxy_deploy, osrelease, provision
 from infr.core.attach import Attached
 from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
@@ -288,12 +288,6 @@ def add(
                        f"or remove it: infr lxc {name} remove")
             raise
         changes += _mark_ready(session, name)
-    # Its address joins its host's peer entry on the other hosts (and the zone rules),
-    # and its rootfs the backups of its host.
-    changes += meshops.after_lxc_change(session, report)
-    changes += backupops.redeploy_targets(session, {lxc.host}, report)
-    for line in changes:
-        report(line)
     return changes
 
 
@@ -347,8 +341,6 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
                 change.delete_lxc(name)
                 change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")
             changes = haproxy_deploy.deploy(conn, session, host, report)
-    changes += meshops.after_lxc_change(session, report)
-    changes += backupops.redeploy_targets(session, {lxc.host}, report)  # its backups stay on TO
     return [*change.notes, *changes]
 
 
@@ -370,28 +362,6 @@ def power(session: Session, name: str, action: str) -> str:
             return "stopped" if running else "already stopped"
         _start(conn, name)
         return "restarted" if running else "started"
-
-
-def _prefixed(report: Report, name: str) -> Report:
-    return lambda line: report(f"{name}: {line}")
-
-
-def apply_routing(session: Session, host_names: set[str], report: Report) -> list[str]:
-    """Re-deploy HAProxy on each named host that is ready and not marked down; returns what changed."""
-    inv = session.inventory()
-    changes: list[str] = []
-    for name in sorted(host_names):
-        host = inv.hosts[name]
-        if host.status != HOST_READY:
-            continue  # adopting it deploys HAProxy from state when it finishes
-        if name in session.down_hosts:
-            report(f"{name}: not applied (marked down); later: infr host {name} reconfigure")
-            continue
-        with SSHConnection.connect(target(session, host)) as conn:
-            done = haproxy_deploy.deploy(conn, session, host, _prefixed(report, name))
-        report(f"{name}: {'applied' if done else 'haproxy already up to date'}")
-        changes += done
-    return changes
 
 
 def ssh_argv(session: Session, name: str, remote: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ import paramiko
 
 from infr.connector import SSHConnection
 from infr.core import bootmedium as bm
-from infr.core import fleet, hostops
+from infr.core import fleet, followups, hostops
 from infr.core.session import Session
 from infr.errors import InfrError, RemoteError, UsageError, ValidationError
 from infr.state.model import Host
@@ -87,7 +87,7 @@ def reinstall(session: Session, name: str, ip: str, opts: ReinstallOptions, repo
                 medium = _build(root, session, host, opts, Path(tmp), clock)
                 _deliver(root, medium, clock)
         _wait_for_installed(session, host, opts.timeout, clock)
-        return hostops.adopt(session, name, ip, None, lambda line: clock.say(line, bm.Phase.FIRST_BOOT))
+        return followups.adopt_host(session, name, ip, None, lambda line: clock.say(line, bm.Phase.FIRST_BOOT))
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from infr.connector import SSHConnection
 from infr.connector.ssh import pipe
-from infr.core import backupops, backups, fleet, lxcops, meshops, restore
+from infr.core import backupops, backups, fleet, lxcops, restore
 from infr.core.backups import HOST_SUBVOL, RestorePoint
 from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
@@ -157,8 +157,9 @@ def _check_no_leftover(conn: SSHConnection, paths: LxcPaths) -> None:
 
 
 def apply_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
-    """Carry the plan out: restore on the target, then (when moving) state, routing,
-    backup configs, and the old copy. Returns what changed."""
+    """Carry the plan out: restore on the target and, when moving, record the move.
+    Returns what changed. What the move touches besides (routing, the mesh, backups,
+    the old copy, the inside) is infr.core.followups.restore_lxc's to do."""
     with session.locked():
         inv = session.inventory()
         lxc = get_lxc(inv, plan.name)
@@ -173,8 +174,7 @@ def apply_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
                 with fleet.connect(session, plan.point.to_host) as source:
                     changes = restore_container(source, dest, plan.point.path, plan.name, config, report)
         if plan.moving:
-            changes += _moved(session, plan, report)
-        changes += _set_up_inside(session, plan.name, report)
+            changes += record_move(session, plan, report)
     return changes
 
 
@@ -270,21 +270,24 @@ def _rolled_back(dest: SSHConnection, paths: LxcPaths, name: str, was: str, erro
     )
 
 
-def _moved(session: Session, plan: LxcPlan, report: Report) -> list[str]:
-    """The container now runs on plan.target: state, routing, backups, the old copy."""
+def record_move(session: Session, plan: LxcPlan, report: Report) -> list[str]:
+    """State says the container now runs on plan.target."""
     with session.change() as change:
         lxc = change.inv.lxcs[plan.name]
         change.put_lxc(replace(lxc, host=plan.target))
         change.note(f"LXC {plan.name} moved from {plan.current} to {plan.target}")
-    changes = list(change.notes)
-    report(changes[0])
-    reachable = {plan.target} | ({plan.current} if plan.old_copy != UNREACHABLE else set())
-    done = f"{plan.name} is restored and runs on {plan.target}, state says so"
-    changes += _then(done, "infr host HOST reconfigure", lambda: lxcops.apply_routing(session, reachable, report))
-    # Its address now sits behind plan.target: every mesh member's peer entries and routes.
-    changes += _then(done, "infr vnet apply", lambda: meshops.after_lxc_change(session, report))
-    follow = f"infr backup start FROM TO, for each pair from {plan.current} or {plan.target}"
-    changes += _then(done, follow, lambda: backupops.redeploy_targets(session, {plan.current, plan.target}, report))
+    report(change.notes[0])
+    return list(change.notes)
+
+
+def reachable_hosts(plan: LxcPlan) -> set[str]:
+    """The hosts a move touches that answered when it was planned."""
+    return {plan.target} | ({plan.current} if plan.old_copy != UNREACHABLE else set())
+
+
+def leave_old_host(session: Session, plan: LxcPlan, report: Report) -> list[str]:
+    """After a move: warnings, then the old copy destroyed (or how to destroy it)."""
+    changes: list[str] = []
     inv = session.inventory()
     if not any(b.from_host == plan.target and b.status == BACKUP_ACTIVE for b in inv.backups):
         report(f"warning: {plan.target} is not backed up, nor is {plan.name}: infr backup start {plan.target} HOST")
@@ -303,27 +306,17 @@ def _moved(session: Session, plan: LxcPlan, report: Report) -> list[str]:
             return [f"destroyed the old {plan.name} on {plan.current}"]
 
         hint = f"infr host {plan.current} ssh -- sudo lxc-destroy -n {plan.name} -f"
-        changes += _then(done, hint, destroy)
+        changes += after_restore(plan, hint, destroy)
     return changes
 
 
-def _then(done: str, hint: str, step: Callable[[], list[str]]) -> list[str]:
+def after_restore(plan: LxcPlan, hint: str, step: Callable[[], list[str]]) -> list[str]:
     """A step after the restore itself: its failure must not hide that the restore worked."""
     try:
         return step()
     except InfrError as e:
+        done = f"{plan.name} is restored and runs on {plan.target}, state says so"
         raise InfrError(f"{done}, but then: {e.message}", f"finish with: {hint}") from None
-
-
-def _set_up_inside(session: Session, name: str, report: Report) -> list[str]:
-    """The restored container as state wants it now: admin keys, sshd, its host as DNS."""
-    lxc = session.inventory().lxcs[name]
-    try:
-        return lxcops.add(session, name, lxc.distro, lxc.release, lxc.host, lxc.vnet_ip, report)
-    except InfrError as e:
-        report(f"warning: restored and running, but setting it up inside failed: {e}")
-        report(f"run it again with: infr lxcs add {name} {lxc.distro} {lxc.release} {lxc.host} --ip {lxc.vnet_ip}")
-        return []
 
 
 # --- files out of a host backup --------------------------------------------------------------

@@ -116,7 +116,7 @@ def adopt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """hostops.adopt records the host (a commit with the command line), then fails to connect."""
     calls: list[str | None] = []
 
-    def adopt(session: Any, name: str, ip: str, password: str | None, report: Any) -> list[str]:
+    def adopt(session: Any, name: str, ip: str, password: str | None, report: Any, features: Any) -> list[str]:
         calls.append(password)
         hostops.record_host(session, name, ip)
         raise RemoteError(f"{name}: cannot connect (test)")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from infr.connector.ssh import Result
-from infr.core import backupops, restoreops
+from infr.core import backupops, followups, restoreops
 from infr.core.backups import RestorePoint, list_points_argv, parse_restore_points
 from infr.core.restore import (
     PATH_LEAVES,
@@ -535,10 +535,10 @@ def test_new_commands_have_help() -> None:
 
 @pytest.fixture
 def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[object, ...]], dict[str, FakeHost]]:
-    """apply_lxc with the hosts faked: records what is done where, in order."""
+    """followups.restore_lxc with the hosts faked: records what is done where, in order."""
     from contextlib import contextmanager
 
-    from infr.core import fleet, lxcops, meshops
+    from infr.core import fleet, followups, haproxy_deploy, meshops
 
     calls: list[tuple[object, ...]] = []
     hosts: dict[str, FakeHost] = {}
@@ -554,10 +554,14 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
 
     monkeypatch.setattr(fleet, "connect", connect)
     monkeypatch.setattr(restoreops, "restore_container", restored)
-    monkeypatch.setattr(lxcops, "apply_routing", lambda s, names, r: calls.append(("haproxy", sorted(names))) or [])
+    def routed(session: object, names: set[str], report: object) -> list[str]:
+        calls.append(("haproxy", sorted(names)))
+        return []
+
+    monkeypatch.setattr(haproxy_deploy, "apply_routing", routed)
     monkeypatch.setattr(backupops, "redeploy_targets", lambda s, names, r: calls.append(("btrbk", sorted(names))) or [])
     monkeypatch.setattr(meshops, "after_lxc_change", lambda s, r: calls.append(("mesh",)) or [])
-    monkeypatch.setattr(lxcops, "add", lambda *args: calls.append(("inside", args[4])) or [])
+    monkeypatch.setattr(followups, "add_lxc", lambda *args: calls.append(("inside", args[4])) or [])
     return calls, hosts
 
 
@@ -570,7 +574,7 @@ def test_a_move_restores_then_updates_state_routing_and_backups(world: Path, mov
     tom = Store(world).load().hosts["tom"]
     web = point("lxc-web", at(22, 20, 45), on="tom")
     plan = LxcPlan("web", web, target="tom", current="bob", on_target="", old_copy="RUNNING")
-    restoreops.apply_lxc(Session(world), plan, lines.append)
+    followups.restore_lxc(Session(world), plan, lines.append)
     assert Store(world).load().lxcs["web"].host == "tom"
     assert calls == [
         ("restore", "tom", "tom", web.path, tom.vnet_ip),  # on the backup host (one connection); tom's network
@@ -591,7 +595,7 @@ def test_a_move_off_a_dead_host_leaves_it_alone_and_says_what_to_do(world: Path,
     plan = LxcPlan(
         "web", point("lxc-web", at(22, 20, 45)), target="tom", current="bob", on_target="", old_copy="unreachable"
     )
-    restoreops.apply_lxc(Session(world), plan, lines.append)
+    followups.restore_lxc(Session(world), plan, lines.append)
     assert ("haproxy", ["tom"]) in calls and "bob" not in hosts
     assert any("lxc-destroy -n web -f" in line and "infr host bob reconfigure" in line for line in lines)
 
@@ -599,17 +603,17 @@ def test_a_move_off_a_dead_host_leaves_it_alone_and_says_what_to_do(world: Path,
 def test_a_failure_after_the_restore_says_the_restore_worked(
     world: Path, moving: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.core import lxcops
+    from infr.core import haproxy_deploy
     from infr.core.session import Session
     from infr.state.store import Store
 
     def broken(*args: object) -> list[str]:
         raise RemoteError("tom: the new config failed 'haproxy -c'; nothing changed")
 
-    monkeypatch.setattr(lxcops, "apply_routing", broken)
+    monkeypatch.setattr(haproxy_deploy, "apply_routing", broken)
     plan = LxcPlan("web", point("lxc-web", at(22, 20, 45)), target="tom", current="bob", on_target="", old_copy="")
     with pytest.raises(InfrError, match="web is restored and runs on tom, state says so, but then: tom: the new") as e:
-        restoreops.apply_lxc(Session(world), plan, lambda _: None)
+        followups.restore_lxc(Session(world), plan, lambda _: None)
     assert e.value.hint == "finish with: infr host HOST reconfigure"
     assert Store(world).load().lxcs["web"].host == "tom"
 

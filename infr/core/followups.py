@@ -1,0 +1,123 @@
+"""What a change to one thing touches elsewhere, in one place.
+
+An LXC added, removed or moved changes its host's peer entry on every mesh member, the
+btrbk config of its host's backup hosts and, when it moves, HAProxy on both hosts; a host
+configured joins the mesh and gets HAProxy; a host removed leaves the mesh. The ops
+modules (hostops, lxcops, restoreops, meshops, backupops, haproxy_deploy) each do their
+own part and never call one another for these; the CLI calls the functions here, which
+call the feature that changed and then the features it touches, in Infr's order.
+DNS is fixed after these by the CLI (cmd_dns.fix_after_change), as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from infr.connector import SSHConnection
+from infr.core import backupops, haproxy_deploy, hostops, lxcops, meshops, restoreops
+from infr.core.lxcs import get_lxc
+from infr.core.restoreops import LxcPlan
+from infr.core.session import Session
+from infr.errors import InfrError
+from infr.state.model import Host
+
+Report = Callable[[str], None]
+
+
+# --- hosts ------------------------------------------------------------------------------------
+
+
+def _host_features(session: Session, steps: hostops.Steps, report: Report) -> hostops.HostFeatures:
+    """After a host's base system: it joins the mesh (members learn it), then its HAProxy."""
+
+    def configure(conn: SSHConnection, host: Host) -> list[str]:
+        changes: list[str] = []
+        if steps.network:
+            changes += meshops.join_host(session, conn, host, report)
+        if steps.haproxy:
+            changes += haproxy_deploy.deploy(conn, session, host, report)
+        return changes
+
+    return configure
+
+
+def adopt_host(session: Session, name: str, ip: str, password: str | None, report: Report) -> list[str]:
+    return hostops.adopt(session, name, ip, password, report, _host_features(session, hostops.Steps(), report))
+
+
+def reconfigure_host(session: Session, name: str, steps: hostops.Steps, repin: bool, report: Report) -> list[str]:
+    return hostops.reconfigure(session, name, steps, repin, report, _host_features(session, steps, report))
+
+
+def remove_host(session: Session, name: str, force: bool) -> list[str]:
+    notes = hostops.remove(session, name, force)
+    problems: list[str] = []  # members that could not be told are reported, not raised
+    return [*notes, *meshops.after_host_removed(session, problems.append), *problems]
+
+
+# --- LXCs -------------------------------------------------------------------------------------
+
+
+def _lxc_placed(session: Session, host_names: set[str], report: Report) -> list[str]:
+    """An LXC came to or left these hosts: its address in their peer entries on every
+    member (and the zone rules), its rootfs in their backups (they stay on TO)."""
+    changes = meshops.after_lxc_change(session, report)
+    return changes + backupops.redeploy_targets(session, host_names, report)
+
+
+def add_lxc(
+    session: Session,
+    name: str,
+    distro: str,
+    release: str,
+    host_name: str,
+    ip: str | None,
+    report: Report,
+    record_image_os: bool = False,
+) -> list[str]:
+    changes = lxcops.add(session, name, distro, release, host_name, ip, report, record_image_os)
+    changes += _lxc_placed(session, {session.inventory().lxcs[name].host}, report)
+    for line in changes:
+        report(line)
+    return changes
+
+
+def remove_lxc(session: Session, name: str, report: Report) -> list[str]:
+    host = get_lxc(session.inventory(), name).host
+    changes = lxcops.remove(session, name, report)  # its host's HAProxy stops routing to it there
+    return changes + _lxc_placed(session, {host}, report)
+
+
+def restore_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
+    """restoreops.apply_lxc; a move then touches routing on both hosts, the mesh, backups and
+    the old copy; last, the container set up inside as state wants it now."""
+    with session.locked():
+        changes = restoreops.apply_lxc(session, plan, report)
+        if plan.moving:
+            changes += _lxc_moved(session, plan, report)
+        changes += _set_up_inside(session, plan.name, report)
+    return changes
+
+
+def _lxc_moved(session: Session, plan: LxcPlan, report: Report) -> list[str]:
+    def after(hint: str, step: Callable[[], list[str]]) -> list[str]:
+        return restoreops.after_restore(plan, hint, step)
+
+    reachable = restoreops.reachable_hosts(plan)
+    changes = after("infr host HOST reconfigure", lambda: haproxy_deploy.apply_routing(session, reachable, report))
+    # Its address now sits behind plan.target: every mesh member's peer entries and routes.
+    changes += after("infr vnet apply", lambda: meshops.after_lxc_change(session, report))
+    follow = f"infr backup start FROM TO, for each pair from {plan.current} or {plan.target}"
+    changes += after(follow, lambda: backupops.redeploy_targets(session, {plan.current, plan.target}, report))
+    return changes + restoreops.leave_old_host(session, plan, report)
+
+
+def _set_up_inside(session: Session, name: str, report: Report) -> list[str]:
+    """The restored container as state wants it now: admin keys, sshd, its host as DNS."""
+    lxc = session.inventory().lxcs[name]
+    try:
+        return add_lxc(session, name, lxc.distro, lxc.release, lxc.host, lxc.vnet_ip, report)
+    except InfrError as e:
+        report(f"warning: restored and running, but setting it up inside failed: {e}")
+        report(f"run it again with: infr lxcs add {name} {lxc.distro} {lxc.release} {lxc.host} --ip {lxc.vnet_ip}")
+        return []
