@@ -63,8 +63,7 @@ def completion(shell: str) -> None:
     # started as an executable (python -m, a test runner) and costs a second start-up.
     from click.shell_completion import get_completion_class
 
-    from infr.cli.main import cli
-
     complete = get_completion_class(shell)
     assert complete is not None  # click.Choice only lets through the shells click knows
-    click.echo(complete(cli, {}, "infr", "_INFR_COMPLETE").source(), nl=False)
+    root = click.get_current_context().find_root().command  # infr's group (main.cli), which runs this
+    click.echo(complete(root, {}, "infr", "_INFR_COMPLETE").source(), nl=False)

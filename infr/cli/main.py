@@ -66,7 +66,8 @@ def command_line(argv: list[str]) -> str:
     """The command as logged and committed, secret values masked (infr.cli.secret_args)."""
     from infr.cli.secret_args import mask_argv
 
-    return " ".join(["infr", *mask_argv(argv)])[:500]
+    value_options = {o for p in cli.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+    return " ".join(["infr", *mask_argv(argv, value_options)])[:500]
 
 
 class App:

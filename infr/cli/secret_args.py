@@ -18,10 +18,11 @@ _FORMAT_OPTIONS = frozenset({"-o", "--format"})
 _PASSWORD_OPTIONS = ("-p", "--password")
 
 
-def mask_argv(argv: list[str]) -> list[str]:
-    """`argv` with the secret values of `hosts add` and `config set` replaced by a mask."""
+def mask_argv(argv: list[str], global_value_options: set[str]) -> list[str]:
+    """`argv` with the secret values of `hosts add` and `config set` replaced by a mask;
+    `global_value_options` are infr's own options that take a value (-d DIR, -i KEY)."""
     words = list(argv)
-    group = _skip_options(words, 0, _global_value_options())
+    group = _skip_options(words, 0, global_value_options)
     command = _skip_options(words, group + 1, _FORMAT_OPTIONS)
     path = tuple(words[group : group + 1] + words[command : command + 1])
     if path == ("config", "set"):
@@ -29,14 +30,6 @@ def mask_argv(argv: list[str]) -> list[str]:
     elif path == ("hosts", "add"):
         _mask_password(words, command + 1)
     return words
-
-
-def _global_value_options() -> set[str]:
-    import click
-
-    from infr.cli.main import cli
-
-    return {o for p in cli.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
 
 
 def _skip_options(words: list[str], i: int, value_options: frozenset[str] | set[str]) -> int:

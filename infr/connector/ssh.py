@@ -93,6 +93,21 @@ class Target:
     first_login: bool = False
 
 
+def server_host_key(ip: str, port: int) -> str:
+    """The key the SSH server presents ("<type> <base64>"), without logging in; "" if none."""
+    try:
+        with socket.create_connection((ip, port), timeout=10.0) as sock:
+            transport = paramiko.Transport(sock)
+            try:
+                transport.start_client(timeout=10.0)
+                key = transport.get_remote_server_key()
+                return f"{key.get_name()} {key.get_base64()}"
+            finally:
+                transport.close()
+    except (OSError, paramiko.SSHException, EOFError):
+        return ""
+
+
 def fingerprint(key: str) -> str:
     """OpenSSH's SHA256 fingerprint of a public key given as "<type> <base64>"."""
     blob = base64.b64decode(key.split()[1])

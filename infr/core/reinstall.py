@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import paramiko
-
 from infr.connector import SSHConnection
+from infr.connector.ssh import server_host_key
 from infr.core import bootmedium as bm
 from infr.core import fleet, followups, hostops
 from infr.core.session import Session
@@ -201,7 +200,7 @@ def _wait_for_installed(session: Session, host: Host, timeout: float, clock: _Cl
 
 def _try_installed(session: Session, host: Host, clock: _Clock) -> str:
     """Empty once the new system is pinned, else what was seen. Refuses the old system."""
-    key = _host_key(host.public_ip, host.ssh_port)
+    key = server_host_key(host.public_ip, host.ssh_port)
     if not key:
         return f"SSH answers at {clock.elapsed():.0f} s, but the key exchange failed"
     if key == host.host_key:
@@ -217,21 +216,6 @@ def _try_installed(session: Session, host: Host, clock: _Clock) -> str:
             return ""
     except RemoteError as err:
         return f"SSH answers at {clock.elapsed():.0f} s with a new host key, but not as manager: {err}"
-
-
-def _host_key(ip: str, port: int) -> str:
-    """The key the SSH server presents ("<type> <base64>"), without logging in; "" if none."""
-    try:
-        with socket.create_connection((ip, port), timeout=10.0) as sock:
-            transport = paramiko.Transport(sock)
-            try:
-                transport.start_client(timeout=10.0)
-                key = transport.get_remote_server_key()
-                return f"{key.get_name()} {key.get_base64()}"
-            finally:
-                transport.close()
-    except (OSError, paramiko.SSHException, EOFError):
-        return ""
 
 
 def _ssh_answers(ip: str, port: int) -> bool:

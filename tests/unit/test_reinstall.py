@@ -44,7 +44,7 @@ def watch(state_dir: Path, monkeypatch: pytest.MonkeyPatch, answers: bool, key: 
     # SSH is down for the first poll (the reboot), then answers as told.
     polls = iter([False])
     monkeypatch.setattr(reinstall, "_ssh_answers", lambda ip, port: next(polls, answers))
-    monkeypatch.setattr(reinstall, "_host_key", lambda ip, port: key)
+    monkeypatch.setattr(reinstall, "server_host_key", lambda ip, port: key)
     seen: list[tuple[Phase, str]] = []
     clock = reinstall._Clock(lambda phase, elapsed, message: seen.append((phase, message)))
     clock.phase = Phase.REBOOTING
