@@ -60,10 +60,13 @@ def read_key_stream(stream: BinaryIO) -> str:
 
 
 def _key_text(data: bytes) -> str:
+    """The key's line without its line end and edge spaces. Only those: str.strip() would also
+    drop a tab or \x1c-\x1f at either end, and a file holding them is refused, not mended."""
     try:
-        return data.decode().strip()
+        text = data.decode()
     except UnicodeDecodeError:
         raise ValueError("is not UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r").strip(" ")
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

@@ -142,6 +142,9 @@ def test_a_control_character_in_any_field_is_refused_at_load_naming_file_and_fie
 
 @given(value=with_control, at=st.integers(0, 200))
 @many(40)
+# A tab before the key was stripped away with the line end, and the file taken as valid.
+@example(value="\t", at=0)
+@example(value="\x1f", at=10_000)
 def test_a_control_character_in_a_key_file_is_refused_at_load(every_kind: Path, value: str, at: int) -> None:
     with edited(every_kind, "keys/bob@work.pub") as root:
         path = root / "keys" / "bob@work.pub"
