@@ -1,4 +1,4 @@
-"""Real OpenSSH servers for tests, on 127.0.0.1 with random ports.
+"""Real OpenSSH servers for tests, on 127.0.0.1 (or an address given) with random ports.
 
 Each server has its own directory with its config, host key, authorized_keys and
 log, and runs in the foreground (`sshd -D`) so its PID is ours to kill. The
@@ -33,7 +33,7 @@ TEST_USER = "infrtest"
 _READY_TIMEOUT = 10.0
 
 _CONFIG = """\
-ListenAddress 127.0.0.1
+ListenAddress {listen}
 Port {port}
 HostKey {dir}/host_key
 PidFile {dir}/sshd.pid
@@ -86,9 +86,9 @@ def make_keypair(path: Path, key_type: str = "ed25519") -> KeyPair:
     return KeyPair(path, path.with_suffix(".pub").read_text().strip())
 
 
-def _free_port() -> int:
+def _free_port(listen: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((listen, 0))
         return int(s.getsockname()[1])
 
 
@@ -107,16 +107,16 @@ def _wait_ready(server: Sshd) -> None:
     raise RuntimeError(f"sshd on port {server.port} not ready:\n{server.log()}")
 
 
-def _launch(directory: Path, host_key: str, password_auth: bool) -> Sshd:
-    port = _free_port()
-    config = _CONFIG.format(port=port, dir=directory, password="yes" if password_auth else "no")
+def _launch(directory: Path, host_key: str, password_auth: bool, listen: str) -> Sshd:
+    port = _free_port(listen)
+    config = _CONFIG.format(listen=listen, port=port, dir=directory, password="yes" if password_auth else "no")
     (directory / "sshd_config").write_text(config)
     cmd = [SSHD, "-D", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log")]
-    return Sshd(port, directory, subprocess.Popen(cmd), host_key)
+    return Sshd(port, directory, subprocess.Popen(cmd), host_key, listen)
 
 
-def start_sshd(authorized_keys: list[str], *, password_auth: bool = False) -> Sshd:
-    """Start an sshd that accepts `authorized_keys` (for any user) and, optionally, passwords."""
+def start_sshd(authorized_keys: list[str], *, password_auth: bool = False, listen: str = "127.0.0.1") -> Sshd:
+    """Start an sshd on `listen` that accepts `authorized_keys` (for any user) and, optionally, passwords."""
     if not os.path.exists(SSHD):
         pytest.fail(f"{SSHD} missing: install openssh-server (apt-get install openssh-server)")
     # Privilege separation directory; systemd-tmpfiles would make it on a booted system.
@@ -126,16 +126,16 @@ def start_sshd(authorized_keys: list[str], *, password_auth: bool = False) -> Ss
     host_key = " ".join(make_keypair(directory / "host_key").public.split()[:2])
     (directory / "authorized_keys").write_text("".join(k + "\n" for k in authorized_keys))
     try:
-        return _start_on_a_free_port(directory, host_key, password_auth)
+        return _start_on_a_free_port(directory, host_key, password_auth, listen)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
 
 
-def _start_on_a_free_port(directory: Path, host_key: str, password_auth: bool) -> Sshd:
+def _start_on_a_free_port(directory: Path, host_key: str, password_auth: bool, listen: str) -> Sshd:
     errors = []
     for _ in range(3):  # someone else may take the free port before sshd binds it
-        server = _launch(directory, host_key, password_auth)
+        server = _launch(directory, host_key, password_auth, listen)
         try:
             _wait_ready(server)
             return server
@@ -158,8 +158,8 @@ def sshd_factory_fixture(client_key: KeyPair) -> Iterator[Callable[..., Sshd]]:
     """Start any number of sshds that accept `client_key`; all are killed at teardown."""
     started: list[Sshd] = []
 
-    def start(*, password_auth: bool = False) -> Sshd:
-        server = start_sshd([client_key.public], password_auth=password_auth)
+    def start(*, password_auth: bool = False, listen: str = "127.0.0.1") -> Sshd:
+        server = start_sshd([client_key.public], password_auth=password_auth, listen=listen)
         started.append(server)
         return server
 

@@ -43,16 +43,31 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+# infr refuses loopback as a host's address (in state as on the command line), so the
+# host in state sits on an address of this machine's own, put on lo for this module.
+BOB = "198.19.255.250"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bob_address() -> Iterator[str]:
+    """BOB on lo, as a /32 route of its own; removed after the module, whatever happened."""
+    subprocess.run(["ip", "addr", "add", f"{BOB}/32", "dev", "lo"], check=True)
+    try:
+        yield BOB
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{BOB}/32", "dev", "lo"], check=False)
+
+
 def state_with_bob(tmp_path: Path, state_dir: Path, port: int, host_key: str) -> Path:
     root = clone_state(state_dir, tmp_path / "bob-state")
-    seed_host(root, "bob", "127.0.0.1", ssh_port=port, host_key=host_key, status=HOST_READY)
+    seed_host(root, "bob", BOB, ssh_port=port, host_key=host_key, status=HOST_READY)
     return root
 
 
 @pytest.fixture
 def closed_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((BOB, 0))
         return int(s.getsockname()[1])
 
 
@@ -60,7 +75,7 @@ def closed_port() -> int:
 def mute_port() -> Iterator[int]:
     """A port whose TCP connects succeed but that never says a word (a hung or non-SSH server)."""
     with socket.socket() as mute:
-        mute.bind(("127.0.0.1", 0))
+        mute.bind((BOB, 0))
         mute.listen()
         yield int(mute.getsockname()[1])
 
@@ -69,14 +84,14 @@ def mute_port() -> Iterator[int]:
 def full_backlog_port() -> Iterator[int]:
     """A port that drops new SYNs (its accept queue is full), as a firewall or a dead host does."""
     with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
+        server.bind((BOB, 0))
         server.listen(0)
         port = int(server.getsockname()[1])
         queued = []
         for _ in range(3):  # fill the queue; the kernel then drops further SYNs
             c = socket.socket()
             c.setblocking(False)
-            c.connect_ex(("127.0.0.1", port))
+            c.connect_ex((BOB, port))
             queued.append(c)
         time.sleep(0.2)
         try:
@@ -104,7 +119,7 @@ def test_an_unreachable_host_is_one_line_on_stderr(
     root = state_with_bob(tmp_path, state_dir, port, HOST_KEY)
     done = run_infr(root, "host", "bob", "reconfigure", timeout=60)
     assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith(f"infr: error: cannot reach bob (manager@127.0.0.1:{port}): {said}")
+    assert done.stderr.startswith(f"infr: error: cannot reach bob (manager@{BOB}:{port}): {said}")
     assert done.stderr.endswith("if bob is down, skip it with: infr -D bob ...)\n")
     assert done.returncode == 1
 
@@ -116,7 +131,7 @@ def test_a_command_over_every_host_says_one_line_for_the_unreachable_one(
     done = run_infr(root, "certs", timeout=60)
     about_bob = [line for line in done.stderr.splitlines() if "bob" in line]
     assert about_bob == [
-        f"bob: cannot reach bob (manager@127.0.0.1:{closed_port}): connection refused (is the host up, with sshd "
+        f"bob: cannot reach bob (manager@{BOB}:{closed_port}): connection refused (is the host up, with sshd "
         f"listening on port {closed_port}? if bob is down, skip it with: infr -D bob ...)"
     ]
     assert "Traceback" not in done.stderr
@@ -153,7 +168,7 @@ def test_the_remembered_key_logs_in_without_i(
 
 @pytest.fixture
 def server(sshd_factory: StartSshd) -> Sshd:
-    return sshd_factory()
+    return sshd_factory(listen=BOB)
 
 
 @pytest.fixture
@@ -203,11 +218,11 @@ def test_ssh_config_port_identityfile_and_first_login_user(
         f"Host bob\n  Port {server.port}\n  User {infrtest_user.name}\n  IdentityFile {client_key.private}\n"
     )
     # State says port 22 (the default) and no key: both come from ~/.ssh/config.
-    first = Target("bob", "127.0.0.1", 22, user="root", pinned_key=server.host_key, first_login=True)
+    first = Target("bob", BOB, 22, user="root", pinned_key=server.host_key, first_login=True)
     with SSHConnection.connect(first) as conn:
         assert (conn.target.port, conn.target.user) == (server.port, infrtest_user.name)
         assert conn.run(["id", "-un"]).text == "root\n"  # through sudo: not root itself
-    manager = Target("bob", "127.0.0.1", 22, user=infrtest_user.name, pinned_key=server.host_key)
+    manager = Target("bob", BOB, 22, user=infrtest_user.name, pinned_key=server.host_key)
     with SSHConnection.connect(manager) as conn:
         assert conn.run(["true"]).exit_status == 0
 

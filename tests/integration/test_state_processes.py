@@ -98,18 +98,21 @@ def test_sigkill_during_multi_file_transactions_never_tears_the_state(world: Pat
     iterations = int(os.environ.get("INFR_KILL_ITERATIONS", "25"))
     committed = 0  # the newest generation a writer reported as committed
     for _ in range(iterations):
+        # Unbuffered (bufsize=0): readline() then takes only the first line from the pipe.
+        # A buffered reader may take more, and communicate() reads the pipe itself, past the
+        # buffer: the generations in it were lost, and a loaded machine failed this test.
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(world), ",".join(LXCS)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            bufsize=0,
         )
         assert writer.stdout is not None
-        first = writer.stdout.readline()  # wait for one commit, so the kill lands amid writing
+        first = writer.stdout.readline().decode()  # wait for one commit, so the kill lands amid writing
         assert first.strip(), writer.stderr.read() if writer.stderr else ""
         time.sleep(rng.uniform(0, 0.15))
         writer.send_signal(signal.SIGKILL)
-        rest, errors = writer.communicate()
+        rest, errors = (out.decode() for out in writer.communicate())
         reported = [int(line) for line in (first + rest).split()]
         assert not errors.strip(), errors
         committed = max(committed, *reported)
