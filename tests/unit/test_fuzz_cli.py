@@ -34,14 +34,13 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from infr.cli.main import cli, main
+from infr.cli.main import cli
 from infr.errors import RemoteError
-from tests.conftest import clone_state, make_key, seed_host, seed_lxc, snapshot
-from tests.unit.fuzz_inputs import has_control, hostile, hostile_number
+from tests.conftest import clone_state, make_key, snapshot
+from tests.unit.fuzzing import WG_KEY, Run, has_control, hostile, hostile_number, run_main, seed_fuzz_state
 
 # Examples per parameter: ~85 parameters x 12 examples x ~40 ms keeps the module near a minute.
 # Derandomized, so a strict xfail fails the same way every run; INFR_FUZZ_SEARCH=1 explores
@@ -55,7 +54,6 @@ FUZZ_SETTINGS = settings(
     phases=list(Phase) if SEARCH else [Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-WG_KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 
 # What each string parameter holds, by (command path, parameter name); None = every command.
 KINDS: dict[tuple[str, str], str] = {
@@ -332,22 +330,6 @@ def outside(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Outside:
 # ---- the state every example starts from -------------------------------------------
 
 
-def _seed(root: Path) -> None:
-    """Two hosts with pinned keys, an LXC with routing and an alias, a peer, a backup pair, a second key."""
-    from infr.core.session import Session
-    from infr.state.model import Backup, Key, Peer, TcpForward
-
-    host_key = "ssh-ed25519 " + next((root / "keys").glob("*.pub")).read_text().split()[1]
-    seed_host(root, "bob", "203.0.113.10", status="ready", host_key=host_key, wg_public_key=WG_KEY)
-    seed_host(root, "carol", "203.0.113.11", status="ready", host_key=host_key)
-    seed_lxc(root, "web", "bob", http="FORWARD", aliases=["old.example.org"], tcp_forwards=[TcpForward(2200, 22)])
-    with Session(root, command_line="test: seed peer, backup, key").change() as change:
-        change.put_peer(Peer("laptop", "hBsLzqYxzgsOsTpqQWKBi7vBh7Ui0Wz3Z+A/eHKjqnA=", change.allocate_address()))
-        change.set_backups([Backup("bob", "carol")])
-        other = make_key(root.parent / "seedkeys", comment="bob@desk").read_text().split()
-        change.put_key(Key("bob@desk", f"{other[0]} {other[1]} bob@desk"))
-
-
 @dataclass
 class Sandbox:
     """A state directory two levels below `base`, so that '../../x' still lands inside `base`."""
@@ -380,7 +362,7 @@ class Sandbox:
 def sandbox(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_template: Callable[[str, Callable[[Path], object]], Path]
 ) -> Sandbox:
-    box = Sandbox(tmp_path / "box", state_template("fuzz-cli", _seed))
+    box = Sandbox(tmp_path / "box", state_template("fuzz-cli", seed_fuzz_state))
     box.reset()
     box.work.mkdir(parents=True)
     monkeypatch.chdir(box.work)
@@ -428,26 +410,6 @@ def strategy(target: Target) -> st.SearchStrategy[str]:
 
 
 # ---- running one example -------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_main(argv: list[str]) -> Run:
-    """`infr ARGV` as the installed program runs it (main(): the one place errors become exit codes)."""
-    runner = CliRunner()
-    code: Any = 0
-    with runner.isolation() as (out, err, _):
-        try:
-            main(argv)
-        except SystemExit as done:
-            code = done.code
-    stdout, stderr = (stream.getvalue().decode(errors="replace") for stream in (out, err))
-    return Run(code if isinstance(code, int) else 1, stdout, stderr)
 
 
 def problems_with(run: Run, reached: bool, value: str, free_text: bool) -> list[str]:

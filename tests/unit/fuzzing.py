@@ -1,4 +1,4 @@
-"""Hostile values for the fuzz tests (issue 12, "Done means"): one vocabulary for the CLI and the state files.
+"""What the fuzz tests share (issue 12, "Done means"): hostile values, the seeded state, running `infr`.
 
 Each kind (name, address, port, domain, key, path, text) gets the generic nasties (control
 characters, non-UTF-8 as surrogates, lookalikes, shell metacharacters, '../', a leading '-',
@@ -10,8 +10,17 @@ the middle of a good name is what turns one config line into two.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from click.testing import CliRunner
 from hypothesis import strategies as st
+
+from infr.cli.main import main
+from tests.conftest import make_key, seed_host, seed_lxc
+
+WG_KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 
 # C0 controls, DEL, C1 controls and the Unicode line and paragraph separators.
 CONTROL_CHARS = [chr(c) for c in range(0x20)] + [chr(c) for c in range(0x7F, 0xA0)] + ["\u2028", "\u2029"]
@@ -153,3 +162,39 @@ def hostile_number() -> st.SearchStrategy[str]:
 
 def has_control(text: str) -> bool:
     return CONTROL.search(text) is not None
+
+
+def seed_fuzz_state(root: Path) -> None:
+    """Two hosts with pinned keys, an LXC with routing and an alias, a peer, a backup pair, a second key."""
+    from infr.core.session import Session
+    from infr.state.model import Backup, Key, Peer, TcpForward
+
+    host_key = "ssh-ed25519 " + next((root / "keys").glob("*.pub")).read_text().split()[1]
+    seed_host(root, "bob", "203.0.113.10", status="ready", host_key=host_key, wg_public_key=WG_KEY)
+    seed_host(root, "carol", "203.0.113.11", status="ready", host_key=host_key)
+    seed_lxc(root, "web", "bob", http="FORWARD", aliases=["old.example.org"], tcp_forwards=[TcpForward(2200, 22)])
+    with Session(root, command_line="test: seed peer, backup, key").change() as change:
+        change.put_peer(Peer("laptop", "hBsLzqYxzgsOsTpqQWKBi7vBh7Ui0Wz3Z+A/eHKjqnA=", change.allocate_address()))
+        change.set_backups([Backup("bob", "carol")])
+        other = make_key(root.parent / "seedkeys", comment="bob@desk").read_text().split()
+        change.put_key(Key("bob@desk", f"{other[0]} {other[1]} bob@desk"))
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_main(argv: list[str]) -> Run:
+    """`infr ARGV` as the installed program runs it (main(): the one place errors become exit codes)."""
+    runner = CliRunner()
+    code: Any = 0
+    with runner.isolation() as (out, err, _):
+        try:
+            main(argv)
+        except SystemExit as done:
+            code = done.code
+    stdout, stderr = (stream.getvalue().decode(errors="replace") for stream in (out, err))
+    return Run(code if isinstance(code, int) else 1, stdout, stderr)
