@@ -444,6 +444,7 @@ FAILING_HERE = {
     ".cache/inventory.json:lxcs.0.release",
     ".cache/inventory.json:lxcs.0.vnet_ip",
     ".cache/inventory.json:lxcs.0.added",
+    ".cache/inventory.json:lxcs.0.status",
     ".cache/inventory.json:lxcs.0.http",
     ".cache/inventory.json:lxcs.0.https",
     ".cache/inventory.json:lxcs.0.http_port",
