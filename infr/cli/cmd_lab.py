@@ -22,12 +22,24 @@ def _lab(app: App, ssh_key: Path | None = None) -> Lab:
     from infr.lab import Lab
 
     key_path = ssh_key or default_public_key()
-    keys = ""
-    if key_path is not None:
-        keys = key_path.read_text()
+    keys = _public_keys(key_path) if key_path is not None else ""
     if (app.state_dir / "infr.toml").exists():
         keys += "".join(f"{k.key}\n" for k in app.session.inventory().keys.values())
     return Lab(app.state_dir / "lab", keys)
+
+
+def _public_keys(path: Path) -> str:
+    """The OpenSSH public keys in `path`, refused with the file named unless every line is one."""
+    from infr.state import validate
+
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text file of SSH public keys", "pass --ssh-key FILE.pub") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() and (problem := validate.ssh_public_key(line)):
+            raise UsageError(f"{path}, line {number}: {problem}", "pass --ssh-key FILE.pub")
+    return text
 
 
 @click.group()

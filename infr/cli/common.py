@@ -9,7 +9,7 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from infr.cli.main import App, default_state_dir
+from infr.cli.main import App, default_state_dir, printable
 from infr.state.change import Change
 
 pass_app = click.make_pass_decorator(App)
@@ -21,7 +21,7 @@ def changing(app: App) -> Iterator[Change]:
     with app.session.change() as change:
         yield change
     for note in change.notes:
-        click.echo(note)
+        click.echo(printable(note))
 
 
 def _names(ctx: click.Context, kind: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ class App:
                 down_hosts=self.down,
                 identity_file=self.identity,
             )
-            if self.state_dir.exists():
+            # Only a state directory gets a log: -w naming a file, or a directory that is
+            # not a state, is refused by the command without leaving a 'log' file in it.
+            if (self.state_dir / "infr.toml").is_file():
                 from infr import oplog
 
                 oplog.setup(self.state_dir / "log", self.verbose)
@@ -155,14 +158,25 @@ def choose_identity(given: str | None, remember: bool) -> str | None:
     return given
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape (\\n, \\x1b): a name or path
+    echoed from the command line or a state file can never start a line or drive the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _report(error: InfrError) -> int:
     problems = getattr(error, "problems", None)
     if problems and len(problems) > 1:
-        click.echo(f"infr: error: {len(problems)} problems" + (f" ({error.hint})" if error.hint else ""), err=True)
+        hint = f" ({printable(error.hint)})" if error.hint else ""
+        click.echo(f"infr: error: {len(problems)} problems{hint}", err=True)
         for problem in problems:
-            click.echo(f"  - {problem}", err=True)
+            click.echo(f"  - {printable(problem)}", err=True)
     else:
-        click.echo(f"infr: error: {error}", err=True)
+        click.echo(f"infr: error: {printable(str(error))}", err=True)
     return error.exit_code
 
 
@@ -222,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         ctx = getattr(error, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx else ""
-        click.echo(f"infr: error: {error.format_message()}{hint}", err=True)
+        click.echo(f"infr: error: {printable(error.format_message())}{hint}", err=True)
         code = error.exit_code
     except BrokenPipeError:
         code = 0

@@ -105,6 +105,8 @@ def add_alias(change: Change, name: str, alias: str) -> None:
 def remove_alias(change: Change, name: str, alias: str) -> None:
     lxc = get_lxc(change.inv, name)
     alias = alias.lower().rstrip(".")
+    if alias not in lxc.aliases and (problem := validate.fqdn(alias, "alias")):
+        raise UsageError(problem, f"its aliases: {', '.join(lxc.aliases) or 'none'}")
     if alias not in lxc.aliases:
         change.note(f"{name}: has no alias {alias} (its aliases: {', '.join(lxc.aliases) or 'none'})")
         return

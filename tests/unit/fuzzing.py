@@ -160,6 +160,12 @@ def hostile_number() -> st.SearchStrategy[str]:
     )
 
 
+def as_argv(text: str) -> str:
+    """`text` as it could arrive in argv: no NUL (a C string ends there), and only the
+    surrogates that stand for bytes that are not UTF-8 (Python's surrogateescape)."""
+    return re.sub("[\ud800-\udc7f\udd00-\udfff]", "\udcff", text.replace("\0", "\x01"))
+
+
 def has_control(text: str) -> bool:
     return CONTROL.search(text) is not None
 

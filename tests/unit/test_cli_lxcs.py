@@ -194,6 +194,15 @@ def test_an_alias_must_be_a_domain_under_a_public_suffix(world: Path, alias: str
     )
 
 
+@pytest.mark.parametrize("alias", ["www.example.org\nlxc.mount.entry = / mnt", "\x1b[2J", "a..example.org"])
+def test_removing_an_alias_that_is_no_domain_is_refused_before_anything(world: Path, alias: str) -> None:
+    # Found by tests/unit/test_fuzz_cli.py: it was echoed raw in a note, then applied to the host.
+    before = snapshot(world)
+    text = refused(world, UsageError, "lxc", "fozzie", "remove-alias", alias)
+    assert text.startswith(f"alias {alias.lower()!r} is not")
+    assert snapshot(world) == before
+
+
 def test_an_alias_routes_to_one_lxc_only(world: Path) -> None:
     ok(world, "lxc", "fozzie", "add-alias", "www.example.org")
     before = snapshot(world)

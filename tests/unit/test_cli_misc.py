@@ -106,6 +106,48 @@ def test_history_without_state_says_so(tmp_path: Path) -> None:
     assert isinstance(result.exception, StateError)
 
 
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_workdir_that_is_not_a_state_is_refused_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    # Found by tests/unit/test_fuzz_cli.py: -w FILE was an internal error (the log's
+    # directory could not be made), and -w DIR left a 'log' file in any directory.
+    workdir = tmp_path / "not-a-state"
+    workdir.write_text("x") if kind == "file" else workdir.mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as done:
+        main(["-w", str(workdir), "hosts"])
+    assert done.value.code == 1
+    hint = "run 'infr init' first, or point -w / INFR_DIR at your state directory"
+    assert capsys.readouterr().err.splitlines() == [f"infr: error: no infr state in {workdir} ({hint})"]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["bob\x1b[2J", "bob\nINJECTED", "bob\u2028x", "bob\x85x"])
+def test_an_error_shows_control_characters_as_escapes_on_one_line(
+    world: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # Found by tests/unit/test_fuzz_cli.py: 'infr backup run NAME tom' echoed NAME raw, so a
+    # name could clear the terminal or print a line that looks like infr's own.
+    with pytest.raises(SystemExit) as done:
+        main(["-w", str(world), "backup", "run", name, "tom"])
+    err = capsys.readouterr().err
+    escaped = name.encode("unicode_escape").decode()
+    assert done.value.code == 1
+    assert err.startswith(f"infr: error: {escaped} is not being backed up onto tom") and err.count("\n") == 1
+
+
+def test_lab_refuses_an_ssh_key_file_that_is_not_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by tests/unit/test_fuzz_cli.py: a binary --ssh-key file was an internal error.
+    key = tmp_path / "key.pub"
+    key.write_bytes(b"\xff\xfe ssh-ed25519 \x00")
+    with pytest.raises(SystemExit) as done:
+        main(["-w", str(tmp_path / "state"), "lab", "up", "--ssh-key", str(key)])
+    assert done.value.code == 2
+    message = f"{key} is not a text file of SSH public keys (pass --ssh-key FILE.pub)"
+    assert capsys.readouterr().err == f"infr: error: {message}\n"
+
+
 # ---- help ------------------------------------------------------------------------------------------
 
 

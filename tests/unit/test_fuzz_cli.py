@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from infr.cli.main import cli
 from infr.errors import RemoteError
 from tests.conftest import clone_state, make_key, snapshot
-from tests.unit.fuzzing import WG_KEY, Run, has_control, hostile, hostile_number, run_main, seed_fuzz_state
+from tests.unit.fuzzing import WG_KEY, Run, as_argv, has_control, hostile, hostile_number, run_main, seed_fuzz_state
 
 # Examples per parameter: ~85 parameters x 12 examples x ~40 ms keeps the module near a minute.
 # Derandomized, so a strict xfail fails the same way every run; INFR_FUZZ_SEARCH=1 explores
@@ -404,10 +404,12 @@ def hostile_path() -> st.SearchStrategy[str]:
 
 def strategy(target: Target) -> st.SearchStrategy[str]:
     if target.kind == "port":
-        return hostile_number()
-    if target.kind == "path":
-        return hostile_path()
-    return hostile(target.kind)
+        values = hostile_number()
+    elif target.kind == "path":
+        values = hostile_path()
+    else:
+        values = hostile(target.kind)
+    return values.map(as_argv)
 
 
 # ---- running one example -------------------------------------------------------------
@@ -514,21 +516,9 @@ def _xfail(target_id: str) -> Any:
 
 
 # Properties that fail on this branch, fixed by other helpers' branches (issue 12).
-_ECHOED = "issue 12 (Done means): the error echoes a control character of the name it did not find"
-_NOT_UTF8 = "issue 12 item 13: a path argument with NUL or a lone surrogate is an internal error, fixed on fix/store"
 KNOWN_FAILURES: dict[str, str] = {
-    "init:ssh_key": _NOT_UTF8,
-    "lab up:ssh_key": _NOT_UTF8,
     "lxcs add:distro": "issue 12 item 1: DISTRO is not validated, fixed on branch fix/schema",
     "lxcs add:release": "issue 12 item 1: RELEASE is not validated, fixed on branch fix/schema",
-    "lxc remove-alias:fqdn": "issue 12 (Done means): an alias that is not a domain is echoed and applied, fix/fuzz",
-    "infr:workdir": "issue 12 (Done means): -w naming a file is an internal error (FileExistsError), fix/fuzz",
-    **{
-        f"{group} {sub}:{param}": _ECHOED
-        for group in ("backups", "backup")
-        for sub in ("drill", "run", "stop")
-        for param in ("from_host", "to_host")
-    },
 }
 
 
