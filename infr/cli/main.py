@@ -150,12 +150,20 @@ def choose_identity(given: str | None, remember: bool) -> str | None:
     if given is None:
         return remembered
     key = Path(given).expanduser()
-    stale = remembered is None or not Path(remembered).is_file()
-    if (stale or remember) and key.is_file() and str(key.absolute()) != remembered:
+    stale = remembered is None or not _is_file(Path(remembered))
+    if (stale or remember) and _is_file(key) and str(key.absolute()) != remembered:
         path = userconfig.remember_identity(key)
         note = f"infr: remembered {key.absolute()} as your SSH key (in {path}): no need for -i from now on"
         click.echo(note, err=True)
     return given
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file(), False also for a name the system cannot look up (too long, say)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.

@@ -137,6 +137,16 @@ def test_an_error_shows_control_characters_as_escapes_on_one_line(
     assert err.startswith(f"infr: error: {escaped} is not being backed up onto tom") and err.count("\n") == 1
 
 
+def test_an_identity_too_long_for_a_file_name_is_no_internal_error(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by tests/unit/test_fuzz_cli.py: -i with a 5000-character name raised ENAMETOOLONG
+    # while infr checked whether to remember it.
+    with pytest.raises(SystemExit) as done:
+        main(["-w", str(state_dir), "-i", "x" * 5000, "hosts"])
+    assert done.value.code == 0, capsys.readouterr().err
+
+
 def test_lab_refuses_an_ssh_key_file_that_is_not_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Found by tests/unit/test_fuzz_cli.py: a binary --ssh-key file was an internal error.
     key = tmp_path / "key.pub"

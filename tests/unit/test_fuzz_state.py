@@ -102,6 +102,12 @@ KINDS = {
 }
 
 
+def _cache_body(path: Path) -> tuple[bytes, bytes]:
+    """The cache's checksum line (with its newline) and its JSON body."""
+    checksum, newline, body = path.read_bytes().partition(b"\n")
+    return checksum + newline, body
+
+
 def _fields(template: Path) -> list[Field]:
     found: list[Field] = []
     for file in ("hosts/bob.toml", "lxcs/web.toml", "peers/laptop.toml", "backups.toml", "ipam.toml", "infr.toml"):
@@ -111,7 +117,7 @@ def _fields(template: Path) -> list[Field]:
     found += [Field("keys/bob@desk.pub", (part,), "key", "") for part in ("type", "blob", "comment", "line")]
     for file in ("hosts/bob.toml", "lxcs/web.toml", "peers/laptop.toml", "keys/bob@desk.pub"):
         found.append(Field(file, ("(file name)",), "name", ""))
-    cache = json.loads((template / ".cache" / "inventory.json").read_text())["inventory"]
+    cache = json.loads(_cache_body(template / ".cache" / "inventory.json")[1])["inventory"]
     for kind in ("hosts", "lxcs", "peers", "keys"):
         for key in cache[kind][0]:
             found.append(Field(".cache/inventory.json", (kind, 0, key), KINDS.get(key, "text"), key))
@@ -186,11 +192,12 @@ def write_hostile(root: Path, field: Field, value: Any) -> None:
         path.write_text(json.dumps([op]))
         return
     if field.file.endswith(".json"):
-        whole = json.loads(path.read_text())
+        checksum, body = _cache_body(path)
+        whole = json.loads(body)
         _set(whole["inventory"], field.keys, value)
-        # A cache that keeps its fingerprint: only its contents were changed.
+        # Edited by hand or damaged: the contents change, its checksum and times do not.
         stat = path.stat()
-        path.write_text(json.dumps(whole))
+        path.write_bytes(checksum + _encode(json.dumps(whole)))
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         return
     data = tomllib.loads(path.read_text())
@@ -387,7 +394,6 @@ FAILING_HERE = {
     "peers/laptop.toml:public_key",
     "peers/laptop.toml:vnet_ip",
     "peers/laptop.toml:added",
-    "backups.toml:backup.0.to_host",
     "backups.toml:backup.0.started",
     "ipam.toml:last",
     "infr.toml:schema_version",
@@ -428,36 +434,6 @@ FAILING_HERE = {
     "keys/bob@desk.pub:line",
     "lxcs/web.toml:(file name)",
     "keys/bob@desk.pub:(file name)",
-    ".cache/inventory.json:hosts.0.name",
-    ".cache/inventory.json:hosts.0.public_ip",
-    ".cache/inventory.json:hosts.0.vnet_ip",
-    ".cache/inventory.json:hosts.0.status",
-    ".cache/inventory.json:hosts.0.added",
-    ".cache/inventory.json:hosts.0.host_key",
-    ".cache/inventory.json:hosts.0.ssh_port",
-    ".cache/inventory.json:hosts.0.wg_public_key",
-    ".cache/inventory.json:lxcs.0.name",
-    ".cache/inventory.json:lxcs.0.host",
-    ".cache/inventory.json:lxcs.0.distro",
-    ".cache/inventory.json:lxcs.0.release",
-    ".cache/inventory.json:lxcs.0.vnet_ip",
-    ".cache/inventory.json:lxcs.0.added",
-    ".cache/inventory.json:lxcs.0.status",
-    ".cache/inventory.json:lxcs.0.http",
-    ".cache/inventory.json:lxcs.0.https",
-    ".cache/inventory.json:lxcs.0.http_port",
-    ".cache/inventory.json:lxcs.0.https_port",
-    ".cache/inventory.json:lxcs.0.aliases",
-    ".cache/inventory.json:lxcs.0.zone",
-    ".cache/inventory.json:peers.0.name",
-    ".cache/inventory.json:peers.0.public_key",
-    ".cache/inventory.json:peers.0.vnet_ip",
-    ".cache/inventory.json:peers.0.added",
-    ".cache/inventory.json:keys.0.name",
-    ".cache/inventory.json:keys.0.key",
-    ".cache/inventory.json:ipam_last",
-    ".journal/manifest.json:0.path",
-    ".journal/manifest.json:0.staged",
 }
 
 
