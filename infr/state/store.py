@@ -261,8 +261,8 @@ class Store:
         meta = _toml(self.root / "infr.toml")
         if meta.get("schema_version") != schema.SCHEMA_VERSION:
             raise StateError(
-                f"state schema version {meta.get('schema_version')} is not {schema.SCHEMA_VERSION}",
-                "upgrade infr to a version that knows this state",
+                f"infr.toml: state schema version {meta.get('schema_version')!r} is not {schema.SCHEMA_VERSION}",
+                "upgrade infr to a version that knows this state, or restore infr.toml with git",
             )
         config_path = self.root / "config.toml"
         inventory = Inventory(config=_toml(config_path) if config_path.exists() else {})
@@ -474,7 +474,9 @@ def _fingerprint(records: dict[str, list[Any]]) -> str:
     """A digest of every file's name and bytes: equal fingerprints, equal files."""
     names = sorted(records)
     digest = _blake2b(digest_size=16)
-    digest.update("\0".join(names).encode())
+    # A name that is not UTF-8 comes from os.listdir as surrogates: hash its bytes, and let
+    # the parser refuse the file by name.
+    digest.update("\0".join(names).encode("utf-8", "surrogateescape"))
     digest.update("".join(records[name][4] for name in names).encode())
     return digest.hexdigest()
 

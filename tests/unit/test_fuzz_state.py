@@ -396,7 +396,6 @@ FAILING_HERE = {
     "peers/laptop.toml:added",
     "backups.toml:backup.0.started",
     "ipam.toml:last",
-    "infr.toml:schema_version",
     "config.toml:vnetNetwork",
     "config.toml:vnetPoolStart",
     "config.toml:dnsDomain",
@@ -432,7 +431,6 @@ FAILING_HERE = {
     "keys/bob@desk.pub:blob",
     "keys/bob@desk.pub:comment",
     "keys/bob@desk.pub:line",
-    "lxcs/web.toml:(file name)",
     "keys/bob@desk.pub:(file name)",
 }
 
@@ -445,10 +443,6 @@ def _known_failure(field_id: str) -> str | None:
         return "issue 12 item 3: an edited cache is trusted as the state, fixed on branch fix/store"
     if file == ".journal/manifest.json":
         return "issue 12 items 5 and 13: manifest paths not confined or checked, fixed on branch fix/store"
-    if key == "(file name)":
-        return "issue 12 (Done means): an error prints a control character of a file name, fix/fuzz"
-    if file == "infr.toml":
-        return "issue 12 (Done means): a bad schema_version is refused without naming infr.toml, fix/fuzz"
     if key == "blob":
         return "issue 12 item 7: a non-ASCII key blob is an internal error, fixed on branch fix/schema"
     return "issue 12 items 2 and 12: the field is not validated at load (non-UTF-8 crashes), fix/schema and fix/store"
