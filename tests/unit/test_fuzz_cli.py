@@ -510,19 +510,7 @@ def test_every_parameter_is_classified() -> None:
     assert unclassified == []
 
 
-def _xfail(target_id: str) -> Any:
-    reason = KNOWN_FAILURES.get(target_id)
-    return pytest.mark.xfail(strict=True, reason=reason) if reason else ()
-
-
-# Properties that fail on this branch, fixed by other helpers' branches (issue 12).
-KNOWN_FAILURES: dict[str, str] = {
-    "lxcs add:distro": "issue 12 item 1: DISTRO is not validated, fixed on branch fix/schema",
-    "lxcs add:release": "issue 12 item 1: RELEASE is not validated, fixed on branch fix/schema",
-}
-
-
-@pytest.mark.parametrize("target", [pytest.param(t, id=t.id, marks=_xfail(t.id)) for t in TARGETS if t.owner != ""])
+@pytest.mark.parametrize("target", [pytest.param(t, id=t.id) for t in TARGETS if t.owner != ""])
 @FUZZ_SETTINGS
 @given(data=st.data())
 def test_hostile_value_is_refused_cleanly_or_harmless(
@@ -536,7 +524,7 @@ GLOBAL_TARGETS = [t for t in TARGETS if t.owner == ""]
 
 
 @pytest.mark.parametrize("leaf", GLOBAL_COMMANDS, ids=" ".join)
-@pytest.mark.parametrize("target", [pytest.param(t, id=t.id, marks=_xfail(t.id)) for t in GLOBAL_TARGETS])
+@pytest.mark.parametrize("target", [pytest.param(t, id=t.id) for t in GLOBAL_TARGETS])
 @FUZZ_SETTINGS
 @given(data=st.data())
 def test_hostile_global_option_is_refused_cleanly_or_harmless(

@@ -326,11 +326,13 @@ STATS = {"examples": 0, "refused": 0, "accepted": 0, "refused at render": 0}
 
 
 def _names_it(message: str, field: Field, value: Any) -> bool:
-    """The message names the file, and the field (by its name, its parent's, or its value)."""
+    """The message names the file, and the field (by its name, its parent's, or its value)
+    unless the file could not be read as text at all (then its bytes are the problem)."""
     file = Path(field.file)
     named_file = field.file in message or file.name in message or file.parent.name + "/" in message
+    unreadable = "not UTF-8" in message or "not valid TOML" in message
     names = [field.name, *(str(k) for k in field.keys if isinstance(k, str)), repr(value)]
-    return named_file and (not field.name or any(name in message for name in names))
+    return named_file and (not field.name or unreadable or any(name in message for name in names))
 
 
 def check_state(root: Path, field: Field, value: Any) -> list[str]:
@@ -378,82 +380,7 @@ def sandbox(tmp_path: Path, template: Path) -> Path:
     return clone_state(template, tmp_path / "a" / "b" / "state")
 
 
-# Fields whose property fails on this branch (issue 12), each fixed on another helper's branch;
-# the reason is given by the kind of field (see _known_failure).
-FAILING_HERE = {
-    "hosts/bob.toml:public_ip",
-    "hosts/bob.toml:vnet_ip",
-    "hosts/bob.toml:added",
-    "hosts/bob.toml:host_key",
-    "hosts/bob.toml:wg_public_key",
-    "lxcs/web.toml:distro",
-    "lxcs/web.toml:release",
-    "lxcs/web.toml:added",
-    "lxcs/web.toml:aliases.0",
-    "lxcs/web.toml:zone",
-    "peers/laptop.toml:public_key",
-    "peers/laptop.toml:vnet_ip",
-    "peers/laptop.toml:added",
-    "backups.toml:backup.0.started",
-    "ipam.toml:last",
-    "config.toml:vnetNetwork",
-    "config.toml:vnetPoolStart",
-    "config.toml:dnsDomain",
-    "config.toml:dnsPrefix",
-    "config.toml:vnetPrefix",
-    "config.toml:adminEmail",
-    "config.toml:dnsProvider",
-    "config.toml:dnsTTL",
-    "config.toml:dnsOwnerId",
-    "config.toml:acmeServer",
-    "config.toml:acmeCaCert",
-    "config.toml:dnsCheckResolver",
-    "config.toml:debianRelease",
-    "config.toml:debianMirror",
-    "config.toml:lxcImageSource",
-    "config.toml:backupMaxAgeMinutes",
-    "config.toml:vnetListenPort",
-    "config.toml:smtpRelay",
-    "config.toml:smtpTls",
-    "config.toml:smtpUser",
-    "config.toml:smtpPassword",
-    "config.toml:dnsVultrAPIKey",
-    "config.toml:dnsRage4Account",
-    "config.toml:dnsRage4Key",
-    "config.toml:dnsPowerDNSURL",
-    "config.toml:dnsPowerDNSAPIKey",
-    "config.toml:dnsPowerDNSServerId",
-    "config.toml:dnsRFC2136Server",
-    "config.toml:dnsRFC2136Port",
-    "config.toml:dnsRFC2136KeyName",
-    "config.toml:dnsRFC2136KeySecret",
-    "config.toml:dnsRFC2136KeyAlgorithm",
-    "keys/bob@desk.pub:blob",
-    "keys/bob@desk.pub:comment",
-    "keys/bob@desk.pub:line",
-    "keys/bob@desk.pub:(file name)",
-}
-
-
-def _known_failure(field_id: str) -> str | None:
-    if field_id not in FAILING_HERE:
-        return None
-    file, _, key = field_id.partition(":")
-    if file == ".cache/inventory.json":
-        return "issue 12 item 3: an edited cache is trusted as the state, fixed on branch fix/store"
-    if file == ".journal/manifest.json":
-        return "issue 12 items 5 and 13: manifest paths not confined or checked, fixed on branch fix/store"
-    if key == "blob":
-        return "issue 12 item 7: a non-ASCII key blob is an internal error, fixed on branch fix/schema"
-    return "issue 12 items 2 and 12: the field is not validated at load (non-UTF-8 crashes), fix/schema and fix/store"
-
-
-def _xfail(field_id: str) -> Any:
-    reason = _known_failure(field_id)
-    return pytest.mark.xfail(strict=True, reason=reason) if reason else ()
-
-
-@pytest.mark.parametrize("field", [pytest.param(f, id=f.id, marks=_xfail(f.id)) for f in FIELDS])
+@pytest.mark.parametrize("field", [pytest.param(f, id=f.id) for f in FIELDS])
 @FUZZ_SETTINGS
 @given(data=st.data())
 def test_hostile_state_field_is_refused_or_harmless(
