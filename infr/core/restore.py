@@ -163,12 +163,12 @@ def clear_argv(directory: str) -> tuple[str, ...]:
 
 
 def send_argv(point_path: str) -> tuple[str, ...]:
-    return ("btrfs", "send", "-q", point_path)
+    return ("btrfs", "send", "-q", "--", point_path)
 
 
 def receive_argv(directory: str) -> tuple[str, ...]:
     """Receives under the sent subvolume's own name; read-only, with a received UUID."""
-    return ("btrfs", "receive", directory)
+    return ("btrfs", "receive", "--", directory)
 
 
 def snapshot_argv(source: str, dest: str) -> tuple[str, ...]:

@@ -293,7 +293,7 @@ def test_pipe_blames_the_side_that_failed(world: World) -> None:
     assert moved > 5 * MIB and received_uuid(scratch / f"host.{STAMP}") != "-"
     with pytest.raises(RemoteError, match=r"(?s)^bob: `.*btrfs receive .*` exited with status 1: .*File exists"):
         pipe(world.tom.conn, send_argv(point), world.bob.conn, receive_argv(str(scratch)))
-    with pytest.raises(RemoteError, match=r"^tom: `btrfs send -q /nonexistent` exited"):
+    with pytest.raises(RemoteError, match=r"^tom: `btrfs send -q -- /nonexistent` exited"):
         pipe(world.tom.conn, send_argv("/nonexistent"), world.bob.conn, receive_argv(str(scratch)))
     run(["btrfs", "subvolume", "delete", str(scratch / f"host.{STAMP}")])
 

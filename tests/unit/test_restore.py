@@ -356,7 +356,7 @@ def test_a_restore_elsewhere_receives_then_snapshots(monkeypatch: pytest.MonkeyP
     tom, ann = FakeHost("tom"), FakeHost("ann", {("lxc-info",): (1, b""), ("test", "-e"): (1, b"")})
     restore_container(tom, ann, POINT_PATH, "web", b"c", lambda _: None)  # type: ignore[arg-type]
     paths = LxcPaths("web")
-    assert piped == [(tom, ("btrfs", "send", "-q", POINT_PATH), ann, ("btrfs", "receive", paths.staged))]
+    assert piped == [(tom, ("btrfs", "send", "-q", "--", POINT_PATH), ann, ("btrfs", "receive", "--", paths.staged))]
     received = f"{paths.staged}/lxc-web.20261122T2045"
     assert ("btrfs", "-q", "subvolume", "snapshot", "--", received, f"{paths.staged}/rootfs") in ann.ran
     assert ("btrfs", "-q", "subvolume", "delete", "--", received) in ann.ran
