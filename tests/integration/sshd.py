@@ -5,7 +5,7 @@ log, and runs in the foreground (`sshd -D`) so its PID is ours to kill. The
 directory is world-traversable because sshd reads authorized_keys as the user
 logging in, which may be the unprivileged test user.
 
-A test module in this directory gets the fixtures `client_key`, `sshd_factory` and
+A test module in this directory gets the fixtures `client_key`, `sshd_factory`, `agent_sock` and
 `infrtest_user` by importing them (under names that don't shadow the arguments):
 
     from tests.integration.sshd import client_key_fixture, sshd_factory_fixture  # noqa: F401
@@ -202,3 +202,21 @@ def infrtest_user_fixture() -> Iterator[SystemUser]:
         yield SystemUser(TEST_USER, password, entry.pw_uid, entry.pw_gid, group)
     finally:
         _remove_user(TEST_USER)
+
+
+@pytest.fixture(name="agent_sock")
+def agent_sock_fixture(tmp_path: Path) -> Iterator[str]:
+    """A private ssh-agent's socket; the agent is killed by PID at teardown."""
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
+    try:
+        env = {**os.environ, "SSH_AUTH_SOCK": sock}
+        # `ssh-add -l` exits 1 for "no identities" once the agent answers, 2 before.
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ssh-add", "-l"], env=env, capture_output=True).returncode == 2:
+            assert time.monotonic() < deadline, "ssh-agent did not start"
+            time.sleep(0.05)
+        yield sock
+    finally:
+        agent.kill()
+        agent.wait()

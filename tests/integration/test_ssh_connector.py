@@ -28,6 +28,7 @@ from tests.integration.sshd import (  # noqa: F401  (the *_fixture names registe
     KeyPair,
     Sshd,
     SystemUser,
+    agent_sock_fixture,
     client_key_fixture,
     infrtest_user_fixture,
     make_keypair,
@@ -191,24 +192,6 @@ def test_password_login(
     wrong = Target("h1", server.host, server.port, user=infrtest_user.name, password="wrong-pw")
     with pytest.raises(RemoteError, match="refused"):
         SSHConnection.connect(wrong)
-
-
-@pytest.fixture
-def agent_sock(tmp_path: Path) -> Iterator[str]:
-    """A private ssh-agent, killed by PID at teardown."""
-    sock = str(tmp_path / "agent.sock")
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
-    try:
-        env = {**os.environ, "SSH_AUTH_SOCK": sock}
-        # `ssh-add -l` exits 1 for "no identities" once the agent answers, 2 before.
-        deadline = time.monotonic() + 10
-        while subprocess.run(["ssh-add", "-l"], env=env, capture_output=True).returncode == 2:
-            assert time.monotonic() < deadline, "ssh-agent did not start"
-            time.sleep(0.05)
-        yield sock
-    finally:
-        agent.kill()
-        agent.wait()
 
 
 def test_agent_login_without_key_file(

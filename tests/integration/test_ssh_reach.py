@@ -23,6 +23,7 @@ from tests.integration.sshd import (  # noqa: F401  (the *_fixture names registe
     KeyPair,
     Sshd,
     SystemUser,
+    agent_sock_fixture,
     client_key_fixture,
     infrtest_user_fixture,
     sshd_factory_fixture,
@@ -169,23 +170,6 @@ def test_the_remembered_key_logs_in_without_i(
 @pytest.fixture
 def server(sshd_factory: StartSshd) -> Sshd:
     return sshd_factory(listen=BOB)
-
-
-@pytest.fixture
-def agent_sock(tmp_path: Path) -> Iterator[str]:
-    """A private ssh-agent, started and killed by PID."""
-    sock = str(tmp_path / "agent.sock")
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
-    try:
-        env = {**os.environ, "SSH_AUTH_SOCK": sock}
-        deadline = time.monotonic() + 10
-        while subprocess.run(["ssh-add", "-l"], env=env, capture_output=True).returncode == 2:
-            assert time.monotonic() < deadline, "ssh-agent did not start"
-            time.sleep(0.05)
-        yield sock
-    finally:
-        agent.kill()
-        agent.wait()
 
 
 def test_an_agent_key_logs_in_when_no_identity_is_given(
