@@ -82,7 +82,11 @@ def start(state: Path, key: LabKey, tom: LabHost) -> str:
     # `backup start` enables the timer with --now, and a persistent timer that missed its
     # time fires at once: wait out the run it may have started (seen: it carried the
     # failed-run test's run through before tom lost bob's key).
-    settled = "for i in $(seq 600); do systemctl is-active --quiet infr-backup.service || exit 0; sleep 1; done; exit 1"
+    # A oneshot service is "activating" while it runs (is-active says no then).
+    settled = (
+        "for i in $(seq 600); do case $(systemctl show -p ActiveState --value infr-backup.service) in"
+        " activating|deactivating) sleep 1;; *) exit 0;; esac; done; exit 1"
+    )
     assert manager(tom, key, settled)[0] == 0, "a timer's backup run on tom did not end within 10 minutes"
     return result.stdout
 
