@@ -153,10 +153,10 @@ def test_kvm_is_not_trusted_before_there_is_a_kernel_to_prove_it(tmp_path: Path)
 
 
 def test_a_kernel_that_hangs_is_not_a_kernel_that_boots(tmp_path: Path) -> None:
-    # A file that is no kernel: qemu refuses it at once; the probe must say no, not crash.
+    # A file that is no kernel: qemu hangs on it or refuses it; the probe says no, not crash.
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"\0" * 4096)
-    assert vm.kernel_boots(vm.TCG, kernel, timeout=30) is False
+    assert vm.kernel_boots(vm.TCG, kernel, timeout=3) is False
 
 
 def test_seed_survives_shell_quoting(tmp_path: Path) -> None:
