@@ -9,12 +9,14 @@ the middle of a good name is what turns one config line into two.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from infr.cli.main import main
@@ -204,3 +206,17 @@ def run_main(argv: list[str]) -> Run:
             code = done.code
     stdout, stderr = (stream.getvalue().decode(errors="replace") for stream in (out, err))
     return Run(code if isinstance(code, int) else 1, stdout, stderr)
+
+
+def fuzz_settings(examples: int) -> settings:
+    """The fuzz modules' hypothesis settings: `examples` per property, derandomized (a strict
+    xfail fails the same way every run) unless INFR_FUZZ_SEARCH=1 asks for a longer hunt
+    (new examples each run, failures shrunk)."""
+    search = os.environ.get("INFR_FUZZ_SEARCH") == "1"
+    return settings(
+        max_examples=examples,
+        derandomize=not search,
+        database=None,
+        phases=list(Phase) if search else [Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )

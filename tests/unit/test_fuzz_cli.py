@@ -34,26 +34,27 @@ from typing import Any
 
 import click
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from infr.cli.main import cli
 from infr.errors import RemoteError
 from tests.conftest import clone_state, make_key, snapshot
-from tests.unit.fuzzing import WG_KEY, Run, as_argv, has_control, hostile, hostile_number, run_main, seed_fuzz_state
+from tests.unit.fuzzing import (
+    WG_KEY,
+    Run,
+    as_argv,
+    fuzz_settings,
+    has_control,
+    hostile,
+    hostile_number,
+    run_main,
+    seed_fuzz_state,
+)
 
 # Examples per parameter: ~85 parameters x 12 examples x ~40 ms keeps the module near a minute.
-# Derandomized, so a strict xfail fails the same way every run; INFR_FUZZ_SEARCH=1 explores
-# (new examples each run, failures shrunk) for a longer hunt.
 EXAMPLES = int(os.environ.get("INFR_FUZZ_EXAMPLES", "12"))
-SEARCH = os.environ.get("INFR_FUZZ_SEARCH") == "1"
-FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES,
-    derandomize=not SEARCH,
-    database=None,
-    phases=list(Phase) if SEARCH else [Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ_SETTINGS = fuzz_settings(EXAMPLES)
 
 # What each string parameter holds, by (command path, parameter name); None = every command.
 KINDS: dict[tuple[str, str], str] = {

@@ -33,23 +33,26 @@ from typing import Any
 
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from infr.errors import InfrError
 from infr.state.settings import SETTINGS
 from tests.conftest import clone_state
-from tests.unit.fuzzing import CONTROL, GENERIC, SPECIFIC, VALID, has_control, hostile, run_main, seed_fuzz_state
+from tests.unit.fuzzing import (
+    CONTROL,
+    GENERIC,
+    SPECIFIC,
+    VALID,
+    fuzz_settings,
+    has_control,
+    hostile,
+    run_main,
+    seed_fuzz_state,
+)
 
 EXAMPLES = int(os.environ.get("INFR_FUZZ_STATE_EXAMPLES", "8"))
-SEARCH = os.environ.get("INFR_FUZZ_SEARCH") == "1"
-FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES,
-    derandomize=not SEARCH,
-    database=None,
-    phases=list(Phase) if SEARCH else [Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ_SETTINGS = fuzz_settings(EXAMPLES)
 MARKER = "INJECTED"
 # Breaks a line for some reader: \n for every config file, the others for Python's
 # splitlines, terminals and editors.
