@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "certs": ("infr.cli.cmd_certs", "certs", "TLS certificates on every host, with names and expiry."),
     "dns": ("infr.cli.cmd_dns", "dns", "The DNS records infr manages, and fixing them."),
     "vnet": ("infr.cli.cmd_vnet", "vnet", "The private WireGuard network: admins' peers, status, /etc/hosts."),
+    "plan": ("infr.cli.cmd_plan", "plan", "Every difference between state and the hosts; changes nothing."),
+    "apply": ("infr.cli.cmd_plan", "apply", "Make the hosts match state: show the plan, ask, apply."),
     "lab": ("infr.cli.cmd_lab", "lab", "Local lab hosts: Debian VMs to try infr without a VPS."),
     "history": ("infr.cli.cmd_history", "history", "Who changed what, when (the state's git log)."),
     "sync": ("infr.cli.cmd_history", "sync", "Share state with your team: pull (rebase) and push."),

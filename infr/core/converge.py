@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +38,10 @@ class Runner(Protocol):
     def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None: ...
 
 
+# Carries out one planned step on a host; returns what it changed.
+Apply = Callable[["Runner"], list[str]]
+
+
 @dataclass(frozen=True)
 class FileSpec:
     path: str
@@ -50,6 +54,8 @@ class FileSpec:
     # Run once it is in place; if it fails the previous file comes back.
     postcheck: Argv = ()
     on_change: tuple[Argv, ...] = field(default=())
+    # Holds a secret (a private key): a plan says the file changes, never shows its text.
+    secret: bool = False
 
 
 def _current(conn: Runner, path: str) -> tuple[bytes | None, str]:

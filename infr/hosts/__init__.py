@@ -1,0 +1,1 @@
+"""A Debian host as infr keeps it: the manager account and admin keys, sshd, names, packages, bridge."""
