@@ -85,6 +85,8 @@ KINDS: dict[tuple[str, str], str] = {
     ("*", "root_password"): "text",
     ("*", "identity"): "text",
     ("*", "down"): "name",
+    ("*", "hosts"): "name",
+    ("*", "features"): "name",
     ("config show", "name"): "text",
     ("config view", "name"): "text",
     ("config set", "name"): "text",
@@ -145,6 +147,7 @@ ALWAYS: dict[str, list[str]] = {
     "lxc remove": ["--yes"],
     "lxc restore": ["--yes"],
     "host reconfigure": ["--yes"],
+    "apply": ["--yes"],
 }
 # Global options are fuzzed on a command that reads state and on one that contacts hosts.
 GLOBAL_COMMANDS = (["hosts", "list"], ["vnet", "apply"])
