@@ -80,10 +80,14 @@ def ca_content(session: Session) -> bytes | None:
     return Path(path).expanduser().read_bytes() if path else None
 
 
+def ca_spec(ca: bytes) -> converge.FileSpec:
+    return converge.FileSpec(CA_FILE, ca)
+
+
 def trust_ca(runner: Runner, ca: bytes | None) -> list[str]:
     """Trust the private ACME CA `ca` on the host, or stop trusting one (None)."""
     if ca is not None:
-        changes = converge.ensure_file(runner, converge.FileSpec(CA_FILE, ca))
+        changes = converge.ensure_file(runner, ca_spec(ca))
     elif runner.run(["test", "-e", CA_FILE], check=False).exit_status == 0:
         runner.run(["rm", "-f", "--", CA_FILE])
         changes = [f"removed {CA_FILE}"]
