@@ -66,7 +66,7 @@ def steps_of(target: Desired, found: Found) -> list[str]:
 
 
 class Recorder:
-    """A connection that answers every command with success and keeps what it was asked."""
+    """A connection that answers every command with success (stat: no such file) and keeps what it was asked."""
 
     def __init__(self) -> None:
         self.commands: list[list[str]] = []
