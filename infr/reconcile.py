@@ -2,7 +2,8 @@
 
 Features run in a fixed order on each host: the base system first (packages the others
 need), then containers, the vnet, routing (HAProxy needs the containers' addresses
-routed), backups. DNS is zone-wide and comes last, as Infr fixed DNS after every change.
+routed), backups. DNS is zone-wide: applied before the hosts, so a certificate's name
+already points at its host when certbot asks for it.
 Nothing below this module knows another feature exists.
 """
 
@@ -49,13 +50,11 @@ def apply(
 ) -> tuple[list[Outcome], FleetPlan]:
     """Carry out a plan; returns every outcome and the plan of what is left afterwards."""
     scope = Scope(frozenset(hosts), frozenset(features))
-    outcomes, left = run.converge_hosts(ctx, _features(features), scope, planned.hosts)
-    zone_left: list[Step] = []
-    zone_error = ""
-    if planned.zone_steps:
-        outcomes += _apply_dns(ctx.session)
-        zone_left, zone_error = _dns_steps(ctx.session)
-    return outcomes, run.fleet_plan(left, zone_left, zone_error)
+    # DNS first: a certificate's HTTP-01 check needs its name to point at the host already.
+    outcomes = _apply_dns(ctx.session) if planned.zone_steps else []
+    host_outcomes, left = run.converge_hosts(ctx, _features(features), scope, planned.hosts)
+    zone_left, zone_error = _dns_steps(ctx.session) if planned.zone_steps else ([], "")
+    return outcomes + host_outcomes, run.fleet_plan(left, zone_left, zone_error)
 
 
 def touched(before: Inventory, after: Inventory) -> dict[str, set[str]]:
