@@ -17,6 +17,7 @@ from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
 from infr.engine.run import Context, Feature, Scope
 from infr.errors import InfrError
 from infr.hosts.feature import FEATURE as HOST_BASE
+from infr.lxcs.feature import FEATURE as CONTAINERS
 from infr.routing.feature import FEATURE as ROUTING
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from infr.core.session import Session
     from infr.state.model import Inventory
 
-FEATURES: tuple[Feature, ...] = (HOST_BASE, ROUTING)
+FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, ROUTING)
 DNS = "dns"
 NAMES = (*(f.name for f in FEATURES), DNS)
 

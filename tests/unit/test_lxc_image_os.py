@@ -174,7 +174,7 @@ def tarball_world(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert run_cli(state_dir, "config", "set", "lxcImageSource", str(image)).exit_code == 0
     # After the rootfs: config, start and inside are not what these tests are about.
     monkeypatch.setattr(converge, "ensure_file", lambda conn, spec: [])
-    monkeypatch.setattr(lxcops, "_start", lambda conn, name: [])
+    monkeypatch.setattr(lxcops, "start", lambda conn, name: [])
     monkeypatch.setattr(lxcops, "_inside", lambda conn, session, lxc, host: [])
     monkeypatch.setattr(meshops, "after_lxc_change", lambda session, report: [])
     monkeypatch.setattr(backupops, "redeploy_targets", lambda session, hosts, report: [])
