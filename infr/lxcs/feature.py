@@ -146,6 +146,10 @@ def _shape(lxc: Lxc) -> tuple[str, ...]:
     return (lxc.host, lxc.distro, lxc.release, lxc.vnet_ip, lxc.status)
 
 
+def _host_shape(host: Host) -> tuple[str, ...]:
+    return (host.vnet_ip, host.status)
+
+
 class Lxcs:
     name = NAME
 
@@ -165,10 +169,11 @@ class Lxcs:
             old, new = before.lxcs.get(name), after.lxcs.get(name)
             if old is None or new is None or _shape(old) != _shape(new):
                 hosts |= {lxc.host for lxc in (old, new) if lxc is not None}
-        # The host's vnet address is its containers' gateway and resolver.
+        # The host's vnet address is its containers' gateway and resolver; only a ready
+        # host is planned at all.
         for name in with_lxcs - hosts:
             old_host, new_host = before.hosts.get(name), after.hosts.get(name)
-            if old_host is None or new_host is None or old_host.vnet_ip != new_host.vnet_ip:
+            if old_host is None or new_host is None or _host_shape(old_host) != _host_shape(new_host):
                 hosts.add(name)
         return hosts
 

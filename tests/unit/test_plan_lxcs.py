@@ -259,6 +259,7 @@ EVE = Host("eve", "203.0.113.12", "10.8.3.1", status="ready")
         (inventory(dataclasses.replace(WEB, http="FORWARD"), hosts=(BOB, TOM, EVE)), set()),  # routing's
         (inventory(WEB, hosts=(dataclasses.replace(BOB, vnet_ip="10.8.9.1"), TOM, EVE)), {"bob"}),
         (inventory(WEB, hosts=(BOB, dataclasses.replace(TOM, vnet_ip="10.8.9.1"), EVE)), set()),  # no LXCs
+        (inventory(WEB, hosts=(dataclasses.replace(BOB, status="installing"), TOM, EVE)), {"bob"}),
         (inventory(WEB, keys={**KEYS, "bo": Key("bo", "ssh-ed25519 AAAAbo")}, hosts=(BOB, TOM, EVE)), {"bob"}),
     ],
 )
