@@ -25,6 +25,7 @@ from infr.engine.decide import file_steps
 from infr.engine.facts import FileFact
 from infr.engine.plan import Runner, Step
 from infr.engine.run import Context
+from infr.errors import RemoteError
 from infr.lxcs.desired import Container, containers
 from infr.state.model import LXC_READY, Host, Inventory, Lxc
 
@@ -64,12 +65,16 @@ def read_facts(runner: Runner, wanted: list[Container]) -> Facts:
     states = read_states(runner)
     present = [c for c in wanted if c.lxc.name in states]
     configs = facts.read_files(runner, [c.config.path for c in present])
-    inside = {
-        c.lxc.name: facts.read_files(Attached(runner, c.lxc.name), [spec.path for spec in c.inside])
-        for c in present
-        if states[c.lxc.name] == RUNNING
-    }
+    inside = {c.lxc.name: _read_inside(runner, c) for c in present if states[c.lxc.name] == RUNNING}
     return Facts(states, configs, inside)
+
+
+def _read_inside(runner: Runner, container: Container) -> dict[str, FileFact | None]:
+    name = container.lxc.name
+    try:
+        return facts.read_files(Attached(runner, name), [spec.path for spec in container.inside])
+    except RemoteError as e:
+        raise RemoteError(f"inside the container {name}: {e.message}", e.hint) from None
 
 
 def decide(host: str, wanted: list[Container], found: Facts, maker: Maker) -> list[Step]:

@@ -13,6 +13,7 @@ from infr.engine import facts
 from infr.engine.facts import FileFact
 from infr.engine.plan import Runner
 from infr.engine.run import Context
+from infr.errors import RemoteError
 from infr.lxcs import feature
 from infr.lxcs.desired import Container, containers
 from infr.lxcs.feature import FEATURE, Facts, decide
@@ -189,6 +190,13 @@ def test_plan_reads_the_listing_the_configs_and_each_running_containers_files_on
     ]
     # The configs of the two containers that exist, in one read; nothing in "mine" (not in state).
     assert fake.ran[1][4:] == ("/var/lib/lxc/db/config", "/var/lib/lxc/web/config")
+
+
+def test_a_container_that_cannot_be_read_inside_is_named() -> None:
+    (web,) = wanted(WEB)
+    fake = FakeHost({feature.LIST: (0, b"web RUNNING\n"), ("lxc-attach",): (1, b"")})
+    with pytest.raises(RemoteError, match="^inside the container web: could not read 6 files"):
+        feature.read_facts(fake, [web])
 
 
 # ---- applying: through the code infr already runs ---------------------------------------------------
