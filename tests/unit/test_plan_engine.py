@@ -1,6 +1,6 @@
 """The plan engine itself (issue 13): facts parsed from what a host prints, the shared
-decisions (files, units, packages), planning and applying across hosts in rounds, and
-FleetPlan's exit code. `infr plan` / `infr apply` are in test_plan_engine_cli.py."""
+decisions (files, units, packages) and FleetPlan's exit code. Planning and applying across
+hosts: test_plan_engine_run.py; `infr plan` / `infr apply`: test_plan_engine_cli.py."""
 
 from __future__ import annotations
 
@@ -240,7 +240,12 @@ def test_a_long_diff_is_cut_short() -> None:
 
 def test_a_file_step_writes_through_converge_with_its_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     written: list[FileSpec] = []
-    monkeypatch.setattr(converge, "ensure_file", lambda runner, spec: written.append(spec) or [f"wrote {spec.path}"])
+
+    def ensure_file(runner: object, spec: FileSpec) -> list[str]:
+        written.append(spec)
+        return [f"wrote {spec.path}"]
+
+    monkeypatch.setattr(converge, "ensure_file", ensure_file)
     spec = FileSpec("/etc/sudoers.d/infr-manager", b"manager ALL\n", mode=0o440, precheck=("visudo", "-c"))
     [step] = file_steps("host", "bob", [spec], {})
     assert step.run(Canned()) == ["wrote /etc/sudoers.d/infr-manager"]
@@ -289,11 +294,16 @@ def test_unit_steps_run_systemctl_with_now() -> None:
 
 def test_package_steps_install_only_what_is_missing_in_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
     installed: list[list[str]] = []
-    monkeypatch.setattr(converge, "ensure_packages", lambda runner, names: installed.append(names) or ["ok"])
+
+    def ensure_packages(runner: object, names: list[str]) -> list[str]:
+        installed.append(names)
+        return [f"installed {' '.join(names)}"]
+
+    monkeypatch.setattr(converge, "ensure_packages", ensure_packages)
     assert package_steps("host", "bob", ["lxc", "haproxy"], {"lxc", "haproxy", "vim"}) == []
     [step] = package_steps("host", "bob", ["lxc", "haproxy", "btrbk"], {"lxc"})
     assert step.description == "install haproxy btrbk"
-    step.run(Canned())
+    assert step.run(Canned()) == ["installed haproxy btrbk"]
     assert installed == [["haproxy", "btrbk"]]
 
 
