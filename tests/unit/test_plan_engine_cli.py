@@ -1,10 +1,11 @@
 """`infr plan` and `infr apply` (infr/cli/cmd_plan.py, show_plan.py) over a stand-in reconcile:
 exit 0 when nothing differs, 2 when something does, 1 on error; apply shows the plan, asks
-unless --yes, and prints how each step ended."""
+unless --yes, and prints how each step ended; `infr sync` ends with the plan of what it pulled."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,13 @@ import yaml
 
 from infr import reconcile
 from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
-from infr.engine.run import Context
+from infr.engine.run import Context, Scope
 from infr.errors import NotFoundError, UsageError
 from infr.state.model import HOST_READY
-from tests.conftest import run_cli, seed_host
+from tests.conftest import make_key, run_cli, seed_host
 
 CFG = "/etc/haproxy/haproxy.cfg"
+KEYS = "/home/manager/.ssh/authorized_keys"
 DIFF = f"--- {CFG} (on the host)\n+++ {CFG} (from state)\n@@ -1,2 +1 @@\n global\n-# edited by hand\n"
 REWRITE = Step("routing", "bob", f"rewrite {CFG}", DIFF)
 START = Step("lxcs", "bob", "start the container web")
@@ -237,3 +239,36 @@ def test_apply_reports_the_dns_records_it_fixed(fleet: Path, monkeypatch: pytest
     outcomes, left = reconcile.apply(ctx, FleetPlan(zone_steps=(Step("dns", "", record),)), features=("dns",))
     assert lines == [f"dns: {record}"]
     assert [o.status for o in outcomes] == [Status.OK] and left.exit_code() == 0
+
+
+def test_sync_ends_with_the_plan_of_what_it_pulled(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A teammate's key comes in with `infr sync`: the hosts don't have it yet, and sync says so."""
+    remote, clone = tmp_path / "remote.git", tmp_path / "teammate"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    subprocess.run(["git", "-C", str(fleet), "remote", "add", "origin", remote.as_uri()], check=True)
+    assert run_cli(fleet, "sync").exit_code == 0
+    subprocess.run(["git", "clone", "-q", "-b", "main", remote.as_uri(), str(clone)], check=True)
+    key = make_key(tmp_path / "bea", comment="bea@laptop")
+    assert run_cli(clone, "-D", "bob,tom", "keys", "add", str(key)).exit_code == 0  # state only
+    assert run_cli(clone, "sync").exit_code == 0
+    asked: list[tuple[frozenset[str], frozenset[str], list[str]]] = []
+
+    def plan_scope(ctx: Context, scope: Scope) -> FleetPlan:
+        asked.append((scope.hosts, scope.features, sorted(ctx.inv.keys)))
+        return FleetPlan(tuple(HostPlan(h, (Step("host", h, f"rewrite {KEYS}"),)) for h in sorted(scope.hosts)))
+
+    monkeypatch.setattr(reconcile, "plan_scope", plan_scope)
+    result = run_cli(fleet, "sync")
+    assert result.exit_code == 0, result.output
+    [(hosts, features, keys)] = asked
+    assert (hosts, "host" in features, keys) == ({"bob", "tom"}, True, ["alice@laptop", "bea@laptop"])
+    assert result.stdout.splitlines()[1:] == [
+        f"bob: host: would rewrite {KEYS}",
+        f"tom: host: would rewrite {KEYS}",
+        "2 change(s) to make",
+        "apply them with: infr apply",
+    ]
+    assert run_cli(fleet, "sync").stdout.count("\n") == 1  # nothing new came in: no plan
+    assert len(asked) == 1
