@@ -152,13 +152,14 @@ def restore(fleet: Fleet, key: LabKey, pair_before: str) -> None:
         code, out = run_as_manager(host.ip, key.private, command)
         if code != 0:
             problems.append(f"{name}: {command}: {out}")
+    if backup_pair_status(fleet.state) == "active":
+        settle_backup_run(fleet.tom, key)  # a run the timer started may be pulling beaker
     inv = Session(fleet.state).inventory()
     if LXC in inv.lxcs:
         attempt(f"removing {LXC}", "lxc", LXC, "remove", "--yes")
     if SECOND_KEY in inv.keys:
         attempt(f"removing {SECOND_KEY}", "keys", "remove", SECOND_KEY)
     if pair_before != "active" and backup_pair_status(fleet.state) == "active":
-        settle_backup_run(fleet.tom, key)
         attempt("stopping the backups bob -> tom", "backup", "stop", "bob", "tom")
     elif pair_before == "active":
         code, out = run_as_manager(fleet.tom.ip, key.private, f"sudo -n systemctl enable --now {TIMER}")
