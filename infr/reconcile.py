@@ -53,6 +53,9 @@ def apply(
     scope = Scope(frozenset(hosts), frozenset(features))
     # DNS first: a certificate's HTTP-01 check needs its name to point at the host already.
     outcomes = _apply_dns(ctx.session) if planned.zone_steps else []
+    for outcome in outcomes:  # host steps report as they run; DNS is fixed in one go, reported here
+        if outcome.status is Status.OK:
+            ctx.report(f"dns: {outcome.step}")
     host_outcomes, left = run.converge_hosts(ctx, _features(features), scope, planned.hosts)
     zone_left, zone_error = _dns_steps(ctx.session) if planned.zone_steps else ([], "")
     return outcomes + host_outcomes, run.fleet_plan(left, zone_left, zone_error)

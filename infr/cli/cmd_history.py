@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
 from infr.cli.common import pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
+
+if TYPE_CHECKING:
+    from infr.state.model import Inventory
 
 
 @click.command()
@@ -34,6 +38,29 @@ def sync(app: App) -> None:
     session = app.session
     session.store.require()
     with session.locked():
+        before = session.store.load()
         # What came in is validated before anything is pushed: a bad merge is undone and reported.
         head = git_history.sync(app.state_dir, check=lambda: require_admin_key(session.store.load()))
     click.echo(f"state is in sync with the remote at {head}")
+    _show_what_the_pull_implies(app, before)
+
+
+def _show_what_the_pull_implies(app: App, before: Inventory) -> None:
+    """The plan of what came in: the features it touched on the hosts it touched (issue 13).
+
+    State moved and the hosts did not; this says what `infr apply` would do about it.
+    """
+    import dataclasses
+
+    from infr import reconcile
+    from infr.cli.show_plan import show_plan
+    from infr.engine.run import Context
+
+    pulled = dataclasses.replace(app.session)  # a new session: it reads the state as pulled
+    scope = reconcile.scope_for(before, pulled.inventory())
+    if not scope.hosts:
+        return
+    found = reconcile.plan_scope(Context(pulled), scope)
+    show_plan(found)
+    if found.steps:
+        click.echo("apply them with: infr apply")

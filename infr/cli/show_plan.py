@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from infr.cli.main import printable
+from infr.cli.output import emit_object, emit_rows
 from infr.engine.plan import FleetPlan, Outcome, Status
 
 _COLOURS = {"+": "green", "-": "red", "@": "cyan"}
+_CSV_COLUMNS = (("host", "HOST"), ("feature", "FEATURE"), ("step", "STEP"))
 
 
 def show_plan(plan: FleetPlan, *, fmt: str | None = None, diffs: bool = True, would: bool = True) -> None:
     """Each host's steps grouped by feature, with file diffs; hosts that could not be planned named."""
-    if fmt == "json":
-        click.echo(json.dumps(plan.as_json(), indent=2))
+    if fmt in ("json", "yaml"):
+        emit_object(plan.as_json(), (), fmt)
+        return
+    if fmt == "csv":
+        emit_rows([step.as_json() for step in plan.steps], _CSV_COLUMNS, fmt)
         return
     verb = "would " if would else ""
     for host_plan in plan.hosts:

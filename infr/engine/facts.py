@@ -42,9 +42,11 @@ def read_files(runner: Runner, paths: Sequence[str]) -> dict[str, FileFact | Non
         return {}
     result = runner.run(["sh", "-c", _READ_FILES, "-", *paths], check=False, secret_output=True)
     lines = result.text.split("\n")
-    if result.exit_status != 0 or len(lines) < len(paths):
+    # One line per path, each ended by a newline: a short listing (a host cut off mid-way)
+    # must not read as empty files.
+    if result.exit_status != 0 or len(lines) != len(paths) + 1 or lines[-1]:
         raise RemoteError(f"could not read {len(paths)} files: {result.stderr.decode(errors='replace').strip()}")
-    return {path: _file_fact(path, line) for path, line in zip(paths, lines, strict=False)}
+    return {path: _file_fact(path, line) for path, line in zip(paths, lines[:-1], strict=True)}
 
 
 def _file_fact(path: str, line: str) -> FileFact | None:
@@ -67,9 +69,14 @@ def read_units(runner: Runner, units: Sequence[str]) -> dict[str, UnitFact]:
     if not units:
         return {}
     argv = ["systemctl", "show", "--property=Id,LoadState,UnitFileState,ActiveState", "--", *units]
-    blocks = runner.run(argv, check=False).text.strip().split("\n\n")
+    result = runner.run(argv, check=False)
+    blocks = result.text.strip().split("\n\n")
+    # `show` exits 0 for a unit systemd has never heard of (LoadState=not-found); a failure
+    # means it could not answer at all, which must not read as "every unit stopped".
+    if result.exit_status != 0 or len(blocks) != len(units):
+        raise RemoteError(f"could not read {len(units)} units: {result.stderr.decode(errors='replace').strip()}")
     facts = {}
-    for unit, block in zip(units, blocks, strict=False):
+    for unit, block in zip(units, blocks, strict=True):
         values = dict(line.partition("=")[::2] for line in block.splitlines())
         facts[unit] = UnitFact(
             enabled=values.get("UnitFileState", "") in _ENABLED,

@@ -85,8 +85,15 @@ def plan_hosts(ctx: Context, features: Sequence[Feature], scope: Scope) -> list[
             todo[name] = host
     outcomes = run_parallel(todo, lambda host, step: _plan_one(ctx, features, scope, host))
     for name, outcome in outcomes.items():
-        plans[name] = outcome.value if outcome.value is not None else HostPlan(name, error=str(outcome.error))
+        plans[name] = outcome.value if outcome.value is not None else HostPlan(name, error=_why(outcome.error))
     return [plans[name] for name in scope.host_names(inv) if name in plans]
+
+
+def _why(error: Exception | None) -> str:
+    """A host's failure in one line; a bug (not an InfrError) says so instead of printing a bare "'key'"."""
+    if error is None or isinstance(error, InfrError):
+        return str(error)
+    return f"internal error: {type(error).__name__}: {error}"
 
 
 def _plan_one(ctx: Context, features: Sequence[Feature], scope: Scope, host: Host) -> HostPlan:
@@ -113,7 +120,7 @@ def apply_hosts(ctx: Context, plans: Sequence[HostPlan]) -> list[Outcome]:
         if result.value is not None:
             outcomes += result.value
         else:
-            error = str(result.error)
+            error = _why(result.error)
             outcomes += [Outcome(name, s.feature, s.description, Status.FAILED, error) for s in todo[name].steps]
     return outcomes
 

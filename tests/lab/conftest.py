@@ -46,13 +46,16 @@ class LabKey:
 
 # Lab modules run in this order, each on what the ones before left: test_lab.py on untouched
 # VMs; adopting turns root logins off; containers, backups and the mesh use the adopted
-# fleet; the reinstall leaves its VM in the Debian installer. Stopping the lab is last of all.
+# fleet; plan/apply after backups (it starts and stops the pair that test_backups.py
+# expects to find with no backups yet); the reinstall leaves its VM in the Debian
+# installer. Stopping the lab is last of all.
 MODULE_ORDER = (
     "test_lab.py",
     "test_adopt.py",
     "test_containers.py",
     "test_backups.py",
     "test_lab_mesh.py",
+    "test_plan_apply.py",
     "test_lab_reinstall.py",
 )
 
