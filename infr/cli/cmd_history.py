@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
 from infr.cli.common import pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
+
+if TYPE_CHECKING:
+    from infr.state.model import Inventory
 
 
 @click.command()
@@ -34,6 +38,23 @@ def sync(app: App) -> None:
     session = app.session
     session.store.require()
     with session.locked():
+        before = session.store.load()
         # What came in is validated before anything is pushed: a bad merge is undone and reported.
         head = git_history.sync(app.state_dir, check=lambda: require_admin_key(session.store.load()))
     click.echo(f"state is in sync with the remote at {head}")
+    _show_pulled(app, before)
+
+
+def _show_pulled(app: App, before: Inventory) -> None:
+    """The plan the pulled changes imply (the hosts and features they touch); applied by
+    'infr apply', never here: the one who pulled reviews it first."""
+    from infr import reconcile
+    from infr.cli.dry_run import show_fleet_plan
+
+    after = app.session.inventory()  # first loaded now: what the pull left
+    if after == before:
+        return
+    click.echo("the pulled changes would change the hosts as follows:")
+    planned = show_fleet_plan(app, reconcile.scope_for(before, after), dns=True)
+    if planned.steps or planned.errors:
+        click.echo("apply it with: infr apply")
