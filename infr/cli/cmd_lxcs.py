@@ -182,7 +182,7 @@ def _this_command(name: str) -> str:
     import shlex
 
     ctx = click.get_current_context()
-    words = [str(value) for value in ctx.params.values()]
+    words = [str(value) for key, value in ctx.params.items() if key != "dry"]  # it was not a dry run
     return shlex.join(["infr", "lxc", name, ctx.info_name or ctx.command.name or "", *words])
 
 
