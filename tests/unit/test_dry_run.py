@@ -325,3 +325,33 @@ def test_sync_ends_with_the_plan_of_the_pulled_changes(
     assert routing[0].ran == []
     again = infr(fleet, "sync")
     assert again.stdout.splitlines()[-1].startswith("state is in sync")  # nothing pulled: no plan
+
+
+# ---- running a command again applies what is pending ------------------------------------------
+
+
+def test_adding_a_key_again_pushes_it_to_the_hosts_that_missed_it(
+    fleet: Path, tmp_path: Path, connects: list[str]
+) -> None:
+    key = str(make_key(tmp_path / "dan", comment="dan@laptop"))
+    first = infr(fleet, "keys", "add", key)
+    assert first.code == 1 and "the key change is saved but did not reach bob, carol" in first.stderr
+    before = digest(fleet)
+    connects.clear()
+    dry = infr(fleet, "keys", "add", key, "-n")
+    assert dry.stdout.splitlines()[:2] == ["key dan@laptop is already added", "state: nothing to save"]
+    assert sorted(connects) == ["bob", "carol"]  # its plan: what the hosts that missed it lack
+    connects.clear()
+    again = infr(fleet, "keys", "add", key)
+    assert again.stdout.splitlines()[0] == "key dan@laptop is already added"
+    assert sorted(connects) == ["bob", "carol"]  # pushed again: both still down here
+    assert again.code == 1 and "did not reach bob, carol" in again.stderr
+    assert digest(fleet) == before
+
+
+def test_the_same_key_under_another_name_is_still_refused(fleet: Path, tmp_path: Path, connects: list[str]) -> None:
+    key = make_key(tmp_path / "dan", comment="dan@laptop")
+    assert infr(fleet, "-D", "bob,carol", "keys", "add", str(key)).code == 0
+    done = infr(fleet, "keys", "add", "--name", "daniel", str(key))
+    assert (done.code, done.stderr) == (1, "infr: error: this key is already added as 'dan@laptop' (nothing to do)\n")
+    assert connects == []
