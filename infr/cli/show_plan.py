@@ -41,7 +41,8 @@ def summary(plan: FleetPlan) -> str:
     count, unknown = len(plan.steps), len(plan.errors)
     if not unknown:
         return f"{count} change(s) to make" if count else "no changes: the fleet matches state"
-    return f"{count} change(s) to make where it could be planned; {unknown} could not be planned"
+    found = f"{count} change(s) to make" if count else "no changes found"
+    return f"{found}; {unknown} could not be planned"
 
 
 def _show_diff(diff: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +356,38 @@ def test_the_same_key_under_another_name_is_still_refused(fleet: Path, tmp_path:
     done = infr(fleet, "keys", "add", "--name", "daniel", str(key))
     assert (done.code, done.stderr) == (1, "infr: error: this key is already added as 'dan@laptop' (nothing to do)\n")
     assert connects == []
+
+
+def test_the_dry_run_of_a_routing_change_shows_haproxys_config_diff_from_the_host(
+    fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infr.core import haproxy_deploy
+    from infr.engine.facts import FileFact
+    from infr.routing.feature import CONFIG
+    from infr.routing.feature import FEATURE as ROUTING
+    from tests.unit.test_plan_routing import FakeHost
+
+    session = Session(fleet)
+    bob = session.inventory().hosts["bob"]
+    config = haproxy_deploy.desired_config(session.inventory(), bob, haproxy_deploy.settings_for(session))
+    files = {s.path: FileFact(s.content, f"{s.owner}:{s.group}:{s.mode:o}") for s in haproxy_deploy.host_files()}
+    files[CONFIG] = FileFact(config.encode(), "root:haproxy:640")  # bob holds what state says now
+    units = {u: "enabled active" for u in ("haproxy", haproxy_deploy.RENEW_TIMER)}
+    host = FakeHost(files, units | {haproxy_deploy.DEBIAN_RENEW_TIMER: "disabled inactive"})
+    monkeypatch.setattr(reconcile, "FEATURES", (ROUTING,))
+    monkeypatch.setattr(SSHConnection, "connect", staticmethod(lambda target: nullcontext(host)))
+    assert infr(fleet, "lxc", "web", "http", "FORWARD", "-n").stdout.splitlines()[-2:] == [
+        "no changes: the fleet matches state",
+        "dry run: nothing was changed",
+    ]
+    before = digest(fleet)
+    done = infr(fleet, "lxc", "web", "http", "REDIRECT-HTTPS", "-n")
+    assert done.code == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0] == "would save: web: http FORWARD -> REDIRECT-HTTPS"
+    step = "bob: routing: would haproxy.cfg: removed backend lxc_web_http; changed frontend http (+1 -1 lines)"
+    assert out[1] == step
+    redirect = "http-request redirect location https://%[req.hdr(host),field(1,:)]%[pathq] code 301 if host_web"
+    assert f"    +    {redirect}" in out
+    assert out[-2:] == ["1 change(s) to make", "dry run: nothing was changed"]
+    assert digest(fleet) == before
