@@ -15,9 +15,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from infr import reconcile
+from infr.cli.main import cli
 from infr.connector import SSHConnection, Target
 from infr.core.session import Session
 from infr.engine.plan import Runner, Step
@@ -56,12 +58,34 @@ COMMANDS: list[tuple[list[str], set[str]]] = [
     (["vnet", "peers", "remove", "laptop", "-n"], {"bob", "carol"}),
     (["vnet", "apply", "-n"], {"bob", "carol"}),
 ]
+# The words of the commands above that name a command (the rest are its arguments).
+WORDS = {"lxc", "http", "https", "http-port", "https-port", "add-alias", "remove-alias", "add-tcp-forward",
+         "tcp-forward", "remove-tcp-forward", "zone", "keys", "add", "remove", "lxcs", "host", "reconfigure",
+         "hosts", "backup", "start", "stop", "vnet", "peers", "apply", "restore", "dns", "fix"}
 # Commands whose dry run needs the hosts or a provider to say anything: they refuse in one
 # line (exit 1) when those cannot be reached, and change nothing either.
 NEEDS_REMOTE: list[list[str]] = [
     ["lxc", "web", "restore", "-n"],  # its plan is which backup, read on the backup hosts
     ["dns", "fix", "-n"],  # no DNS provider is set here
 ]
+
+
+def dry_run_commands(command: click.Command, path: tuple[str, ...] = ()) -> set[str]:
+    """Every command (as `group sub`) with a --dry-run flag, walked from click itself."""
+    found = {" ".join(path)} if any("--dry-run" in getattr(p, "opts", ()) for p in command.params) else set()
+    if isinstance(command, click.Group):
+        ctx = click.Context(cli)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None
+            found |= dry_run_commands(sub, (*path, name))
+    return found
+
+
+def test_every_command_with_a_dry_run_is_tested_here() -> None:
+    named = {" ".join(w for w in argv if w in WORDS) for argv in [c[0] for c in COMMANDS] + NEEDS_REMOTE}
+    # `backup` is the same group as `backups`; `infr apply -n` is `infr plan`, tested with it.
+    assert dry_run_commands(cli) - {"apply"} == named | {n.replace("backup ", "backups ") for n in named}
 
 
 @pytest.fixture
@@ -235,6 +259,15 @@ def test_a_dry_session_keeps_its_changes_in_memory_and_the_saved_inventory_apart
     assert "db" not in Session(fleet).inventory().lxcs
 
 
+def test_a_dry_session_takes_no_lock(fleet: Path) -> None:
+    (fleet / ".lock").unlink()
+    session = Session(fleet, dry_run=True)
+    with session.locked(), session.change() as change:
+        change.note("a note")
+    assert not (fleet / ".lock").exists() and not (fleet / ".lock.info").exists()
+    assert session.dry_notes == ["a note"] and session.dry_writes == set()
+
+
 def test_a_dry_session_checks_a_change_as_a_real_one_does(fleet: Path) -> None:
     session = Session(fleet, dry_run=True)
     with pytest.raises(ValidationError), session.change() as change:
@@ -304,9 +337,8 @@ def test_a_dry_run_shows_the_steps_of_the_feature_it_touches_and_runs_none(
     assert digest(fleet) == before
 
 
-def test_sync_ends_with_the_plan_of_the_pulled_changes(
-    fleet: Path, tmp_path: Path, routing: tuple[RoutingStandIn, list[tuple[str, ...]]]
-) -> None:
+def teammate_changed_web(fleet: Path, tmp_path: Path) -> None:
+    """A second clone of the state sets web's http to REDIRECT-HTTPS and pushes it."""
     import subprocess
 
     remote = tmp_path / "remote.git"
@@ -318,6 +350,11 @@ def test_sync_ends_with_the_plan_of_the_pulled_changes(
     assert infr(teammate, "lxc", "--no-apply", "web", "http", "REDIRECT-HTTPS").code == 0
     assert infr(teammate, "sync").code == 0
 
+
+def test_sync_ends_with_the_plan_of_the_pulled_changes(
+    fleet: Path, tmp_path: Path, routing: tuple[RoutingStandIn, list[tuple[str, ...]]]
+) -> None:
+    teammate_changed_web(fleet, tmp_path)
     done = infr(fleet, "sync")
     assert done.code == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -326,6 +363,17 @@ def test_sync_ends_with_the_plan_of_the_pulled_changes(
     assert routing[0].ran == []
     again = infr(fleet, "sync")
     assert again.stdout.splitlines()[-1].startswith("state is in sync")  # nothing pulled: no plan
+
+
+def test_sync_names_each_host_it_could_not_plan_in_one_line(
+    fleet: Path, tmp_path: Path, connects: list[str]
+) -> None:
+    teammate_changed_web(fleet, tmp_path)
+    done = infr(fleet, "sync")
+    assert done.code == 0, done.stderr
+    assert done.stderr.splitlines() == ["bob: could not be planned: bob: connection refused"]
+    assert done.stdout.splitlines()[-2:] == ["no changes found; 1 could not be planned", "apply it with: infr apply"]
+    assert connects == ["bob"]
 
 
 # ---- running a command again applies what is pending ------------------------------------------
