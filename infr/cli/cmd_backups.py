@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from infr.cli import dry_run
 from infr.cli.common import DefaultGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
@@ -19,6 +20,7 @@ from infr.cli.output import emit_rows, format_option
 if TYPE_CHECKING:
     from infr.core.backupops import PairStatus
     from infr.core.restore import At
+    from infr.core.session import Session
 
 COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("started", "STARTED"))
 AGE_COLUMNS = (*COLUMNS, ("newest", "NEWEST BACKUP"), ("age", "AGE"), ("health", "HEALTH"))
@@ -104,14 +106,23 @@ def list_(app: App, fmt: str | None, ages: bool) -> None:
 @backups.command()
 @click.argument("from_host", metavar="FROM", shell_complete=complete_hosts)
 @click.argument("to_host", metavar="TO", shell_complete=complete_hosts)
+@dry_run.option
 @pass_app
-def start(app: App, from_host: str, to_host: str) -> None:
+def start(app: App, from_host: str, to_host: str, dry: bool) -> None:
     """Back FROM up onto TO every five minutes (TO pulls; FROM only lets it)."""
     from infr.core import backupops
 
+    if dry:
+        _dry(app, lambda session: backupops.record_start(session, from_host, to_host), from_host, to_host)
+        return
     pair = f"{from_host} -> {to_host}"
     changes = backupops.start(app.session, from_host, to_host, _reporter(pair))
     click.echo(f"{pair}: {'started' if changes else 'already running; nothing changed'}")
+
+
+def _dry(app: App, record: Callable[[Session], object], from_host: str, to_host: str) -> None:
+    """TO pulls and FROM lets it: the backups feature of both."""
+    dry_run.show(app, record=record, hosts=[from_host, to_host], features=["backups"])
 
 
 @backups.command()
@@ -131,11 +142,15 @@ def run(app: App, from_host: str, to_host: str) -> None:
 @backups.command()
 @click.argument("from_host", metavar="FROM", shell_complete=complete_hosts)
 @click.argument("to_host", metavar="TO", shell_complete=complete_hosts)
+@dry_run.option
 @pass_app
-def stop(app: App, from_host: str, to_host: str) -> None:
+def stop(app: App, from_host: str, to_host: str, dry: bool) -> None:
     """Stop backing FROM up onto TO; TO keeps its backups, archived."""
     from infr.core import backupops
 
+    if dry:
+        _dry(app, lambda session: backupops.record_stop(session, from_host, to_host), from_host, to_host)
+        return
     pair = f"{from_host} -> {to_host}"
     changes = backupops.stop(app.session, from_host, to_host, _reporter(pair))
     click.echo(f"{pair}: {'stopped' if changes else 'already stopped; nothing changed'}")
@@ -247,9 +262,9 @@ def lxc_backups(app: App, fmt: str | None) -> None:
     help="Restore onto HOST instead; the LXC moves there.",
 )
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask to type the name.")
-@click.option("-n", "--dry-run", is_flag=True, help="Print what would be done, and stop.")
+@dry_run.option
 @pass_app
-def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: bool, dry_run: bool) -> None:
+def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: bool, dry: bool) -> None:
     """Bring the container back from a backup, onto its own host or (--to) another ready
     host: same vnet address, names and routes. The current container runs until the
     restored one is ready, and is destroyed only once that one runs."""
@@ -260,7 +275,7 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
     plan = restoreops.plan_lxc(app.session, name, _at(at_text), to_host)
     for line in plan.lines(datetime.now(UTC)):
         click.echo(f"{name}: {line}")
-    if dry_run:
+    if dry:
         click.echo(f"{name}: dry run; nothing was changed")
         return
     prompt = f"This destroys the current {name} once the restored one runs. Type its name to go on"

@@ -42,25 +42,19 @@ def sync(app: App) -> None:
         # What came in is validated before anything is pushed: a bad merge is undone and reported.
         head = git_history.sync(app.state_dir, check=lambda: require_admin_key(session.store.load()))
     click.echo(f"state is in sync with the remote at {head}")
-    _show_what_the_pull_implies(app, before)
+    _show_pulled(app, before)
 
 
-def _show_what_the_pull_implies(app: App, before: Inventory) -> None:
-    """The plan of what came in: the features it touched on the hosts it touched (issue 13).
-
-    State moved and the hosts did not; this says what `infr apply` would do about it.
-    """
-    import dataclasses
-
+def _show_pulled(app: App, before: Inventory) -> None:
+    """The plan the pulled changes imply (the hosts and features they touch); applied by
+    'infr apply', never here: the one who pulled reviews it first."""
     from infr import reconcile
-    from infr.cli.show_plan import show_plan
-    from infr.engine.run import Context
+    from infr.cli.dry_run import show_fleet_plan
 
-    pulled = dataclasses.replace(app.session)  # a new session: it reads the state as pulled
-    scope = reconcile.scope_for(before, pulled.inventory())
-    if not scope.hosts:
+    after = app.session.inventory()  # first loaded now: what the pull left
+    if after == before:
         return
-    found = reconcile.plan_scope(Context(pulled), scope)
-    show_plan(found)
-    if found.steps:
-        click.echo("apply them with: infr apply")
+    click.echo("the pulled changes would change the hosts as follows:")
+    planned = show_fleet_plan(app, reconcile.scope_for(before, after), dns=True)
+    if planned.steps or planned.errors:
+        click.echo("apply it with: infr apply")

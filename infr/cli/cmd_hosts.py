@@ -5,16 +5,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
+from infr.cli import dry_run
 from infr.cli.cmd_backups import host_backups, host_restore_files
 from infr.cli.common import DefaultGroup, NamedGroup, complete_hosts, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from infr.core.reinstall import ReinstallOptions
+    from infr.core.session import Session
 
 LIST_COLUMNS = (("name", "NAME"), ("public_ip", "PUBLIC IP"), ("vnet_ip", "PRIVATE IP"), ("status", "STATUS"))
 SHOW_FIELDS = (
@@ -131,6 +137,7 @@ _ASK = "\0ask"
 @click.option(
     "--nameserver", "nameservers", multiple=True, metavar="IP", help="Nameserver for the installer (repeatable)."
 )
+@dry_run.option
 @pass_app
 def add(
     app: App,
@@ -140,6 +147,7 @@ def add(
     root_password: str | None,
     password_stdin: bool,
     assume_yes: bool,
+    dry: bool,
     **reinstall: Any,
 ) -> None:
     """Add the server at IP as host NAME: reinstall it as Debian on btrfs, or --adopt it as it is.
@@ -151,6 +159,9 @@ def add(
 
     if root_password is not None and password_stdin:
         raise click.UsageError("give the root password one way: -p or --password-stdin")
+    if dry:
+        _dry_add(app, name, ip, adopt, **reinstall)
+        return
     if adopt:
         hostops.check_add(app.session, name, ip)
         password = _root_password(root_password, password_stdin)
@@ -164,6 +175,30 @@ def add(
         _reinstall(app, name, ip, root_password, password_stdin, assume_yes, **reinstall)
         click.echo(f"{name}: ready")
     fix_after_change(app)
+
+
+def _dry_add(app: App, name: str, ip: str, adopt: bool, **reinstall: Any) -> None:
+    """Everything `hosts add` checks, what it would record, and what it would do to the server."""
+    from infr.core import hostops
+
+    if adopt:
+        hostops.check_add(app.session, name, ip)
+        would = [f"would log in to {ip} (as manager, else as root) and set up manager with the admin keys"]
+    else:
+        _check_reinstall(app, name, ip, **reinstall)
+        would = [
+            f"would ERASE the server at {ip} and install Debian on btrfs on it",
+            f"would wait for it to boot, then log in as manager and set up {name}",
+        ]
+    would += [
+        f"would set up {name}: packages, sshd, its names, the network, the mesh, HAProxy",
+        f"would turn off root and password logins on {name}, and record it ready",
+    ]
+
+    def record(session: Session) -> None:
+        hostops.record_host(session, name, ip)
+
+    dry_run.show(app, record=record, would=would, dns=True)
 
 
 def _root_password(given: str | None, from_stdin: bool) -> str | None:
@@ -189,20 +224,18 @@ def _root_password(given: str | None, from_stdin: bool) -> str | None:
     return given
 
 
-def _reinstall(
+def _check_reinstall(
     app: App,
     name: str,
     ip: str,
-    root_password: str | None,
-    password_stdin: bool,
-    assume_yes: bool,
     *,
     timeout_min: float,
     installer_url: str,
     mirror_proxy: str,
     static: bool,
     nameservers: tuple[str, ...],
-) -> None:
+) -> ReinstallOptions:
+    """The reinstall's options, every problem in them found before anything is asked or done."""
     from infr.core import reinstall
 
     opts = reinstall.ReinstallOptions(
@@ -214,6 +247,21 @@ def _reinstall(
         nameservers=nameservers,
     )
     reinstall.check(app.session, name, ip, opts)
+    return opts
+
+
+def _reinstall(
+    app: App,
+    name: str,
+    ip: str,
+    root_password: str | None,
+    password_stdin: bool,
+    assume_yes: bool,
+    **options: Any,
+) -> None:
+    from infr.core import reinstall
+
+    opts = _check_reinstall(app, name, ip, **options)
     opts = replace(opts, root_password=_root_password(root_password, password_stdin))
     if not assume_yes:
         typed = click.prompt(
@@ -234,12 +282,20 @@ def _reinstall(
 @click.option("-k", "--rekey", is_flag=True, help="Re-read and pin the host's SSH key (after a reinstall).")
 @click.option("-R", "--no-haproxy", is_flag=True, help="Skip HAProxy and certificates.")
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@dry_run.long_option
 @pass_app
-def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy: bool, assume_yes: bool) -> None:
+def reconfigure(
+    app: App, network: bool, software: bool, rekey: bool, no_haproxy: bool, assume_yes: bool, dry: bool
+) -> None:
     """Make the host match state again: keys, sshd, names, HAProxy (and network, software)."""
     from infr.core import followups, hostops
+    from infr.core.fleet import get_host
 
-    name = target_name()
+    name = get_host(app.session.inventory(), target_name()).name
+    if dry:
+        would = [f"would read {name}'s SSH host key again and pin it"] if rekey else []
+        dry_run.show(app, would=would, hosts=[name])
+        return
     if network and not assume_yes:
         click.confirm(f"Rewriting {name}'s network drops its containers off the network briefly. Go on?", abort=True)
     steps = hostops.Steps(network=network, software=software, haproxy=not no_haproxy)
@@ -249,12 +305,19 @@ def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy
 
 @host.command()
 @click.option("--force", is_flag=True, help="Also forget the host's LXCs and backups.")
+@dry_run.option
 @pass_app
-def remove(app: App, force: bool) -> None:
+def remove(app: App, force: bool, dry: bool) -> None:
     """Forget the host (nothing on the machine is touched)."""
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups
+    from infr.core import followups, hostops
 
+    if dry:  # the mesh members drop it
+        name = target_name()
+        every = app.session.inventory().hosts
+        edit = partial(hostops.record_removal, name=name, force=force)
+        dry_run.show(app, edit, hosts=every, features=["vnet"], dns=True)
+        return
     for note in followups.remove_host(app.session, target_name(), force):
         click.echo(note)
     fix_after_change(app)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from infr.cli import dry_run
 from infr.cli.common import DefaultGroup, changing, complete_keys, pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
+
+if TYPE_CHECKING:
+    from infr.state.change import Change
 
 
 @click.group(cls=DefaultGroup)
@@ -36,14 +42,19 @@ def list_(app: App, fmt: str | None) -> None:
 @keys.command()
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
 @click.option("--name", help="Name for the key (default: its comment, e.g. alice@laptop).")
+@dry_run.option
 @pass_app
-def add(app: App, file: Path, name: str | None) -> None:
+def add(app: App, file: Path, name: str | None, dry: bool) -> None:
     """Add the public key in FILE ('-': read it from standard input)."""
     from infr.core.keys import add_key
 
     text = _read_key(file)  # before the state lock: a slow or endless file holds up nobody
+    source = "standard input" if str(file) == "-" else file.name
+    if dry:
+        _dry(app, lambda change: add_key(change, text, source, name))
+        return
     with changing(app) as change:
-        add_key(change, text, "standard input" if str(file) == "-" else file.name, name)
+        add_key(change, text, source, name)
     _push(app)
 
 
@@ -64,14 +75,23 @@ def _read_key(file: Path) -> str:
 
 @keys.command()
 @click.argument("name", shell_complete=complete_keys)
+@dry_run.option
 @pass_app
-def remove(app: App, name: str) -> None:
+def remove(app: App, name: str, dry: bool) -> None:
     """Remove the key called NAME."""
     from infr.core.keys import remove_key
 
+    if dry:
+        _dry(app, lambda change: remove_key(change, name))
+        return
     with changing(app) as change:
         remove_key(change, name)
     _push(app)
+
+
+def _dry(app: App, edit: Callable[[Change], object]) -> None:
+    """Keys are on every host and in every container, as the push puts them."""
+    dry_run.show(app, edit, hosts=app.session.inventory().hosts, features=["host", "lxcs"])
 
 
 def _push(app: App) -> None:

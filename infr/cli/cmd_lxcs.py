@@ -7,15 +7,19 @@ Every routing change is applied to the LXC's host at once (HAProxy re-deployed);
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from infr.cli import dry_run
 from infr.cli.cmd_backups import lxc_backups, lxc_restore
 from infr.cli.common import DefaultGroup, NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
 from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.state.schema import to_dict
+
+if TYPE_CHECKING:
+    from infr.core.session import Session
 
 LIST_COLUMNS = (
     ("name", "NAME"),
@@ -70,15 +74,42 @@ def list_(app: App, fmt: str | None) -> None:
     is_flag=True,
     help="If the lxcImageSource tarball is not DISTRO RELEASE, record what its os-release says instead of refusing.",
 )
+@dry_run.option
 @pass_app
-def add(app: App, name: str, distro: str, release: str, host: str, ip: str | None, record_image_os: bool) -> None:
+def add(
+    app: App, name: str, distro: str, release: str, host: str, ip: str | None, record_image_os: bool, dry: bool
+) -> None:
     """Create the container NAME (e.g. debian bookworm) on HOST, with sshd and manager inside."""
     from infr.cli.cmd_dns import fix_after_change
     from infr.core import followups
 
+    if dry:
+        _dry_add(app, name, distro, release, host, ip, record_image_os)
+        return
     changes = followups.add_lxc(app.session, name, distro, release, host, ip, _reporter(name), record_image_os)
     click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
     fix_after_change(app)
+
+
+def _dry_add(app: App, name: str, distro: str, release: str, host: str, ip: str | None, any_os: bool) -> None:
+    from infr.core import lxcops
+    from infr.state.model import LXC_READY
+
+    saved = dry_run.begin(app).saved_inventory().lxcs.get(name)
+    made = saved is not None and saved.status == LXC_READY
+    would = [
+        f"would check the container {name} on {host}: running, with sshd and manager inside"
+        if made
+        else f"would create the container {name} ({distro} {release}) on {host}, start it, "
+        "and set up sshd and manager inside"
+    ]
+    if not made:
+        would.append(f"would mark {name} ready")
+
+    def record(session: Session) -> None:
+        lxcops.record_lxc(session, name, distro, release, host, ip, any_os=any_os)
+
+    dry_run.show(app, record=record, would=would, hosts=[host], dns=True)
 
 
 @click.group(cls=NamedGroup, invoke_without_command=True)
@@ -111,8 +142,9 @@ def _reporter(name: str) -> Callable[[str], None]:
     return lambda message: click.echo(f"{name}: {message}")
 
 
-def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
-    """Record the change, then put state live on the LXC's host unless --no-apply.
+def _change(app: App, dry: bool, edit: Callable[..., None], *args: Any) -> None:
+    """Record the change, then put state live on the LXC's host unless --no-apply
+    (--dry-run: show both, do neither).
 
     State is applied even when the change was already recorded: a change saved while
     the host could not be reached is applied by running the same command again.
@@ -120,6 +152,10 @@ def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
     from infr.core.lxcs import get_lxc
 
     name = target_name()
+    if dry:
+        home = get_lxc(app.session.inventory(), name).host
+        dry_run.show(app, lambda change: edit(change, name, *args), hosts=[home], features=["routing"])
+        return
     with changing(app) as change:
         edit(change, name, *args)
     hosts = change.touched_hosts | {get_lxc(app.session.inventory(), name).host}
@@ -146,7 +182,7 @@ def _this_command(name: str) -> str:
     import shlex
 
     ctx = click.get_current_context()
-    words = [str(value) for value in ctx.params.values()]
+    words = [str(value) for key, value in ctx.params.items() if key != "dry"]  # it was not a dry run
     return shlex.join(["infr", "lxc", name, ctx.info_name or ctx.command.name or "", *words])
 
 
@@ -159,73 +195,80 @@ def _no_apply() -> bool:
 
 @lxc.command(name="add-alias")
 @click.argument("fqdn")
+@dry_run.option
 @pass_app
-def add_alias(app: App, fqdn: str) -> None:
+def add_alias(app: App, fqdn: str, dry: bool) -> None:
     """Route another domain name (e.g. www.example.org) to this LXC."""
     from infr.core.lxcs import add_alias as edit
 
-    _change(app, edit, fqdn)
+    _change(app, dry, edit, fqdn)
 
 
 @lxc.command(name="remove-alias")
 @click.argument("fqdn")
+@dry_run.option
 @pass_app
-def remove_alias(app: App, fqdn: str) -> None:
+def remove_alias(app: App, fqdn: str, dry: bool) -> None:
     """Stop routing FQDN to this LXC."""
     from infr.core.lxcs import remove_alias as edit
 
-    _change(app, edit, fqdn)
+    _change(app, dry, edit, fqdn)
 
 
 @lxc.command()
 @click.argument("mode", type=click.Choice(("NONE", "FORWARD", "REDIRECT-HTTPS"), case_sensitive=False))
+@dry_run.option
 @pass_app
-def http(app: App, mode: str) -> None:
+def http(app: App, mode: str, dry: bool) -> None:
     """HTTP on port 80: NONE, FORWARD (by Host header) or REDIRECT-HTTPS."""
     from infr.core.lxcs import set_http
 
-    _change(app, set_http, mode)
+    _change(app, dry, set_http, mode)
 
 
 @lxc.command()
 @click.argument("mode", type=click.Choice(("NONE", "FORWARD", "TERMINATE"), case_sensitive=False))
+@dry_run.option
 @pass_app
-def https(app: App, mode: str) -> None:
+def https(app: App, mode: str, dry: bool) -> None:
     """HTTPS on port 443: NONE, FORWARD (by SNI, TLS untouched) or TERMINATE (Let's Encrypt)."""
     from infr.core.lxcs import set_https
 
-    _change(app, set_https, mode)
+    _change(app, dry, set_https, mode)
 
 
 @lxc.command(name="http-port")
 @click.argument("port", type=int)
+@dry_run.option
 @pass_app
-def http_port(app: App, port: int) -> None:
+def http_port(app: App, port: int, dry: bool) -> None:
     """The LXC's port that HTTP goes to (default 80)."""
     from infr.core.lxcs import set_port
 
-    _change(app, set_port, "http", port)
+    _change(app, dry, set_port, "http", port)
 
 
 @lxc.command(name="https-port")
 @click.argument("port", type=int)
+@dry_run.option
 @pass_app
-def https_port(app: App, port: int) -> None:
+def https_port(app: App, port: int, dry: bool) -> None:
     """The LXC's port that forwarded HTTPS goes to (default 443)."""
     from infr.core.lxcs import set_port
 
-    _change(app, set_port, "https", port)
+    _change(app, dry, set_port, "https", port)
 
 
 @lxc.command(name="add-tcp-forward")
 @click.argument("host_port", type=int)
 @click.argument("lxc_port", type=int)
+@dry_run.option
 @pass_app
-def add_tcp_forward(app: App, host_port: int, lxc_port: int) -> None:
+def add_tcp_forward(app: App, host_port: int, lxc_port: int, dry: bool) -> None:
     """Forward TCP HOST_PORT on the host to LXC_PORT on this LXC."""
     from infr.core.lxcs import add_tcp_forward as edit
 
-    _change(app, edit, host_port, lxc_port)
+    _change(app, dry, edit, host_port, lxc_port)
 
 
 lxc.add_command(add_tcp_forward, name="tcp-forward")  # the Infr README's spelling
@@ -235,21 +278,27 @@ lxc.add_command(lxc_restore)
 
 @lxc.command(name="remove-tcp-forward")
 @click.argument("host_port", type=int)
+@dry_run.option
 @pass_app
-def remove_tcp_forward(app: App, host_port: int) -> None:
+def remove_tcp_forward(app: App, host_port: int, dry: bool) -> None:
     """Stop forwarding HOST_PORT."""
     from infr.core.lxcs import remove_tcp_forward as edit
 
-    _change(app, edit, host_port)
+    _change(app, dry, edit, host_port)
 
 
 @lxc.command()
 @click.argument("zone")
+@dry_run.option
 @pass_app
-def zone(app: App, zone: str) -> None:
+def zone(app: App, zone: str, dry: bool) -> None:
     """Put the LXC in ZONE: it reaches only its zone, hosts and admins ('none' to leave)."""
     from infr.core.meshops import set_zone
 
+    if dry:  # the zone's rules are on every host of the mesh
+        every = app.session.inventory().hosts
+        dry_run.show(app, lambda change: set_zone(change, target_name(), zone), hosts=every, features=["vnet"])
+        return
     with changing(app) as change:
         set_zone(change, target_name(), zone)
     if _no_apply():
@@ -268,14 +317,20 @@ def zone(app: App, zone: str) -> None:
 
 @lxc.command()
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask to type the name.")
+@dry_run.option
 @pass_app
-def remove(app: App, assume_yes: bool) -> None:
+def remove(app: App, assume_yes: bool, dry: bool) -> None:
     """Destroy the container and forget it (its address and routes go too)."""
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups
+    from infr.core import followups, lxcops
     from infr.core.lxcs import get_lxc
 
-    name = get_lxc(app.session.inventory(), target_name()).name
+    lxc = get_lxc(app.session.inventory(), target_name())
+    name = lxc.name
+    if dry:
+        would = [f"would destroy the container {name} on {lxc.host}, and everything in it"]
+        dry_run.show(app, lambda change: lxcops.record_removal(change, lxc), would=would, hosts=[lxc.host], dns=True)
+        return
     if not assume_yes and click.prompt(f"This destroys {name} and everything in it. Type its name to go on") != name:
         raise click.Abort()
     for line in followups.remove_lxc(app.session, name, _reporter(name)):

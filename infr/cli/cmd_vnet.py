@@ -7,13 +7,19 @@ Every change to the peers is committed to state, then applied to every ready hos
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
+from infr.cli import dry_run
 from infr.cli.common import DefaultGroup, changing, pass_app
 from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
+
+if TYPE_CHECKING:
+    from infr.state.change import Change
 
 PEER_COLUMNS = (("name", "NAME"), ("vnet_ip", "PRIVATE IP"), ("public_key", "PUBLIC KEY"), ("added", "ADDED"))
 STATUS_COLUMNS = (
@@ -46,10 +52,19 @@ def apply(app: App) -> None:
 
 
 @vnet.command(name="apply")
+@dry_run.option
 @pass_app
-def apply_(app: App) -> None:
+def apply_(app: App, dry: bool) -> None:
     """Make every host's mesh match state (after adding or removing LXCs, for instance)."""
+    if dry:
+        _dry(app)
+        return
     apply(app)
+
+
+def _dry(app: App, edit: Callable[[Change], object] | None = None) -> None:
+    """The mesh is on every host."""
+    dry_run.show(app, edit, hosts=app.session.inventory().hosts, features=["vnet"])
 
 
 @vnet.command()
@@ -90,11 +105,15 @@ def list_(app: App, fmt: str | None) -> None:
 @click.argument("name")
 @click.option("--public-key", required=True, help="The machine's WireGuard public key ('wg pubkey').")
 @click.option("--ip", default=None, help="The vnet address to ask for (default: the next free one).")
+@dry_run.option
 @pass_app
-def add(app: App, name: str, public_key: str, ip: str | None) -> None:
+def add(app: App, name: str, public_key: str, ip: str | None, dry: bool) -> None:
     """Add someone's machine from its public key; for an existing NAME, a new key, same address."""
     from infr.core import meshops
 
+    if dry:
+        _dry(app, lambda change: meshops.add_peer(change, name, public_key.strip(), ip))
+        return
     with changing(app) as change:
         meshops.add_peer(change, name, public_key.strip(), ip)
     apply(app)
@@ -102,11 +121,15 @@ def add(app: App, name: str, public_key: str, ip: str | None) -> None:
 
 @peers.command()
 @click.argument("name")
+@dry_run.option
 @pass_app
-def remove(app: App, name: str) -> None:
+def remove(app: App, name: str, dry: bool) -> None:
     """Take the peer NAME off the network (every host drops it at once)."""
     from infr.core import meshops
 
+    if dry:
+        _dry(app, lambda change: meshops.remove_peer(change, name))
+        return
     with changing(app) as change:
         meshops.remove_peer(change, name)
     apply(app)

@@ -36,8 +36,16 @@ def show_plan(plan: FleetPlan, *, fmt: str | None = None, diffs: bool = True, wo
         click.echo(f"dns: could not be planned: {printable(plan.zone_error)}", err=True)
     for step in plan.zone_steps:
         click.echo(f"dns: {verb}{printable(step.description)}")
-    count = len(plan.steps)
-    click.echo(f"{count} change(s) to make" if count else "no changes: the fleet matches state")
+    click.echo(summary(plan))
+
+
+def summary(plan: FleetPlan) -> str:
+    """The plan's last line: a fleet with hosts that could not be planned is not said to match."""
+    count, unknown = len(plan.steps), len(plan.errors)
+    if not unknown:
+        return f"{count} change(s) to make" if count else "no changes: the fleet matches state"
+    found = f"{count} change(s) to make" if count else "no changes found"
+    return f"{found}; {unknown} could not be planned"
 
 
 def _show_diff(diff: str) -> None:

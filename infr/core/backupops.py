@@ -64,7 +64,7 @@ def _check_pair(inv: Inventory, from_host: str, to_host: str) -> None:
             raise ConflictError(f"host {name} is {host.status}", f"finish it first: infr hosts add --adopt {name} IP")
 
 
-def _record_start(session: Session, from_host: str, to_host: str) -> bool:
+def record_start(session: Session, from_host: str, to_host: str) -> bool:
     """Record the pair as active; True if it was archived (its backups need moving back)."""
     with session.change() as change:
         _check_pair(change.inv, from_host, to_host)
@@ -77,7 +77,7 @@ def _record_start(session: Session, from_host: str, to_host: str) -> bool:
         return found is not None
 
 
-def _record_stop(session: Session, from_host: str, to_host: str) -> None:
+def record_stop(session: Session, from_host: str, to_host: str) -> None:
     with session.change() as change:
         found = _find(change.inv, from_host, to_host)
         if found.status == BACKUP_ARCHIVED:
@@ -112,7 +112,7 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
     """Start (or resume, or reactivate) backing FROM up onto TO; returns what changed."""
     with session.locked():
         _refuse_clones(session, from_host, to_host)
-        reactivated = _record_start(session, from_host, to_host)
+        reactivated = record_start(session, from_host, to_host)
         inv, settings = session.inventory(), settings_for(session)
         changes: list[str] = []
         with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
@@ -173,7 +173,7 @@ def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     """
     inv = session.inventory()
     if from_host not in inv.hosts or to_host not in inv.hosts or from_host == to_host:
-        return  # _record_start names the problem
+        return  # record_start names the problem
     uuids = {}
     for name in (from_host, to_host):
         with SSHConnection.connect(target(session, inv.hosts[name])) as conn:
@@ -216,7 +216,7 @@ def stop(session: Session, from_host: str, to_host: str, report: Report) -> list
                     f"nothing was archived; run '{again}' once {to_host} is reachable,"
                     f" or if it is gone: infr -D {to_host} backup stop {from_host} {to_host}",
                 ) from None
-        _record_stop(session, from_host, to_host)
+        record_stop(session, from_host, to_host)
         if from_host in session.down_hosts:
             report(f"{from_host}: not cleaned up (marked down): {to_host}'s key can still log in to it; "
                    f"once it is up: {again}")

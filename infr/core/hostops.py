@@ -18,6 +18,7 @@ from infr.core.keys import require_admin_key
 from infr.core.session import Session
 from infr.errors import ConflictError, HostKeyError, RemoteError, UsageError
 from infr.state import validate
+from infr.state.change import Change
 from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory, timestamp
 
 Report = Callable[[str], None]
@@ -211,18 +212,23 @@ def _push_into_container(conn: SSHConnection, name: str, spec: converge.FileSpec
 def remove(session: Session, name: str, force: bool) -> list[str]:
     """Forget a host; refuses while LXCs or backups use it unless forced, never leaving orphans."""
     with session.change() as change:
-        get_host(change.inv, name)
-        lxcs = sorted(c.name for c in change.inv.lxcs_on(name))
-        backups = [f"{b.from_host}->{b.to_host}" for b in change.inv.backups_of(name)]
-        if (lxcs or backups) and not force:
-            used = ", ".join([*(f"LXC {n}" for n in lxcs), *(f"backup {b}" for b in backups)])
-            raise ConflictError(f"host {name} is still used by {used}", "remove those first, or pass --force")
-        for lxc in lxcs:
-            change.delete_lxc(lxc)
-        if backups:
-            change.set_backups([b for b in change.inv.backups if name not in b.pair])
-        change.delete_host(name)
-        change.note(
-            f"host {name} removed" + (f" with {', '.join(lxcs + backups)}" if force and (lxcs or backups) else "")
-        )
+        record_removal(change, name, force)
     return change.notes
+
+
+def record_removal(change: Change, name: str, force: bool) -> None:
+    """Forget the host `name` in `change` (and, forced, its LXCs and backups)."""
+    get_host(change.inv, name)
+    lxcs = sorted(c.name for c in change.inv.lxcs_on(name))
+    backups = [f"{b.from_host}->{b.to_host}" for b in change.inv.backups_of(name)]
+    if (lxcs or backups) and not force:
+        used = ", ".join([*(f"LXC {n}" for n in lxcs), *(f"backup {b}" for b in backups)])
+        raise ConflictError(f"host {name} is still used by {used}", "remove those first, or pass --force")
+    for lxc in lxcs:
+        change.delete_lxc(lxc)
+    if backups:
+        change.set_backups([b for b in change.inv.backups if name not in b.pair])
+    change.delete_host(name)
+    change.note(
+        f"host {name} removed" + (f" with {', '.join(lxcs + backups)}" if force and (lxcs or backups) else "")
+    )

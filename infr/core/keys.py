@@ -54,6 +54,10 @@ def add_key(change: Change, text: str, file_name: str, name: str | None = None) 
         raise UsageError(problem, "choose another name with --name")
     blob = text.split()[1]
     for existing in change.inv.keys.values():
+        if existing.key.split()[1] == blob and existing.name == name:
+            # Added before: the command pushes the keys again, for the hosts that missed it.
+            change.note(f"key {name} is already added")
+            return existing
         if existing.key.split()[1] == blob:
             raise ConflictError(f"this key is already added as {existing.name!r}", "nothing to do")
     if name in change.inv.keys:

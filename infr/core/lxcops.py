@@ -39,6 +39,7 @@ from infr.errors import ConflictError, InfrError, RemoteError, UsageError
 from infr.lxcs import desired
 from infr.lxcs.desired import CONTAINER_PACKAGES, CREATED_MARK, LXC_ROOT
 from infr.state import validate
+from infr.state.change import Change
 from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc, timestamp
 
 Report = Callable[[str], None]
@@ -305,10 +306,14 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
                 _destroy_leftover(conn, name)
                 report(f"removed what the unfinished add of {name} left")
             with session.change() as change:
-                change.delete_lxc(name)
-                change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")
+                record_removal(change, lxc)
             changes = haproxy_deploy.deploy(conn, session, host, report)
     return [*change.notes, *changes]
+
+
+def record_removal(change: Change, lxc: Lxc) -> None:
+    change.delete_lxc(lxc.name)
+    change.note(f"LXC {lxc.name} removed; {lxc.vnet_ip} is free")
 
 
 def _running(conn: Runner, name: str) -> bool:

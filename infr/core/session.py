@@ -29,10 +29,16 @@ class Session:
     # Hosts the user said are down (-D): commands skip them.
     down_hosts: frozenset[str] = frozenset()
     identity_file: str | None = None
+    # A dry run (--dry-run): each change is checked as for real, then kept in memory only.
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         self.store = Store(self.root)
         self._inventory: Inventory | None = None
+        self._saved: Inventory | None = None
+        # What a dry run's changes would have told the user, and whether any would write.
+        self.dry_notes: list[str] = []
+        self.dry_writes: set[str] = set()
         self._lock: StateLock | None = None
         self._lock_depth = 0
         # `infr apply` runs steps on many hosts in threads, and a step may record what it made
@@ -48,6 +54,15 @@ class Session:
             self._inventory = self.store.load()
         return self._inventory
 
+    def saved_inventory(self) -> Inventory:
+        """The inventory as its files hold it: in a dry run, without the changes kept in memory
+        (what the plan of those changes compares with)."""
+        if not self.dry_run:
+            return self.inventory()
+        if self._saved is None:
+            self._saved = self.store.load()  # objects of its own: the dry changes edit the other copy
+        return self._saved
+
     def settings(self) -> Config:
         """Every setting's effective value: defaults, then config.toml, then secrets.
 
@@ -61,7 +76,12 @@ class Session:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the state lock (re-entrant within this process)."""
+        """Hold the state lock (re-entrant within this process); a dry run writes nothing, so
+        it reads as any reader does, without the lock (no lock file is made)."""
+        if self.dry_run:
+            self.store.require()
+            yield
+            return
         if self._lock_depth == 0:
             from infr.state.lock import StateLock
 
@@ -82,7 +102,12 @@ class Session:
         """Edit the inventory; on success the edits are saved atomically and committed to git.
 
         If the body raises, nothing is written: the state stays as it was.
+        In a dry run nothing is written either way (see _dry_change).
         """
+        if self.dry_run:
+            with self._dry_change() as change:
+                yield change
+            return
         from infr.state import history, schema
         from infr.state.change import Change
 
@@ -111,3 +136,27 @@ class Session:
             self.store.save_cache(change.inv, change.writes)
             history.commit(self.root, committed, self.command_line)
             history.end(self.root)
+
+    @contextmanager
+    def _dry_change(self) -> Iterator[Change]:
+        """A change checked exactly as a real one is, then kept in this session's inventory
+        for planning: no file, git commit, journal, cache or lock is written."""
+        from infr.state import history, schema
+        from infr.state.change import Change
+
+        self.store.require()
+        self.saved_inventory()  # before the first edit: what the plan compares with
+        change = Change(self.inventory(), dict(self.store.secrets_file()))
+        try:
+            yield change
+        except BaseException:
+            self._inventory = None  # the body may have edited it: back to the saved state
+            raise
+        if change.writes:
+            problems = schema.check_inventory(change.inv, change.writes)
+            if problems:
+                self._inventory = None
+                raise ValidationError(problems, "nothing was changed")
+            history.ready(self.root)  # read-only: would git refuse the commit?
+            self.dry_writes.update(change.writes)
+        self.dry_notes += change.notes
