@@ -16,13 +16,14 @@ from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
 from infr.engine.run import Context, Feature, Scope
 from infr.errors import InfrError
 from infr.hosts.feature import FEATURE as HOST_BASE
+from infr.vnet.feature import FEATURE as VNET
 
 if TYPE_CHECKING:
     from infr.core.dns import Reconcile
     from infr.core.session import Session
     from infr.state.model import Inventory
 
-FEATURES: tuple[Feature, ...] = (HOST_BASE,)
+FEATURES: tuple[Feature, ...] = (HOST_BASE, VNET)
 DNS = "dns"
 NAMES = (*(f.name for f in FEATURES), DNS)
 

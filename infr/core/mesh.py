@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from infr.core.converge import FileSpec
@@ -77,13 +78,18 @@ def _host_peer(inv: Inventory, host: Host, port: int) -> dict[str, Any]:
     }
 
 
+def host_peers(inv: Inventory, host: Host, port: int) -> list[dict[str, Any]]:
+    """The other members as `host`'s config lists them: name, public_key, endpoint, allowed."""
+    return [_host_peer(inv, other, port) for other in members(inv) if other.name != host.name]
+
+
 def host_config(inv: Inventory, host: Host, port: int) -> str:
     """The host's config for `wg syncconf`; its private key is set apart (it never leaves the host)."""
     return render(
         "mesh/host.conf.j2",
         port=port,
         keepalive=KEEPALIVE,
-        hosts=[_host_peer(inv, other, port) for other in members(inv) if other.name != host.name],
+        hosts=host_peers(inv, host, port),
         admins=sorted(inv.peers.values(), key=lambda p: p.name),
     )
 
@@ -190,21 +196,56 @@ def _whois(inv: Inventory) -> dict[str, tuple[str, str]]:
     return known
 
 
-def parse_dump(text: str, inv: Inventory, host: str, now: int) -> list[dict[str, Any]]:
-    """Status rows from `wg show all dump` on `host`: one per peer line (9 tab-separated fields).
+@dataclass(frozen=True)
+class DumpPeer:
+    """One peer line of `wg show all dump`, as the live interface has it."""
 
-    Interface lines (5 fields, with the private key) are skipped; meshops filters them
-    out on the host already. A handshake time of 0 means there was none ("never").
+    interface: str
+    public_key: str
+    endpoint: str  # "" when it has none
+    allowed: tuple[str, ...]  # "10.8.1.2/32", ... in wg's order
+    handshake: int  # seconds since the epoch, 0 for never
+    rx: int
+    tx: int
+
+
+def dump_peers(text: str) -> list[DumpPeer]:
+    """The peer lines (9 tab-separated fields) of `wg show all dump`.
+
+    Interface lines (5 fields, with the private key) are skipped; they are best dropped
+    on the host already, as the readers in infr do.
     """
-    whois = _whois(inv)
-    rows = []
+    peers = []
     for line in text.splitlines():
         fields = line.split("\t")
         if len(fields) != 9:
             continue
-        _, key, _, endpoint, allowed, handshake, rx, tx, _ = fields
-        name, address = whois.get(key, (f"unknown {key[:8]}", allowed.split("/")[0]))
-        age = max(0, now - int(handshake)) if handshake != "0" else None
+        interface, key, _, endpoint, allowed, handshake, rx, tx, _ = fields
+        peers.append(
+            DumpPeer(
+                interface,
+                key,
+                "" if endpoint == "(none)" else endpoint,
+                () if allowed == "(none)" else tuple(allowed.split(",")),
+                int(handshake),
+                int(rx),
+                int(tx),
+            )
+        )
+    return peers
+
+
+def parse_dump(text: str, inv: Inventory, host: str, now: int) -> list[dict[str, Any]]:
+    """Status rows from `wg show all dump` on `host`: one per peer line.
+
+    A handshake time of 0 means there was none ("never").
+    """
+    whois = _whois(inv)
+    rows = []
+    for peer in dump_peers(text):
+        first = peer.allowed[0].split("/")[0] if peer.allowed else ""
+        name, address = whois.get(peer.public_key, (f"unknown {peer.public_key[:8]}", first))
+        age = max(0, now - peer.handshake) if peer.handshake else None
         stale = age is None or age > STALE_SECONDS
         text_age = "never" if age is None else _age_text(age)
         rows.append(
@@ -212,12 +253,12 @@ def parse_dump(text: str, inv: Inventory, host: str, now: int) -> list[dict[str,
                 "host": host,
                 "peer": name,
                 "vnet_ip": address,
-                "endpoint": "" if endpoint == "(none)" else endpoint,
+                "endpoint": peer.endpoint,
                 "handshake_age": age,
                 "handshake": text_age + (" (stale)" if stale else ""),
                 "stale": stale,
-                "rx_bytes": int(rx),
-                "tx_bytes": int(tx),
+                "rx_bytes": peer.rx,
+                "tx_bytes": peer.tx,
             }
         )
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class Session:
         self._inventory: Inventory | None = None
         self._lock: StateLock | None = None
         self._lock_depth = 0
+        # Steps applied on several hosts at once may each record something (a WireGuard
+        # key): one change at a time, as each re-reads the inventory and saves it whole.
+        self._changing = threading.RLock()
 
     @property
     def log_file(self) -> Path:
@@ -82,7 +86,7 @@ class Session:
         from infr.state import history, schema
         from infr.state.change import Change
 
-        with self.locked():
+        with self._changing, self.locked():
             self.store.require()
             self._inventory = None  # re-read under the lock: another process may have written
             change = Change(self.inventory(), dict(self.store.secrets_file()))
