@@ -71,6 +71,10 @@ class RemoteError(InfrError):
     """A command on a host failed, or the host could not be reached."""
 
 
+class DnsNotReadyError(InfrError):
+    """A name does not point at its host yet, so a CA could not validate it (nothing was asked)."""
+
+
 class HostKeyError(RemoteError):
     """A host presented a key other than the pinned one."""
 

@@ -2,7 +2,8 @@
 
 Features run in a fixed order on each host: the base system first (packages the others
 need), then containers, the vnet, routing (HAProxy needs the containers' addresses
-routed), backups. DNS is zone-wide and comes last, as Infr fixed DNS after every change.
+routed), backups. DNS is zone-wide: applied before the hosts, so a certificate's name
+already points at its host when certbot asks for it.
 Nothing below this module knows another feature exists.
 """
 
@@ -16,6 +17,8 @@ from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
 from infr.engine.run import Context, Feature, Scope
 from infr.errors import InfrError
 from infr.hosts.feature import FEATURE as HOST_BASE
+from infr.lxcs.feature import FEATURE as CONTAINERS
+from infr.routing.feature import FEATURE as ROUTING
 from infr.vnet.feature import FEATURE as VNET
 
 if TYPE_CHECKING:
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from infr.core.session import Session
     from infr.state.model import Inventory
 
-FEATURES: tuple[Feature, ...] = (HOST_BASE, VNET)
+FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING)
 DNS = "dns"
 NAMES = (*(f.name for f in FEATURES), DNS)
 
@@ -49,13 +52,11 @@ def apply(
 ) -> tuple[list[Outcome], FleetPlan]:
     """Carry out a plan; returns every outcome and the plan of what is left afterwards."""
     scope = Scope(frozenset(hosts), frozenset(features))
-    outcomes, left = run.converge_hosts(ctx, _features(features), scope, planned.hosts)
-    zone_left: list[Step] = []
-    zone_error = ""
-    if planned.zone_steps:
-        outcomes += _apply_dns(ctx.session)
-        zone_left, zone_error = _dns_steps(ctx.session)
-    return outcomes, run.fleet_plan(left, zone_left, zone_error)
+    # DNS first: a certificate's HTTP-01 check needs its name to point at the host already.
+    outcomes = _apply_dns(ctx.session) if planned.zone_steps else []
+    host_outcomes, left = run.converge_hosts(ctx, _features(features), scope, planned.hosts)
+    zone_left, zone_error = _dns_steps(ctx.session) if planned.zone_steps else ([], "")
+    return outcomes + host_outcomes, run.fleet_plan(left, zone_left, zone_error)
 
 
 def touched(before: Inventory, after: Inventory) -> dict[str, set[str]]:

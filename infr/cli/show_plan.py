@@ -40,7 +40,7 @@ def show_plan(plan: FleetPlan, *, fmt: str | None = None, diffs: bool = True, wo
 def _show_diff(diff: str) -> None:
     for line in diff.splitlines():
         colour = _COLOURS.get(line[:1]) if not line.startswith(("+++", "---")) else None
-        click.secho(f"    {printable(line)}", fg=colour)
+        click.secho(f"    {printable(line.expandtabs(8))}", fg=colour)
 
 
 def show_outcomes(outcomes: list[Outcome], left: FleetPlan) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infr.connector import SSHConnection, command
+from infr.connector import command
 from infr.connector.ssh import Result
-from infr.core.converge import INSTALL_TIMEOUT
+from infr.core.converge import INSTALL_TIMEOUT, Runner
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -16,7 +16,7 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class Attached:
     """A converge.Runner for a container: commands run inside it with lxc-attach on its host."""
 
-    conn: SSHConnection
+    conn: Runner  # the host's connection
     name: str
 
     def run(
@@ -33,6 +33,8 @@ class Attached:
         argv = [*attach, *argv]
         return self.conn.run(argv, input=input, timeout=timeout, check=check, secret_output=secret_output)
 
-    def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None:
+    def put_file(
+        self, path: str, data: bytes, *, owner: str, group: str, mode: int, timeout: float = INSTALL_TIMEOUT
+    ) -> None:
         steps = command.write_file_cmds(path, owner, group, mode, command.tmp_path_for(path))
-        self.run(["sh", "-c", command.quote_chain(steps)], input=data)
+        self.run(["sh", "-c", command.quote_chain(steps)], input=data, timeout=timeout)

@@ -33,10 +33,11 @@ from infr.core.certs import (
     parse_certbot_certificates,
     system_resolver,
 )
+from infr.core.converge import Runner
 from infr.core.fleet import target
 from infr.core.haproxy import APPLY_SCRIPT, HaproxySettings, certificate_requests
 from infr.core.session import Session
-from infr.errors import RemoteError
+from infr.errors import DnsNotReadyError, RemoteError
 from infr.state.model import HOST_READY, Host
 
 Report = Callable[[str], None]
@@ -73,33 +74,41 @@ def resolver_for(session: Session) -> Resolver:
     return system_resolver if setting == "system" else dns_resolver(setting)
 
 
-def ensure_ca(conn: SSHConnection, session: Session) -> list[str]:
-    """Trust the private ACME CA named by acmeCaCert on the host (or stop trusting it)."""
+def ca_content(session: Session) -> bytes | None:
+    """The private ACME CA named by acmeCaCert (None when the CA is a public one)."""
     path = str(session.settings()["acmeCaCert"])
-    if path:
-        spec = converge.FileSpec(CA_FILE, Path(path).expanduser().read_bytes())
-        changes = converge.ensure_file(conn, spec)
-    elif conn.run(["test", "-e", CA_FILE], check=False).exit_status == 0:
-        conn.run(["rm", "-f", "--", CA_FILE])
+    return Path(path).expanduser().read_bytes() if path else None
+
+
+def ca_spec(ca: bytes) -> converge.FileSpec:
+    return converge.FileSpec(CA_FILE, ca)
+
+
+def trust_ca(runner: Runner, ca: bytes | None) -> list[str]:
+    """Trust the private ACME CA `ca` on the host, or stop trusting one (None)."""
+    if ca is not None:
+        changes = converge.ensure_file(runner, ca_spec(ca))
+    elif runner.run(["test", "-e", CA_FILE], check=False).exit_status == 0:
+        runner.run(["rm", "-f", "--", CA_FILE])
         changes = [f"removed {CA_FILE}"]
     else:
         changes = []
     if changes:
-        conn.run(["update-ca-certificates", "--fresh"], timeout=120)
+        runner.run(["update-ca-certificates", "--fresh"], timeout=120)
     return changes
 
 
-def installed(conn: SSHConnection, settings: CertbotSettings) -> list[CertInfo]:
+def installed(runner: Runner, settings: CertbotSettings) -> list[CertInfo]:
     """The host's certbot lineages (none on a host that never asked for one).
 
     certbot itself starts slowly on a small host: it is only asked when a renewal config
     says there is something to list.
     """
     renewal = f"{settings.config_dir}/renewal"
-    found = conn.run(["find", renewal, "-maxdepth", "1", "-name", "*.conf"], check=False)
+    found = runner.run(["find", renewal, "-maxdepth", "1", "-name", "*.conf"], check=False)
     if not found.text.strip():
         return []
-    return parse_certbot_certificates(conn.run(certificates_argv(settings), timeout=120).text)
+    return parse_certbot_certificates(runner.run(certificates_argv(settings), timeout=120).text)
 
 
 def ensure(
@@ -108,31 +117,47 @@ def ensure(
     """Make the host's certificates match its TERMINATE LXCs; returns what changed."""
     wanted = certificate_requests(session.inventory().lxcs_on(host.name), haproxy)
     settings = certbot_settings(session)
-    changes = ensure_ca(conn, session) if wanted else []
+    changes = trust_ca(conn, ca_content(session)) if wanted else []
     todo = plan(wanted, installed(conn, settings))
     resolve = resolver_for(session)
     for request in todo.obtain:
-        problems = check_names_resolve(request.domains, host.public_ip, resolve)
-        if problems:
-            report(
-                f"warning: no certificate for {request.name} yet: {'; '.join(problems)}"
-                f" (fix DNS, e.g. infr dns fix, then: infr host {host.name} reconfigure)"
-            )
-            continue
-        report(f"asking {settings.server} for a certificate: {', '.join(request.domains)}")
-        result = conn.run(certonly_argv(request, settings), timeout=CERTBOT_TIMEOUT, check=False)
-        if result.exit_status != 0:
-            raise RemoteError(
-                f"{host.name}: certbot could not get a certificate for {request.name}: {_last_line(result)}",
-                f"see /var/log/letsencrypt/letsencrypt.log on {host.name}",
-            )
-        changes.append(f"certificate {request.name} for {', '.join(request.domains)}")
+        try:
+            changes += obtain(conn, host, request, settings, resolve, report)
+        except DnsNotReadyError as e:
+            report(f"warning: {e.message} (fix DNS, e.g. infr dns fix, then: infr host {host.name} reconfigure)")
     for name in todo.delete:
-        conn.run(delete_argv(name, settings), timeout=120)
-        conn.run(["rm", "-f", "--", f"{CERTS_DIR}/{name}.pem"])
-        conn.run([APPLY_SCRIPT, "--reload"])
-        changes.append(f"certificate {name} deleted")
+        changes += delete(conn, name, settings)
     return changes
+
+
+def obtain(
+    runner: Runner, host: Host, request: CertRequest, settings: CertbotSettings, resolve: Resolver, report: Report
+) -> list[str]:
+    """Ask the CA for one certificate, once every name points at the host; returns what changed.
+
+    Raises DnsNotReadyError before asking when a name does not resolve to the host.
+    """
+    problems = check_names_resolve(request.domains, host.public_ip, resolve)
+    if problems:
+        raise DnsNotReadyError(
+            f"no certificate for {request.name} yet: {'; '.join(problems)}", "fix DNS (infr dns fix), then apply again"
+        )
+    report(f"asking {settings.server} for a certificate: {', '.join(request.domains)}")
+    result = runner.run(certonly_argv(request, settings), timeout=CERTBOT_TIMEOUT, check=False)
+    if result.exit_status != 0:
+        raise RemoteError(
+            f"{host.name}: certbot could not get a certificate for {request.name}: {_last_line(result)}",
+            f"see /var/log/letsencrypt/letsencrypt.log on {host.name}",
+        )
+    return [f"certificate {request.name} for {', '.join(request.domains)}"]
+
+
+def delete(runner: Runner, name: str, settings: CertbotSettings) -> list[str]:
+    """Delete a certificate lineage and take its file out of HAProxy."""
+    runner.run(delete_argv(name, settings), timeout=120)
+    runner.run(["rm", "-f", "--", f"{CERTS_DIR}/{name}.pem"])
+    runner.run([APPLY_SCRIPT, "--reload"])
+    return [f"certificate {name} deleted"]
 
 
 def _last_line(result: Result) -> str:

@@ -14,12 +14,15 @@ from infr.core import certops, converge, fleet
 from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
 from infr.core.session import Session
 from infr.errors import RemoteError
-from infr.state.model import HOST_READY, Host
+from infr.state.model import HOST_READY, Host, Inventory
 
 Report = Callable[[str], None]
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 STAGED = "/etc/haproxy/haproxy.cfg.infr-new"
+# infr's timer renews with the deploy hook that feeds HAProxy; Debian's own would not.
+RENEW_TIMER = "infr-certbot-renew.timer"
+DEBIAN_RENEW_TIMER = "certbot.timer"
 EXIT_MEANINGS = {
     2: "the new config failed 'haproxy -c'; nothing changed",
     3: "the new config did not load; the previous config is back and serving",
@@ -37,38 +40,51 @@ def settings_for(session: Session) -> HaproxySettings:
 
 
 def host_files() -> list[converge.FileSpec]:
-    """The apply script, certbot's deploy hook and renewal timer, as packaged."""
-    return [converge.FileSpec(f.path, f.text().encode(), mode=f.mode) for f in HOST_FILES]
+    """The apply script, certbot's deploy hook and renewal timer, as packaged.
+
+    systemd rereads its unit files when one of them changes, before anything starts them.
+    """
+    return [
+        converge.FileSpec(f.path, f.text().encode(), mode=f.mode, on_change=_reload_units(f.path)) for f in HOST_FILES
+    ]
+
+
+def _reload_units(path: str) -> tuple[converge.Argv, ...]:
+    return (("systemctl", "daemon-reload"),) if path.endswith((".service", ".timer")) else ()
+
+
+def desired_config(inv: Inventory, host: Host, settings: HaproxySettings) -> str:
+    """The haproxy.cfg state asks for on `host` (raises ValidationError listing every problem)."""
+    return render_haproxy(host, inv.lxcs_on(host.name), settings)
 
 
 def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[str], None]) -> list[str]:
     """Make the host's HAProxy serve the config state asks for; returns what changed."""
     inv, settings = session.inventory(), settings_for(session)
-    new = render_haproxy(host, inv.lxcs_on(host.name), settings)
+    new = desired_config(inv, host, settings)
     changes = [line for spec in host_files() for line in converge.ensure_file(conn, spec)]
     if any(".timer" in line or ".service" in line for line in changes):
-        # infr's timer renews with the deploy hook that feeds HAProxy; Debian's own would not.
-        conn.run(["systemctl", "daemon-reload"])
-        conn.run(["systemctl", "disable", "--now", "certbot.timer"], check=False)
-        conn.run(["systemctl", "enable", "--now", "infr-certbot-renew.timer"])
-    changes += _put_live(conn, host, new, report)
-    # After the config is live: the HTTP-01 challenge reaches certbot through it.
-    return [*changes, *certops.ensure(conn, session, host, settings, report)]
-
-
-def _put_live(conn: SSHConnection, host: Host, new: str, report: Callable[[str], None]) -> list[str]:
+        conn.run(["systemctl", "disable", "--now", DEBIAN_RENEW_TIMER], check=False)
+        conn.run(["systemctl", "enable", "--now", RENEW_TIMER])
     current = conn.run(["cat", "--", CONFIG], check=False)
-    old = current.text if current.exit_status == 0 else ""
+    done = put_live(conn, host.name, current.text if current.exit_status == 0 else "", new)
+    if done:
+        report(f"haproxy: {'; '.join(done)}")
+    # After the config is live: the HTTP-01 challenge reaches certbot through it.
+    return [*changes, *(f"haproxy {line}" for line in done), *certops.ensure(conn, session, host, settings, report)]
+
+
+def put_live(runner: converge.Runner, host_name: str, old: str, new: str) -> list[str]:
+    """Check, swap in and reload `new` through the apply script (which rolls back a reload
+    that fails); returns what changed in the config against `old`, nothing when equal."""
     if old == new:
         return []
-    conn.put_file(STAGED, new.encode(), owner="root", group="haproxy", mode=0o640)
-    result = conn.run([APPLY_SCRIPT, STAGED], check=False)
+    runner.put_file(STAGED, new.encode(), owner="root", group="haproxy", mode=0o640)
+    result = runner.run([APPLY_SCRIPT, STAGED], check=False)
     if result.exit_status != 0:
         meaning = EXIT_MEANINGS.get(result.exit_status, "the apply script failed")
-        raise RemoteError(f"{host.name}: {meaning}: {result.stderr.decode().strip()}")
-    summary = summarize_changes(old, new) or ["config rewritten"]
-    report(f"haproxy: {'; '.join(summary)}")
-    return [f"haproxy {line}" for line in summary]
+        raise RemoteError(f"{host_name}: {meaning}: {result.stderr.decode().strip()}")
+    return summarize_changes(old, new) or ["config rewritten"]
 
 
 def _prefixed(report: Report, name: str) -> Report:

@@ -23,7 +23,6 @@ it picks the image by DISTRO and RELEASE.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,16 +36,14 @@ from infr.core.lxcs import get_lxc
 from infr.core.session import Session
 from infr.core.templating import fill
 from infr.errors import ConflictError, InfrError, RemoteError, UsageError
+from infr.lxcs import desired
+from infr.lxcs.desired import CONTAINER_PACKAGES, CREATED_MARK, LXC_ROOT
 from infr.state import validate
 from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc, timestamp
 
 Report = Callable[[str], None]
-LXC_ROOT = "/var/lib/lxc"
+Runner = converge.Runner
 IMAGE_CACHE = "/var/cache/infr/lxc-images"
-# Written last when a container's rootfs is complete: without it a container is a
-# leftover of a cut-off run, destroyed and made again.
-CREATED_MARK = "infr-created"
-CONTAINER_PACKAGES = ("openssh-server", "sudo")
 
 
 def _check_new_lxc(session: Session, name: str, distro: str, release: str, host_name: str) -> Host:
@@ -90,40 +87,7 @@ def record_lxc(
         return lxc
 
 
-def container_config(lxc: Lxc, host: Host, settings: dict) -> bytes:
-    """The whole LXC config: infr owns it, whichever image the rootfs came from."""
-    prefix = ipaddress.IPv4Network(str(settings["vnetNetwork"])).prefixlen
-    # A fixed MAC from the address: the same on every run, unique on the bridge.
-    mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(lxc.vnet_ip).packed[1:])
-    text = fill(
-        "# infr: LXC {name} ({distro} {release})\n"
-        "lxc.include = /usr/share/lxc/config/common.conf\n"
-        "lxc.arch = linux64\n"
-        "lxc.rootfs.path = btrfs:{root}/{name}/rootfs\n"
-        "lxc.uts.name = {name}\n"
-        "lxc.start.auto = 1\n"
-        "lxc.net.0.type = veth\n"
-        "lxc.net.0.link = {bridge}\n"
-        "lxc.net.0.flags = up\n"
-        "lxc.net.0.hwaddr = {mac}\n"
-        "lxc.net.0.ipv4.address = {vnet_ip}/{prefix}\n"
-        "lxc.net.0.ipv4.gateway = {gateway}\n"
-        "lxc.apparmor.profile = generated\n"
-        "lxc.apparmor.allow_nesting = 1\n",
-        name=lxc.name,
-        distro=lxc.distro,
-        release=lxc.release,
-        root=LXC_ROOT,
-        bridge=provision.BRIDGE,
-        mac=mac,
-        vnet_ip=lxc.vnet_ip,
-        prefix=prefix,
-        gateway=host.vnet_ip,
-    )
-    return text.encode()
-
-
-def _image_on_host(conn: SSHConnection, source: str) -> str:
+def _image_on_host(conn: Runner, source: str) -> str:
     """The rootfs tarball's path on the host, fetched or uploaded once (named by its source/content)."""
     conn.run(["install", "-d", "-m", "755", IMAGE_CACHE])
     if source.startswith(("http://", "https://")):
@@ -135,15 +99,15 @@ def _image_on_host(conn: SSHConnection, source: str) -> str:
     data = Path(source).expanduser().read_bytes()
     path = f"{IMAGE_CACHE}/{hashlib.sha256(data).hexdigest()[:16]}.tar"
     if conn.run(["test", "-s", path], check=False).exit_status != 0:
-        conn.put_file(path, data, mode=0o600, timeout=1800)
+        conn.put_file(path, data, owner="root", group="root", mode=0o600, timeout=1800)
     return path
 
 
-def _created(conn: SSHConnection, name: str) -> bool:
+def _created(conn: Runner, name: str) -> bool:
     return conn.run(["test", "-e", f"{LXC_ROOT}/{name}/{CREATED_MARK}"], check=False).exit_status == 0
 
 
-def _create(conn: SSHConnection, lxc: Lxc, source: str, report: Report) -> str | None:
+def _create(conn: Runner, lxc: Lxc, source: str, report: Report) -> str | None:
     """Make the container's rootfs afresh; returns a tarball's os-release text (None: downloaded)."""
     # A container without the mark is what a cut-off run left: start it over.
     _destroy_leftover(conn, lxc.name)
@@ -172,7 +136,7 @@ for f in etc/os-release usr/lib/os-release; do
 done"""
 
 
-def _read_os_release(conn: SSHConnection, rootfs: str) -> str:
+def _read_os_release(conn: Runner, rootfs: str) -> str:
     """The unpacked image's os-release text; empty if it has none."""
     return conn.run(["sh", "-c", _OS_RELEASE, "sh", rootfs]).text
 
@@ -187,7 +151,7 @@ class Refusal:
 
 
 def _settle_image(
-    session: Session, conn: SSHConnection, lxc: Lxc, image: str, refusal: Refusal, report: Report
+    session: Session, conn: Runner, lxc: Lxc, image: str, refusal: Refusal, report: Report
 ) -> Lxc:
     """The LXC as it will be recorded, given its image's os-release: as asked if the image is
     that; the image's own distro and release if the user said so; else refused, undone."""
@@ -225,7 +189,7 @@ def _forget(session: Session, lxc: Lxc, cursor: str | None) -> None:
         change.note(f"LXC {lxc.name} forgotten; {lxc.vnet_ip} is free")
 
 
-def _destroy_leftover(conn: SSHConnection, name: str) -> None:
+def _destroy_leftover(conn: Runner, name: str) -> None:
     """Remove what a cut-off add left, whether or not LXC knows the container yet."""
     conn.run(["lxc-destroy", "-n", name, "-f"], check=False)
     folder = f"{LXC_ROOT}/{name}"
@@ -233,7 +197,7 @@ def _destroy_leftover(conn: SSHConnection, name: str) -> None:
     conn.run(["rm", "-rf", "--one-file-system", "--", folder])
 
 
-def _start(conn: SSHConnection, name: str) -> list[str]:
+def start(conn: Runner, name: str) -> list[str]:
     if _running(conn, name):
         return []
     conn.run(["lxc-start", "-n", name])
@@ -241,22 +205,20 @@ def _start(conn: SSHConnection, name: str) -> list[str]:
     return [f"started {name}"]
 
 
-def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list[str]:
+def _inside(conn: Runner, session: Session, lxc: Lxc, host: Host) -> list[str]:
     """sshd, the manager account with the admin keys and sudo, inside the running container."""
     box = Attached(conn, lxc.name)
     # systemd must be up before packages and sshd are touched (a unit reload needs it).
     box.run(["systemctl", "is-system-running", "--wait"], check=False)
-    resolv = converge.FileSpec("/etc/resolv.conf", fill("nameserver {vnet_ip}\n", vnet_ip=host.vnet_ip).encode())
-    changes = converge.ensure_file(box, resolv)
-    # An image carries the name of the machine that built it; systemd would set that at boot.
-    for spec in provision.name_files(lxc.name, session.settings()):
+    changes = []
+    for spec in desired.system_files(lxc, host, session.settings()):
         changes += converge.ensure_file(box, spec)
     changes += converge.ensure_packages(box, CONTAINER_PACKAGES)
     box.run(["ssh-keygen", "-A"])  # only the missing keys: a no-op once they exist
     box.run(["systemctl", "enable", "--now", "ssh"])
     changes += converge.ensure_user(box, provision.MANAGER, ["sudo"])
     box.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
-    for spec in [*provision.manager_files(session.inventory()), provision.sshd_file()]:
+    for spec in desired.account_files(session.inventory()):
         changes += converge.ensure_file(box, spec)
     return changes
 
@@ -292,21 +254,26 @@ def add(
 
 
 def _make(session: Session, lxc: Lxc, report: Report, refusal: Refusal) -> list[str]:
-    """The container on its host as state describes it, running with sshd and manager inside."""
+    host = get_host(session.inventory(), lxc.host)
+    with SSHConnection.connect(target(session, host)) as conn:
+        return make(conn, session, lxc, report, refusal)
+
+
+def make(conn: Runner, session: Session, lxc: Lxc, report: Report, refusal: Refusal) -> list[str]:
+    """The container on its host (`conn`) as state describes it, running with sshd and manager
+    inside: what `lxcs add` does, and how the lxcs feature makes a container that is missing."""
     host = get_host(session.inventory(), lxc.host)
     settings = session.settings()
-    with SSHConnection.connect(target(session, host)) as conn:
-        changes: list[str] = []
-        if not _created(conn, lxc.name):
-            image = _create(conn, lxc, str(settings["lxcImageSource"]), report)
-            if image is not None:
-                lxc = _settle_image(session, conn, lxc, image, refusal, report)
-            conn.run(["touch", "--", f"{LXC_ROOT}/{lxc.name}/{CREATED_MARK}"])
-            changes.append(f"created container {lxc.name}")
-        config = converge.FileSpec(f"{LXC_ROOT}/{lxc.name}/config", container_config(lxc, host, settings))
-        changes += converge.ensure_file(conn, config)
-        changes += _start(conn, lxc.name)
-        return changes + _inside(conn, session, lxc, host)
+    changes: list[str] = []
+    if not _created(conn, lxc.name):
+        image = _create(conn, lxc, str(settings["lxcImageSource"]), report)
+        if image is not None:
+            lxc = _settle_image(session, conn, lxc, image, refusal, report)
+        conn.run(["touch", "--", f"{LXC_ROOT}/{lxc.name}/{CREATED_MARK}"])
+        changes.append(f"created container {lxc.name}")
+    changes += converge.ensure_file(conn, desired.config_file(lxc, host, settings))
+    changes += start(conn, lxc.name)
+    return changes + _inside(conn, session, lxc, host)
 
 
 def _mark_ready(session: Session, name: str) -> list[str]:
@@ -344,8 +311,24 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
     return [*change.notes, *changes]
 
 
-def _running(conn: SSHConnection, name: str) -> bool:
+def _running(conn: Runner, name: str) -> bool:
     return conn.run(["lxc-info", "-n", name, "-s", "-H"]).text.strip() == "RUNNING"
+
+
+def _stop(conn: Runner, name: str) -> bool:
+    """Stop the container if it runs; whether it did."""
+    if not _running(conn, name):
+        return False
+    conn.run(["lxc-stop", "-n", name], timeout=120)
+    return True
+
+
+def restart_if_running(conn: Runner, name: str) -> list[str]:
+    """A running container reads a new config; a stopped one reads it when it starts."""
+    if not _stop(conn, name):
+        return []
+    start(conn, name)
+    return [f"restarted {name}"]
 
 
 def power(session: Session, name: str, action: str) -> str:
@@ -354,14 +337,12 @@ def power(session: Session, name: str, action: str) -> str:
     host = get_host(session.inventory(), lxc.host)
     with SSHConnection.connect(target(session, host)) as conn:
         if action == "start":
-            return "started" if _start(conn, name) else "already running"
-        running = _running(conn, name)
-        if running:
-            conn.run(["lxc-stop", "-n", name], timeout=120)
+            return "started" if start(conn, name) else "already running"
+        stopped = _stop(conn, name)
         if action == "stop":
-            return "stopped" if running else "already stopped"
-        _start(conn, name)
-        return "restarted" if running else "started"
+            return "stopped" if stopped else "already stopped"
+        start(conn, name)
+        return "restarted" if stopped else "started"
 
 
 def ssh_argv(session: Session, name: str, remote: list[str]) -> list[str]:

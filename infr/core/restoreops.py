@@ -25,13 +25,14 @@ from pathlib import Path
 
 from infr.connector import SSHConnection
 from infr.connector.ssh import pipe
-from infr.core import backupops, backups, fleet, lxcops, restore
+from infr.core import backupops, backups, fleet, restore
 from infr.core.backups import HOST_SUBVOL, RestorePoint
 from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
 from infr.core.restore import LXC_ROOT, RUNNING, At, DrillCheck, Located, LxcPaths
 from infr.core.session import Session
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
+from infr.lxcs import desired
 from infr.state.model import BACKUP_ACTIVE, HOST_READY
 
 Report = Callable[[str], None]
@@ -166,7 +167,7 @@ def apply_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
         if lxc.host != plan.current:
             raise ConflictError(f"{plan.name} moved to {lxc.host} meanwhile", "run the restore again")
         host = inv.hosts[plan.target]
-        config = lxcops.container_config(replace(lxc, host=plan.target), host, session.settings())
+        config = desired.container_config(replace(lxc, host=plan.target), host, session.settings())
         with fleet.connect(session, plan.target) as dest:
             if plan.point.to_host == plan.target:
                 changes = restore_container(dest, dest, plan.point.path, plan.name, config, report)
@@ -234,7 +235,7 @@ def _stage(
         dest.run(restore.snapshot_argv(received, rootfs))
         dest.run(restore.delete_subvolume_argv(received))
     dest.put_file(posixpath.join(paths.staged, "config"), config)
-    dest.run(restore.mark_argv(paths, lxcops.CREATED_MARK))
+    dest.run(restore.mark_argv(paths, desired.CREATED_MARK))
 
 
 def _progress(report: Report) -> Callable[[int], None]:

@@ -256,10 +256,11 @@ def values(field: Field) -> st.SearchStrategy[Any]:
 
 def render_everything(root: Path) -> dict[str, str]:
     """Every file infr renders from this state, by a name for the failure message."""
-    from infr.core import backups, dnsnames, haproxy, lxcops, mesh, provision
+    from infr.core import backups, dnsnames, haproxy, mesh, provision
     from infr.core.backupops import _pull_view
     from infr.core.haproxy_deploy import settings_for
     from infr.core.session import Session
+    from infr.lxcs import desired
     from infr.state.model import BACKUP_ACTIVE
 
     session = Session(root, command_line="fuzz: render")
@@ -277,7 +278,7 @@ def render_everything(root: Path) -> dict[str, str]:
             out[f"{spec.path} on {host.name}"] = spec.content.decode()
     for lxc in inv.lxcs.values():
         host = inv.hosts[lxc.host]
-        out[f"lxc config {lxc.name}"] = lxcops.container_config(lxc, host, values).decode()
+        out[f"lxc config {lxc.name}"] = desired.container_config(lxc, host, values).decode()
         for spec in provision.name_files(lxc.name, values):
             out[f"{spec.path} in {lxc.name}"] = spec.content.decode()
     bsettings = backups.BackupSettings.from_config({k: str(v) for k, v in values.items()})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import string
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,11 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from infr.connector.ssh import Result
 from infr.core import backupops, converge, lxcops, meshops, osrelease
 from infr.errors import ConflictError
 from infr.state.store import Store
 from tests.conftest import run_cli, seed_host, snapshot
+from tests.unit.fake_host import FakeHost
 
 # ---- the pure comparison --------------------------------------------------------------------
 
@@ -142,28 +141,9 @@ def test_a_link_out_of_the_image_is_not_followed(tmp_path: Path) -> None:
 # ---- lxcs add against a fake host ----------------------------------------------------------------
 
 
-class ImageHost:
+def image_host(os_release: str) -> FakeHost:
     """A host that unpacks anything and whose unpacked image has `os_release`."""
-
-    def __init__(self, os_release: str) -> None:
-        self.os_release = os_release
-        self.ran: list[tuple[str, ...]] = []
-
-    def __enter__(self) -> ImageHost:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def run(self, argv: Sequence[str], **_: object) -> Result:
-        argv = tuple(argv)
-        self.ran.append(argv)
-        if argv[:2] == ("sh", "-c") and argv[2] == lxcops._OS_RELEASE:
-            return Result(0, self.os_release.encode(), b"")
-        return Result(1 if argv[0] == "test" else 0, b"", b"")
-
-    def put_file(self, path: str, data: bytes, **_: object) -> None:
-        self.ran.append(("put_file", path))
+    return FakeHost({("sh", "-c", lxcops._OS_RELEASE): (0, os_release.encode()), ("test",): (1, b"")})
 
 
 @pytest.fixture
@@ -174,15 +154,15 @@ def tarball_world(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert run_cli(state_dir, "config", "set", "lxcImageSource", str(image)).exit_code == 0
     # After the rootfs: config, start and inside are not what these tests are about.
     monkeypatch.setattr(converge, "ensure_file", lambda conn, spec: [])
-    monkeypatch.setattr(lxcops, "_start", lambda conn, name: [])
+    monkeypatch.setattr(lxcops, "start", lambda conn, name: [])
     monkeypatch.setattr(lxcops, "_inside", lambda conn, session, lxc, host: [])
     monkeypatch.setattr(meshops, "after_lxc_change", lambda session, report: [])
     monkeypatch.setattr(backupops, "redeploy_targets", lambda session, hosts, report: [])
     return state_dir
 
 
-def on(monkeypatch: pytest.MonkeyPatch, os_release: str) -> ImageHost:
-    host = ImageHost(os_release)
+def on(monkeypatch: pytest.MonkeyPatch, os_release: str) -> FakeHost:
+    host = image_host(os_release)
     monkeypatch.setattr(lxcops.SSHConnection, "connect", lambda target: host)
     return host
 
@@ -209,7 +189,7 @@ def test_an_image_that_is_not_what_was_asked_is_refused_with_nothing_left(
     assert not any(a[0] == "touch" for a in host.ran)  # never marked created
     assert "left 'creating'" not in result.stdout
     # The address it had is the next LXC's.
-    host.os_release = UBUNTU
+    host.answers[("sh", "-c", lxcops._OS_RELEASE)] = (0, UBUNTU.encode())
     assert run_cli(tarball_world, "lxcs", "add", "gonzo", "ubuntu", "xenial", "bob").exit_code == 0
     assert Store(tarball_world).load().lxcs["gonzo"].vnet_ip == "10.8.1.2"
 

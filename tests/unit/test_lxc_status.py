@@ -4,37 +4,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infr.connector.ssh import Result
 from infr.core import backupops, haproxy_deploy, lxcops, meshops
 from infr.errors import RemoteError, ValidationError
 from infr.state.store import Store
 from tests.conftest import run_cli, seed_host, seed_lxc
-
-
-class FakeHost:
-    """Answers every command with `answers` (argv prefix -> exit status, stdout); records them."""
-
-    def __init__(self, answers: dict[tuple[str, ...], tuple[int, bytes]] | None = None) -> None:
-        self.answers = answers or {}
-        self.ran: list[tuple[str, ...]] = []
-
-    def __enter__(self) -> FakeHost:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def run(self, argv: Sequence[str], **_: object) -> Result:
-        argv = tuple(argv)
-        self.ran.append(argv)
-        status, out = next((a for prefix, a in self.answers.items() if argv[: len(prefix)] == prefix), (0, b""))
-        return Result(status, out, b"")
+from tests.unit.fake_host import FakeHost
 
 
 def statuses(root: Path) -> dict[str, str]:

@@ -106,15 +106,16 @@ def test_fill_interpolates_printable_values(text: str) -> None:
 
 
 def _builders(bad: str) -> dict[str, Any]:
-    from infr.core import backups, lxcops, mesh, provision
+    from infr.core import backups, mesh, provision
+    from infr.lxcs import desired
     from infr.state.model import Host, Inventory, Key, Lxc
 
     settings = {"dnsPrefix": "infr", "dnsDomain": "example.com", "vnetPrefix": "vnet", "vnetNetwork": "10.8.0.0/16"}
     host = Host("bob", "203.0.113.1", "10.8.0.1", host_key="ssh-ed25519 AAAA")
     lxc = Lxc("web", "bob", "debian", "bookworm", "10.8.1.2")
     return {
-        "LXC config (distro)": lambda: lxcops.container_config(replace(lxc, distro=bad), host, settings),
-        "LXC config (release)": lambda: lxcops.container_config(replace(lxc, release=bad), host, settings),
+        "LXC config (distro)": lambda: desired.container_config(replace(lxc, distro=bad), host, settings),
+        "LXC config (release)": lambda: desired.container_config(replace(lxc, release=bad), host, settings),
         "authorized_keys": lambda: provision.authorized_keys(Inventory({}, keys={"a": Key("a", bad)})),
         "/etc/hosts": lambda: provision.name_files("bob", {**settings, "dnsDomain": bad}),
         "lxc-net": lambda: provision.network_files(replace(host, vnet_ip=bad), settings),

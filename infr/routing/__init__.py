@@ -1,0 +1,1 @@
+"""Routing on a host: HAProxy serving its LXCs (haproxy.cfg, the apply script) and their certificates."""
