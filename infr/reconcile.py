@@ -19,13 +19,14 @@ from infr.errors import InfrError
 from infr.hosts.feature import FEATURE as HOST_BASE
 from infr.lxcs.feature import FEATURE as CONTAINERS
 from infr.routing.feature import FEATURE as ROUTING
+from infr.vnet.feature import FEATURE as VNET
 
 if TYPE_CHECKING:
     from infr.core.dns import Reconcile
     from infr.core.session import Session
     from infr.state.model import Inventory
 
-FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, ROUTING)
+FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING)
 DNS = "dns"
 NAMES = (*(f.name for f in FEATURES), DNS)
 

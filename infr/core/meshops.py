@@ -77,25 +77,32 @@ def record_key(session: Session, name: str, key: str) -> Host:
         return host
 
 
-def _apply(conn: Runner, session: Session, host: Host) -> list[str]:
-    """Converge the host's mesh files; (re)run the unit when anything changed or it is not up.
+def run_unit(conn: Runner, *, reload: bool, restart: bool) -> list[str]:
+    """Enable the unit at boot and (re)run it when asked to or when it is not up.
 
     The unit runs the up script: `wg syncconf` (live tunnels stay up), routes, and the
-    zones loaded in one nftables transaction. Enabled, it does the same at boot.
+    zones loaded in one nftables transaction. `reload` rereads the unit files first.
     """
-    port = int(session.settings()["vnetListenPort"])
     changes: list[str] = []
-    for spec in mesh.host_files(session.inventory(), host, port):
-        changes += converge.ensure_file(conn, spec)
-    if changes:
+    if reload:
         conn.run(["systemctl", "daemon-reload"])
     if conn.run(["systemctl", "is-enabled", "--quiet", mesh.UNIT_NAME], check=False).exit_status != 0:
         conn.run(["systemctl", "enable", mesh.UNIT_NAME])
         changes.append(f"enabled {mesh.UNIT_NAME}")
-    if changes or conn.run(["systemctl", "is-active", "--quiet", mesh.UNIT_NAME], check=False).exit_status != 0:
+    if restart or conn.run(["systemctl", "is-active", "--quiet", mesh.UNIT_NAME], check=False).exit_status != 0:
         conn.run(["systemctl", "restart", mesh.UNIT_NAME])
         changes.append(f"ran {mesh.UNIT_NAME}")
     return changes
+
+
+def _apply(conn: Runner, session: Session, host: Host) -> list[str]:
+    """Converge the host's mesh files (the zones ruleset checked with `nft -c` first); (re)run
+    the unit when anything changed or it is not up."""
+    port = int(session.settings()["vnetListenPort"])
+    changes: list[str] = []
+    for spec in mesh.host_files(session.inventory(), host, port):
+        changes += converge.ensure_file(conn, spec)
+    return changes + run_unit(conn, reload=bool(changes), restart=bool(changes))
 
 
 def _on_hosts(session: Session, hosts: dict[str, Host], work: Callable[[SSHConnection, Host], R]) -> dict[str, Any]:

@@ -159,12 +159,22 @@ def converge_hosts(
         if not pending or pending in seen:
             break
         seen.append(pending)
+        before = ctx.inv
         round_outcomes = apply_hosts(ctx, plans)
         outcomes += round_outcomes
+        scope = _widened(scope, features, before, ctx.inv)
         plans = plan_hosts(ctx, features, scope)
         if any(o.status is Status.FAILED for o in round_outcomes):
             break
     return outcomes, plans
+
+
+def _widened(scope: Scope, features: Sequence[Feature], before: Inventory, after: Inventory) -> Scope:
+    """The scope plus the hosts that what a round recorded (a new WireGuard key) touched."""
+    if not scope.hosts or before is after:
+        return scope
+    touched = {h for f in features if scope.wants(f.name) for h in f.touched(before, after) if h in after.hosts}
+    return Scope(scope.hosts | touched, scope.features)
 
 
 def touched_hosts(features: Sequence[Feature], before: Inventory, after: Inventory) -> dict[str, set[str]]:

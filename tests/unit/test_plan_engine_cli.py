@@ -109,7 +109,8 @@ def test_plan_exits_1_when_a_host_cannot_be_planned_and_still_shows_the_others(
     result = run_cli(fleet, "plan", "--no-diff")
     assert result.exit_code == 1, result.output
     assert result.stderr == "dead: could not be planned: cannot reach dead: timed out\n"
-    assert result.stdout.splitlines() == [f"bob: routing: would rewrite {CFG}", "1 change(s) to make"]
+    summary = "1 change(s) to make; 1 could not be planned"
+    assert result.stdout.splitlines() == [f"bob: routing: would rewrite {CFG}", summary]
 
 
 def test_plan_passes_the_hosts_and_features_asked_for(fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,10 +266,11 @@ def test_sync_ends_with_the_plan_of_what_it_pulled(
     [(hosts, features, keys)] = asked
     assert (hosts, "host" in features, keys) == ({"bob", "tom"}, True, ["alice@laptop", "bea@laptop"])
     assert result.stdout.splitlines()[1:] == [
+        "the pulled changes would change the hosts as follows:",
         f"bob: host: would rewrite {KEYS}",
         f"tom: host: would rewrite {KEYS}",
         "2 change(s) to make",
-        "apply them with: infr apply",
+        "apply it with: infr apply",
     ]
     assert run_cli(fleet, "sync").stdout.count("\n") == 1  # nothing new came in: no plan
     assert len(asked) == 1

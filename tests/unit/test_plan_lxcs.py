@@ -194,7 +194,9 @@ def test_plan_reads_the_listing_the_configs_and_each_running_containers_files_on
 
 def test_a_container_that_cannot_be_read_inside_is_named() -> None:
     (web,) = wanted(WEB)
-    fake = FakeHost({feature.LIST: (0, b"web RUNNING\n"), ("lxc-attach",): (1, b"")})
+    fake = FakeHost(
+        {feature.LIST: (0, b"web RUNNING\n"), ("sh", "-c", facts._READ_FILES): (0, b"-\n"), ("lxc-attach",): (1, b"")}
+    )
     with pytest.raises(RemoteError, match="^inside the container web: could not read 6 files"):
         feature.read_facts(fake, [web])
 

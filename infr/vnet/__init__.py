@@ -1,0 +1,1 @@
+"""The vnet: the WireGuard mesh between hosts and admins' machines, and the zones."""
