@@ -65,8 +65,10 @@ CACHE_VERSION = 3
 def _toml(path: Path) -> dict[str, Any]:
     import tomllib
 
+    from infr.state import tomlread
+
     try:
-        return tomllib.loads(read_text(path))
+        return tomlread.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise StateError(f"{path} is not valid TOML: {exc}", "fix the file or restore it from git") from None
 
