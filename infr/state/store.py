@@ -62,7 +62,7 @@ GITIGNORE = "secrets.toml\nlog\n.lock\n.lock.info\n.apply.lock\n.cache/\n.journa
 CACHE_VERSION = 3
 
 
-def _toml(path: Path) -> dict[str, Any]:
+def _toml(path: str | Path) -> dict[str, Any]:
     import tomllib
 
     from infr.state import tomlread
@@ -73,9 +73,10 @@ def _toml(path: Path) -> dict[str, Any]:
         raise StateError(f"{path} is not valid TOML: {exc}", "fix the file or restore it from git") from None
 
 
-def read_text(path: Path) -> str:
+def read_text(path: str | Path) -> str:
     """A state file's text; a file that is not UTF-8 is an error naming it and the first bad byte."""
-    data = path.read_bytes()
+    with open(path, "rb") as handle:  # not Path.read_bytes: a Path per file cost 0.1 s of 11,000
+        data = handle.read()
     try:
         return data.decode()
     except UnicodeDecodeError as exc:
@@ -278,9 +279,10 @@ class Store:
         for cls, directory, target in kinds:
             # What glob("*.toml") finds, sorted as strings: sorting 10,000 Paths took 0.08 s.
             names = sorted(n for n in _listdir(self.root / directory) if n.endswith(".toml") and n[0] != ".")
+            folder = f"{self.root}/{directory}/"
             for name in names:
                 stem = name[: -len(".toml")]
-                item = schema.from_dict(cls, _toml(self.root / directory / name), f"{directory}/{name}", problems)
+                item = schema.from_dict(cls, _toml(folder + name), f"{directory}/{name}", problems)
                 if item is not None:
                     if item.name != stem:
                         problems.append(f"{directory}/{name}: name field differs from the file name")

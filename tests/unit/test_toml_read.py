@@ -40,7 +40,8 @@ def fast_says(text: str) -> Any:
 
 
 def test_an_lxc_file_as_infr_writes_it_is_read_without_tomllib() -> None:
-    lxc = Lxc("web", "tom", "debian", "12", "10.8.1.2", aliases=["www.example.org"], tcp_forwards=[TcpForward(2222, 22)])
+    forwards = [TcpForward(2222, 22)]
+    lxc = Lxc("web", "tom", "debian", "12", "10.8.1.2", aliases=["www.example.org"], tcp_forwards=forwards)
     text = tomli_w.dumps(to_dict(lxc))
     assert tomlread._read_plain(text) == tomllib.loads(text)
     assert tomlread._read_plain(text)["tcp_forwards"] == [{"host_port": 2222, "lxc_port": 22}]
