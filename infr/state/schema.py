@@ -35,46 +35,48 @@ _TYPES = {"str": str, "int": int, "list[str]": list, "list[TcpForward]": list}
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str, problems: list[str]) -> T | None:
     """Build a dataclass from a TOML table, noting unknown, missing and mistyped fields."""
-    fields = _field_specs(cls)
-    for key in data.keys() - fields.keys():
+    fields, required = _field_specs(cls)
+    unknown = data.keys() - fields.keys()
+    for key in unknown:
         problems.append(f"{source}: unknown field {key!r}")
     ok = True
-    for name, (expected, required, items_ok, type_name) in fields.items():
-        if name not in data:
-            if required:
-                problems.append(f"{source}: missing field {name!r}")
-                ok = False
+    for name in required:
+        if name in data:
             continue
-        value = data[name]
-        if not isinstance(value, expected) or isinstance(value, bool) or not (items_ok is None or items_ok(value)):
+        problems.append(f"{source}: missing field {name!r}")
+        ok = False
+    for name, value in data.items():
+        spec = fields.get(name)
+        if spec is None:
+            continue
+        expected, items_ok, type_name = spec
+        # type() is, not isinstance: TOML gives exactly str, int, bool or list, and a bool is not a number here
+        if type(value) is not expected or (items_ok is not None and not items_ok(value)):
             problems.append(f"{source}: field {name!r} must be {type_name}")
             ok = False
     if not ok:
         return None
-    values = {k: v for k, v in data.items() if k in fields}
+    values = {k: v for k, v in data.items() if k not in unknown} if unknown else dict(data)
     if cls is Lxc:
         values["tcp_forwards"] = [TcpForward(f["host_port"], f["lxc_port"]) for f in values.get("tcp_forwards", [])]
     return cls(**values)
 
 
-# Per field: the Python type, whether the file must give it, the check of a list's items,
-# and the type's name for messages. Worked out once per class: dataclasses.fields() and
-# str(type) for every field of 11,000 files took a fifth of a cold load.
-_Spec = tuple[type, bool, Callable[[Any], bool] | None, str]
-_SPECS: dict[type, dict[str, _Spec]] = {}
+# Per class: each field's Python type, the check of a list's items and the type's name
+# for messages, and the fields a file must give. Worked out once per class:
+# dataclasses.fields() and str(type) for every field of 11,000 files took a fifth of a cold load.
+_Spec = tuple[type, Callable[[Any], bool] | None, str]
+_SPECS: dict[type, tuple[dict[str, _Spec], tuple[str, ...]]] = {}
 
 
-def _field_specs(cls: type) -> dict[str, _Spec]:
+def _field_specs(cls: type) -> tuple[dict[str, _Spec], tuple[str, ...]]:
     if cls not in _SPECS:
-        _SPECS[cls] = {
-            f.name: (
-                _TYPES[str(f.type)],
-                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-                _ITEM_CHECKS.get(str(f.type)),
-                str(f.type),
-            )
-            for f in dataclasses.fields(cls)
-        }
+        fields = dataclasses.fields(cls)
+        specs = {f.name: (_TYPES[str(f.type)], _ITEM_CHECKS.get(str(f.type)), str(f.type)) for f in fields}
+        required = tuple(
+            f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+        _SPECS[cls] = (specs, required)
     return _SPECS[cls]
 
 

@@ -110,11 +110,12 @@ def private_network(value: str, what: str = "vnetNetwork") -> str | None:
 
 def usable_address(address: str, network: str | ipaddress.IPv4Network, what: str) -> str | None:
     """`address` is a host address inside `network`: not outside it, not its network or broadcast address."""
-    if problem := ipv4(address, what):
-        return problem
-    net = network if isinstance(network, ipaddress.IPv4Network) else ipaddress.IPv4Network(network)
     ip = _ipv4_int(address) if isinstance(address, str) else None
-    ip = int(ipaddress.IPv4Address(address)) if ip is None else ip
+    if ip is None:
+        if problem := ipv4(address, what):
+            return problem
+        ip = int(ipaddress.IPv4Address(address))
+    net = network if isinstance(network, ipaddress.IPv4Network) else ipaddress.IPv4Network(network)
     first, last = int(net.network_address), int(net.broadcast_address)
     if not first <= ip <= last:
         return f"{what} {address} is outside vnetNetwork {network}"
