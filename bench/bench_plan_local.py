@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/bench_plan_local.py             # about a minute
     .venv/bin/python bench/bench_plan_local.py --reps 3    # quicker, noisier
+    .venv/bin/python bench/bench_plan_local.py --before /work/main/.venv/bin/infr  # and another infr
 
 Prints figures, not a test (see bench/README.md). On a state generated as bench_cli.py
 makes it (1,000 hosts, 10 LXCs each), it times, in this process:
@@ -109,31 +110,37 @@ def in_process_rows(root: Path, reps: int) -> list[Row]:
     return rows
 
 
-def child_rows(root: Path, reps: int, infr: str, env: dict[str, str], expected: int) -> list[Row]:
-    lxcs_json = [infr, "lxcs", "-o", "json"]
+def child_rows(root: Path, reps: int, infrs: dict[str, str], env: dict[str, str], expected: int) -> list[Row]:
+    """`infr lxcs -o json` of each infr (label -> path), in rounds; each cold run after its own outside change."""
     edited = root / "lxcs" / "c5000.toml"
     original = edited.read_bytes()
     modes = (b'http = "FORWARD"', b'http = "NONE"')
     swapped = original.replace(*modes) if modes[0] in original else original.replace(*reversed(modes))
     assert swapped != original
-    versions = (original, swapped)
-    base, outside, no_cache, warm = Series(), Series(), Series(), Series()
-    run(lxcs_json, env=env)  # the cache, as any earlier command left it
-    for i in range(reps):
+    versions = iter([original, swapped] * reps * len(infrs))
+    base = Series()
+    kinds = ("cold after an outside change", "no cache at all", "warm")
+    series = {(label, kind): Series() for label in infrs for kind in kinds}
+    for _ in range(reps):
         base.runs.append(run([sys.executable, "-c", "pass"], env=env))
-        edited.write_bytes(versions[(i + 1) % 2])  # from outside infr: its cache no longer matches
-        outside.runs.append(run(lxcs_json, env=env))
-        warm.runs.append(run(lxcs_json, env=env))
-        shutil.rmtree(root / ".cache", ignore_errors=True)
-        no_cache.runs.append(run(lxcs_json, env=env))
-    assert len(json.loads(outside.runs[-1].stdout)) == expected, "infr lxcs did not list every LXC"
-    return [
+        for label, infr in infrs.items():
+            lxcs_json = [infr, "lxcs", "-o", "json"]
+            run(lxcs_json, env=env)  # the cache, as any earlier command left it
+            edited.write_bytes(next(versions))  # from outside infr: its cache no longer matches
+            series[label, kinds[0]].runs.append(run(lxcs_json, env=env))
+            series[label, kinds[2]].runs.append(run(lxcs_json, env=env))
+            shutil.rmtree(root / ".cache", ignore_errors=True)
+            series[label, kinds[1]].runs.append(run(lxcs_json, env=env))
+    for label in infrs:
+        assert len(json.loads(series[label, kinds[0]].runs[-1].stdout)) == expected, "infr lxcs missed LXCs"
+    rows = [
         Row("[child processes: python -c pass is the baseline]"),
         timed_row("python -c pass (baseline)", base, base, "", None),
-        timed_row("infr lxcs -o json, cold after an outside change", outside, base, "< 1 s", outside.median < 1.0, 1),
-        timed_row("infr lxcs -o json, no cache at all", no_cache, base, "< 1 s", no_cache.median < 1.0, 1),
-        timed_row("infr lxcs -o json, warm", warm, base, "", None, 1),
     ]
+    for (label, kind), found in series.items():
+        target, ok = ("< 1 s", found.median < 1.0) if kind != "warm" else ("", None)
+        rows.append(timed_row(f"infr lxcs -o json, {kind}{label}", found, base, target, ok, 1))
+    return rows
 
 
 def main() -> None:
@@ -142,6 +149,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--lxcs-per-host", type=int, default=10)
     parser.add_argument("--infr", default=str(Path(sys.executable).parent / "infr"), help="the infr to measure")
+    parser.add_argument("--before", default=None, help="another infr (e.g. main's) to measure alongside")
     parser.add_argument("--keep", action="store_true", help="keep the generated state directory")
     args = parser.parse_args()
     if not Path(args.infr).exists():
@@ -157,7 +165,8 @@ def main() -> None:
         print(f"generating {args.hosts} hosts and {total} LXCs ...", flush=True)
         make_state(root, args.hosts, args.lxcs_per_host)
         rows = in_process_rows(root, args.reps)
-        rows += child_rows(root, args.reps, args.infr, {**env, "INFR_DIR": str(root)}, total)
+        infrs = {"": args.infr} if args.before is None else {" (this)": args.infr, " (--before)": args.before}
+        rows += child_rows(root, args.reps, infrs, {**env, "INFR_DIR": str(root)}, total)
         machine = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}"
         print(f"\n{machine}, medians of {args.reps}\n")
         print_table(rows)
