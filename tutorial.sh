@@ -44,5 +44,12 @@ step infr backups
 step infr host bob backups
 step infr backup status
 step infr vnet status
+# State says what every host should be; `infr plan` compares, `infr apply` repairs. Break two
+# things by hand, as a teammate or a restored backup might, and let infr find and fix them.
+step infr plan
+step infr host bob ssh -- 'sudo systemctl stop haproxy; echo "# edited by hand" | sudo tee -a /etc/hosts >/dev/null'
+step infr plan || [ $? -eq 2 ]  # exit 2: something differs
+step infr apply --yes
+step infr plan
 step infr history
 printf '\nThe lab is still running. Stop it with: .venv/bin/infr -w .tutorial lab down\n'
