@@ -219,7 +219,7 @@ def _emit_points(app: App, from_host: str | None, subvol: str | None, fmt: str |
 @pass_app
 def host_backups(app: App, fmt: str | None) -> None:
     """Restore points of the host (its root and its containers), newest first."""
-    from infr.core.fleet import get_host
+    from infr.engine.fleet import get_host
 
     name = get_host(app.session.inventory(), target_name()).name
     _emit_points(app, name, None, fmt, name)

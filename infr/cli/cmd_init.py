@@ -60,8 +60,8 @@ def init(
     assume_yes: bool,
 ) -> None:
     """Set up infr in the state directory (refuses to overwrite an existing setup)."""
-    from infr.core.config import init_state
     from infr.core.keys import key_name_for
+    from infr.state.config import init_state
     from infr.state.store import Store
 
     if Store(app.state_dir).exists():

@@ -18,14 +18,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from infr.connector import SSHConnection
-from infr.core import backups, converge
+from infr.core import backups
 from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
-from infr.core.converge import FileSpec
-from infr.core.fleet import connect, get_host, target
 from infr.core.restore import Located
-from infr.core.session import Session
+from infr.engine import steps
+from infr.engine.fleet import connect, get_host, target
+from infr.engine.steps import FileSpec
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
 from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory, timestamp
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 
@@ -293,10 +294,10 @@ def _deploy_target(conn: SSHConnection, inv: Inventory, to_host: str, settings: 
     files.update(backups.render_units(to, active_hosts, settings))
     modes = {settings.smtp_password_file: 0o600}
     mailer = ["msmtp"] if settings.smtp_relay else []  # not msmtp-mta: that would remove an MTA
-    changes = converge.ensure_packages(conn, ["btrbk", "btrfs-progs", *mailer])
+    changes = steps.ensure_packages(conn, ["btrbk", "btrfs-progs", *mailer])
     reload = False
     for path, text in files.items():
-        changed = converge.ensure_file(conn, _spec(path, text, modes.get(path)))
+        changed = steps.ensure_file(conn, _spec(path, text, modes.get(path)))
         reload = reload or (bool(changed) and path.startswith("/etc/systemd/"))
         changes += changed
     if reload:
@@ -375,7 +376,7 @@ def _deploy_source(conn: SSHConnection, to_host: str, public_key: str, settings:
     """The backup user that TO's key logs in as, its filter and sudoers."""
     changes = _ensure_system_user(conn, settings)
     for path, text in backups.render_source_files(settings).items():
-        changes += converge.ensure_file(conn, _source_spec(path, text))
+        changes += steps.ensure_file(conn, _source_spec(path, text))
     line = backups.render_authorized_key(to_host, public_key, settings)
     return changes + _edit_authorized_keys(conn, to_host, line, settings)
 
@@ -387,7 +388,7 @@ def _source_spec(path: str, text: str) -> FileSpec:
 
 
 def _ensure_system_user(conn: SSHConnection, settings: BackupSettings) -> list[str]:
-    # Not converge.ensure_user: a system account in no group, whose shell must still run
+    # Not steps.ensure_user: a system account in no group, whose shell must still run
     # the forced command (so not nologin).
     user = settings.ssh_user
     if conn.run(["id", "-u", "--", user], check=False).exit_status == 0:
@@ -405,7 +406,7 @@ def _edit_authorized_keys(conn: SSHConnection, to_host: str, line: str | None, s
     kept = [k for k in current.splitlines() if k.strip() and k.split()[-1] != mine]
     wanted = "".join(f"{k}\n" for k in [*kept, *([line.strip()] if line else [])])
     conn.run(["install", "-d", "-m", "700", "-o", user, "-g", user, "--", posixpath.dirname(path)])
-    return converge.ensure_file(conn, FileSpec(path, wanted.encode(), user, user, 0o600))
+    return steps.ensure_file(conn, FileSpec(path, wanted.encode(), user, user, 0o600))
 
 
 def _exists(conn: SSHConnection, path: str) -> bool:

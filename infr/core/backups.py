@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infr.core.templating import fill, render
+from infr.engine.templating import fill, render
 from infr.errors import ValidationError
 from infr.oplog import register_secret
 from infr.state import validate

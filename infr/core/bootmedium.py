@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from infr.core.templating import render
+from infr.engine.templating import render
 from infr.errors import InfrError, ValidationError
 
 # Only in a source checkout: the optional custom iPXE build is for users with iPXE's source.

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from infr.connector import SSHConnection
 from infr.connector.ssh import Result
-from infr.core import converge
 from infr.core.certs import (
     CertbotSettings,
     CertInfo,
@@ -33,11 +32,12 @@ from infr.core.certs import (
     parse_certbot_certificates,
     system_resolver,
 )
-from infr.core.fleet import target
 from infr.core.haproxy import APPLY_SCRIPT, HaproxySettings, certificate_requests
-from infr.core.session import Session
+from infr.engine import steps
+from infr.engine.fleet import target
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY, Host
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 CERTS_DIR = "/etc/haproxy/certs"
@@ -77,8 +77,8 @@ def ensure_ca(conn: SSHConnection, session: Session) -> list[str]:
     """Trust the private ACME CA named by acmeCaCert on the host (or stop trusting it)."""
     path = str(session.settings()["acmeCaCert"])
     if path:
-        spec = converge.FileSpec(CA_FILE, Path(path).expanduser().read_bytes())
-        changes = converge.ensure_file(conn, spec)
+        spec = steps.FileSpec(CA_FILE, Path(path).expanduser().read_bytes())
+        changes = steps.ensure_file(conn, spec)
     elif conn.run(["test", "-e", CA_FILE], check=False).exit_status == 0:
         conn.run(["rm", "-f", "--", CA_FILE])
         changes = [f"removed {CA_FILE}"]

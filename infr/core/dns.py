@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from infr.core.dnsnames import managed_suffixes, wanted_records
-from infr.core.session import Session
+from infr.state.session import Session
 
 if TYPE_CHECKING:
     from infr.core.dnsplan import ApplyReport, Plan

@@ -17,9 +17,9 @@ from infr.connector import SSHConnection
 from infr.core import backupops, haproxy_deploy, hostops, lxcops, meshops, restoreops
 from infr.core.lxcs import get_lxc
 from infr.core.restoreops import LxcPlan
-from infr.core.session import Session
 from infr.errors import InfrError
 from infr.state.model import Host
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 

@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any
 
 from infr.core.certs import DEPLOY_HOOK, CertRequest
-from infr.core.templating import render
+from infr.engine.templating import render
 from infr.errors import ValidationError
 from infr.state import validate
 from infr.state.model import HTTP_MODES, HTTPS_MODES, RESERVED_HOST_PORTS, Host, Lxc

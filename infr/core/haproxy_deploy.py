@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infr.connector import SSHConnection
-from infr.core import certops, converge, fleet
+from infr.core import certops
 from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
-from infr.core.session import Session
+from infr.engine import fleet, steps
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY, Host
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 
@@ -36,16 +37,16 @@ def settings_for(session: Session) -> HaproxySettings:
     )
 
 
-def host_files() -> list[converge.FileSpec]:
+def host_files() -> list[steps.FileSpec]:
     """The apply script, certbot's deploy hook and renewal timer, as packaged."""
-    return [converge.FileSpec(f.path, f.text().encode(), mode=f.mode) for f in HOST_FILES]
+    return [steps.FileSpec(f.path, f.text().encode(), mode=f.mode) for f in HOST_FILES]
 
 
 def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[str], None]) -> list[str]:
     """Make the host's HAProxy serve the config state asks for; returns what changed."""
     inv, settings = session.inventory(), settings_for(session)
     new = render_haproxy(host, inv.lxcs_on(host.name), settings)
-    changes = [line for spec in host_files() for line in converge.ensure_file(conn, spec)]
+    changes = [line for spec in host_files() for line in steps.ensure_file(conn, spec)]
     if any(".timer" in line or ".service" in line for line in changes):
         # infr's timer renews with the deploy hook that feeds HAProxy; Debian's own would not.
         conn.run(["systemctl", "daemon-reload"])

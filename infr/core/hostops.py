@@ -12,13 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from infr.connector import SSHConnection, fingerprint
-from infr.core import converge, provision
-from infr.core.fleet import get_host, target
-from infr.core.keys import require_admin_key
-from infr.core.session import Session
+from infr.core import provision
+from infr.engine import steps as engine_steps
+from infr.engine.fleet import get_host, target
 from infr.errors import ConflictError, HostKeyError, RemoteError, UsageError
 from infr.state import validate
+from infr.state.admin import require_admin_key
 from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory, timestamp
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 # What configure does on the host after its base system (the mesh, HAProxy): given by the
@@ -107,11 +108,11 @@ def _bootstrap_manager(session: Session, host: Host, password: str | None, repor
     with SSHConnection.connect(target(session, host, user="root", password=password)) as root:
         host = pin_host_key(session, host, root, report)
         inv = session.inventory()
-        changes = converge.ensure_packages(root, ["sudo"])
-        changes += converge.ensure_user(root, provision.MANAGER, ["sudo"])
+        changes = engine_steps.ensure_packages(root, ["sudo"])
+        changes += engine_steps.ensure_user(root, provision.MANAGER, ["sudo"])
         root.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
         for spec in provision.manager_files(inv):
-            changes += converge.ensure_file(root, spec)
+            changes += engine_steps.ensure_file(root, spec)
     for line in changes:
         report(line)
     return host
@@ -127,11 +128,11 @@ def configure(
     files = [*provision.manager_files(inv), provision.sshd_file(), *provision.name_files(host.name, settings)]
     if steps.software:
         report("installing software")
-        changes += converge.ensure_packages(conn, provision.HOST_PACKAGES)
+        changes += engine_steps.ensure_packages(conn, provision.HOST_PACKAGES)
     if steps.network:
         files += provision.network_files(host, settings)
     for spec in files:
-        changes += converge.ensure_file(conn, spec)
+        changes += engine_steps.ensure_file(conn, spec)
     changes += features(conn, host)
     for line in changes:
         report(line)
@@ -178,7 +179,7 @@ def push_keys(session: Session, names: list[str], report: Callable[[str, str], N
 
     def push(host: Host, step: Callable[[str], None]) -> list[str]:
         with SSHConnection.connect(target(session, host)) as conn:
-            changes = converge.ensure_file(conn, spec)
+            changes = engine_steps.ensure_file(conn, spec)
             for lxc in inv.lxcs_on(host.name):
                 changes += _push_into_container(conn, lxc.name, spec)
             return changes
@@ -198,14 +199,14 @@ def push_keys(session: Session, names: list[str], report: Callable[[str, str], N
     return failed
 
 
-def _push_into_container(conn: SSHConnection, name: str, spec: converge.FileSpec) -> list[str]:
+def _push_into_container(conn: SSHConnection, name: str, spec: engine_steps.FileSpec) -> list[str]:
     """The keys inside a running container; a stopped one gets them at `infr lxcs add` again."""
-    from infr.core.attach import Attached
+    from infr.engine.container import Attached
 
     state = conn.run(["lxc-info", "-n", name, "-s", "-H"], check=False).text.strip()
     if state != "RUNNING":
         return []
-    return [f"{name}: {line}" for line in converge.ensure_file(Attached(conn, name), spec)]
+    return [f"{name}: {line}" for line in engine_steps.ensure_file(Attached(conn, name), spec)]
 
 
 def remove(session: Session, name: str, force: bool) -> list[str]:

@@ -6,21 +6,10 @@ import base64
 import hashlib
 import re
 
-from infr.errors import ConflictError, NotFoundError, StateError, UsageError
+from infr.errors import ConflictError, NotFoundError, UsageError
 from infr.state import validate
 from infr.state.change import Change
-from infr.state.model import Inventory, Key
-
-
-def require_admin_key(inv: Inventory) -> None:
-    """Refuse to apply a state with no admin key: its authorized_keys would be empty and, with
-    root's login off, lock everyone out of every host (e.g. after a teammate's commit deleted
-    every keys/*.pub)."""
-    if not inv.keys:
-        raise StateError(
-            "the state has no admin key (keys/*.pub): applying it would lock everyone out of every host",
-            "add one with 'infr keys add FILE', or restore keys/ from git",
-        )
+from infr.state.model import Key
 
 
 def key_name_for(text: str, file_name: str) -> str:

@@ -30,15 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.core import converge, haproxy_deploy, osrelease, provision
-from infr.core.attach import Attached
-from infr.core.fleet import get_host, target
+from infr.core import haproxy_deploy, osrelease, provision
 from infr.core.lxcs import get_lxc
-from infr.core.session import Session
-from infr.core.templating import fill
+from infr.engine import steps
+from infr.engine.container import Attached
+from infr.engine.fleet import get_host, target
+from infr.engine.templating import fill
 from infr.errors import ConflictError, InfrError, RemoteError, UsageError
 from infr.state import validate
 from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc, timestamp
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 LXC_ROOT = "/var/lib/lxc"
@@ -246,18 +247,18 @@ def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list
     box = Attached(conn, lxc.name)
     # systemd must be up before packages and sshd are touched (a unit reload needs it).
     box.run(["systemctl", "is-system-running", "--wait"], check=False)
-    resolv = converge.FileSpec("/etc/resolv.conf", fill("nameserver {vnet_ip}\n", vnet_ip=host.vnet_ip).encode())
-    changes = converge.ensure_file(box, resolv)
+    resolv = steps.FileSpec("/etc/resolv.conf", fill("nameserver {vnet_ip}\n", vnet_ip=host.vnet_ip).encode())
+    changes = steps.ensure_file(box, resolv)
     # An image carries the name of the machine that built it; systemd would set that at boot.
     for spec in provision.name_files(lxc.name, session.settings()):
-        changes += converge.ensure_file(box, spec)
-    changes += converge.ensure_packages(box, CONTAINER_PACKAGES)
+        changes += steps.ensure_file(box, spec)
+    changes += steps.ensure_packages(box, CONTAINER_PACKAGES)
     box.run(["ssh-keygen", "-A"])  # only the missing keys: a no-op once they exist
     box.run(["systemctl", "enable", "--now", "ssh"])
-    changes += converge.ensure_user(box, provision.MANAGER, ["sudo"])
+    changes += steps.ensure_user(box, provision.MANAGER, ["sudo"])
     box.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
     for spec in [*provision.manager_files(session.inventory()), provision.sshd_file()]:
-        changes += converge.ensure_file(box, spec)
+        changes += steps.ensure_file(box, spec)
     return changes
 
 
@@ -303,8 +304,8 @@ def _make(session: Session, lxc: Lxc, report: Report, refusal: Refusal) -> list[
                 lxc = _settle_image(session, conn, lxc, image, refusal, report)
             conn.run(["touch", "--", f"{LXC_ROOT}/{lxc.name}/{CREATED_MARK}"])
             changes.append(f"created container {lxc.name}")
-        config = converge.FileSpec(f"{LXC_ROOT}/{lxc.name}/config", container_config(lxc, host, settings))
-        changes += converge.ensure_file(conn, config)
+        config = steps.FileSpec(f"{LXC_ROOT}/{lxc.name}/config", container_config(lxc, host, settings))
+        changes += steps.ensure_file(conn, config)
         changes += _start(conn, lxc.name)
         return changes + _inside(conn, session, lxc, host)
 

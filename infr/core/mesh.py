@@ -28,9 +28,9 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from infr.core.converge import FileSpec
 from infr.core.dnsnames import managed_suffixes
-from infr.core.templating import fill, render
+from infr.engine.steps import FileSpec
+from infr.engine.templating import fill, render
 from infr.state import validate
 from infr.state.model import Host, Inventory, Lxc, Peer
 

@@ -1,6 +1,6 @@
 """The private network on real machines: host keys, deploying the mesh, admins' peers, status.
 
-What is rendered comes from mesh.py; files reach hosts through converge.ensure_file,
+What is rendered comes from mesh.py; files reach hosts through steps.ensure_file,
 several hosts at once through connector.run_parallel (hosts marked down are skipped).
 
 Entry points:
@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from infr.connector import SSHConnection, run_parallel
-from infr.core import converge, mesh
-from infr.core.converge import Runner
-from infr.core.fleet import target
+from infr.core import mesh
 from infr.core.lxcs import get_lxc
-from infr.core.session import Session
+from infr.engine import steps
+from infr.engine.fleet import target
+from infr.engine.steps import Runner
 from infr.errors import ConflictError, NotFoundError, RemoteError, UsageError
 from infr.state import validate
 from infr.state.change import Change
 from infr.state.model import HOST_READY, Host, Peer, timestamp
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 R = TypeVar("R")
@@ -86,7 +87,7 @@ def _apply(conn: Runner, session: Session, host: Host) -> list[str]:
     port = int(session.settings()["vnetListenPort"])
     changes: list[str] = []
     for spec in mesh.host_files(session.inventory(), host, port):
-        changes += converge.ensure_file(conn, spec)
+        changes += steps.ensure_file(conn, spec)
     if changes:
         conn.run(["systemctl", "daemon-reload"])
     if conn.run(["systemctl", "is-enabled", "--quiet", mesh.UNIT_NAME], check=False).exit_status != 0:

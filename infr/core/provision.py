@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from infr.core.converge import FileSpec
-from infr.core.keys import require_admin_key
-from infr.core.templating import fill
+from infr.engine.steps import FileSpec
+from infr.engine.templating import fill
+from infr.state.admin import require_admin_key
 from infr.state.model import Host, Inventory
 
 MANAGER = "manager"

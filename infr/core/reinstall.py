@@ -19,10 +19,11 @@ from pathlib import Path
 from infr.connector import SSHConnection
 from infr.connector.ssh import server_host_key
 from infr.core import bootmedium as bm
-from infr.core import fleet, followups, hostops
-from infr.core.session import Session
+from infr.core import followups, hostops
+from infr.engine import fleet
 from infr.errors import InfrError, RemoteError, UsageError, ValidationError
 from infr.state.model import Host
+from infr.state.session import Session
 
 # Reports a phase, the seconds since the command started, and what happened.
 PhaseReport = Callable[[bm.Phase, float, str], None]

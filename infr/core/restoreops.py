@@ -25,14 +25,15 @@ from pathlib import Path
 
 from infr.connector import SSHConnection
 from infr.connector.ssh import pipe
-from infr.core import backupops, backups, fleet, lxcops, restore
+from infr.core import backupops, backups, lxcops, restore
 from infr.core.backups import HOST_SUBVOL, RestorePoint
-from infr.core.fleet import get_host, target
 from infr.core.lxcs import get_lxc
 from infr.core.restore import LXC_ROOT, RUNNING, At, DrillCheck, Located, LxcPaths
-from infr.core.session import Session
+from infr.engine import fleet
+from infr.engine.fleet import get_host, target
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
 from infr.state.model import BACKUP_ACTIVE, HOST_READY
+from infr.state.session import Session
 
 Report = Callable[[str], None]
 STREAM_IDLE = 600.0  # seconds a stream may stall (btrfs reading a large extent, a busy disk)

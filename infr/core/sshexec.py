@@ -7,11 +7,11 @@ from pathlib import Path
 
 from infr.connector import sshconfig
 from infr.connector.ssh import DEFAULT_CONNECT_TIMEOUT
-from infr.core.fleet import get_host
-from infr.core.session import Session
-from infr.core.templating import fill
+from infr.engine.fleet import get_host
+from infr.engine.templating import fill
 from infr.errors import HostKeyError
 from infr.state.files import write_atomic
+from infr.state.session import Session
 
 
 def ssh_argv(session: Session, name: str, command: list[str]) -> list[str]:

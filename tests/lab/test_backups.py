@@ -21,8 +21,8 @@ import pytest
 
 from infr.core import backupops
 from infr.core.backups import HOST_SUBVOL, RestorePoint, parse_restore_points
-from infr.core.session import Session
 from infr.lab import Lab, LabHost
+from infr.state.session import Session
 from tests.integration.dnsservers import free_port
 from tests.integration.smtp_server import smtp_server
 from tests.lab.conftest import Fleet, LabKey, infr

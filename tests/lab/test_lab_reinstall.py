@@ -102,7 +102,7 @@ def reinstall(
     lab_hosts: list[LabHost],
     installer_server: tuple[str, Path],
 ) -> Reinstall:
-    from infr.core.config import init_state
+    from infr.state.config import init_state
 
     host = lab_hosts[-1]
     fresh_vps(host, lab_key)

@@ -131,7 +131,7 @@ class ShowHost:
 def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch, bob: tuple[str, str], tom: tuple[str, str], refused: bool
 ) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
@@ -149,9 +149,9 @@ def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
 
 def test_a_backup_host_out_of_reach_is_reported_not_raised(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After `lxcs add` or `lxc remove` the change is done; a TO that does not answer is told."""
-    from infr.core.session import Session
     from infr.errors import RemoteError
     from infr.state.model import Backup
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
@@ -215,9 +215,9 @@ class RunHost(FakeHost):
 def test_run_now_starts_the_service_on_to_and_tells_a_failure(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch, status: int
 ) -> None:
-    from infr.core.session import Session
     from infr.errors import RemoteError
     from infr.state.model import Backup
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
@@ -256,9 +256,9 @@ class Reached(FakeHost):
 @pytest.fixture
 def pair(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Reached | None]:
     """bob backed up onto tom; hosts by address: a Reached, or None for one that does not answer."""
-    from infr.core.session import Session
     from infr.errors import RemoteError
     from infr.state.model import Backup
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")

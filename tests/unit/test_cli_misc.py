@@ -230,8 +230,8 @@ def test_backups_takes_the_options_of_backups_list(world: Path) -> None:
 
 
 def seed_backup(root: Path) -> None:
-    from infr.core.session import Session
     from infr.state.model import HOST_READY, Backup
+    from infr.state.session import Session
 
     with Session(root, command_line="test: ready hosts and a backup pair").change() as change:
         for name in ("bob", "tom"):

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from infr.cli.output import emit_rows
 from infr.core import backupops
-from infr.core.session import Session
 from infr.state.model import Backup, Host, Lxc
+from infr.state.session import Session
 from tests.conftest import clone_state, run_cli, seed_host, seed_lxc
 
 HOST_KEYS = [f.name for f in dataclasses.fields(Host)]

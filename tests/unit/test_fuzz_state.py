@@ -148,7 +148,7 @@ def _template_fields() -> list[Field]:
     from tests.conftest import DEFAULT_SETTINGS, _author_env, make_key
 
     with tempfile.TemporaryDirectory() as tmp, _author_env():
-        from infr.core.config import init_state
+        from infr.state.config import init_state
         from infr.state.store import Store
 
         key = make_key(Path(tmp) / "k")
@@ -259,8 +259,8 @@ def render_everything(root: Path) -> dict[str, str]:
     from infr.core import backups, dnsnames, haproxy, lxcops, mesh, provision
     from infr.core.backupops import _pull_view
     from infr.core.haproxy_deploy import settings_for
-    from infr.core.session import Session
     from infr.state.model import BACKUP_ACTIVE
+    from infr.state.session import Session
 
     session = Session(root, command_line="fuzz: render")
     inv, values = session.inventory(), session.settings()

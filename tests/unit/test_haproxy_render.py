@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infr.core import haproxy, templating
+from infr.core import haproxy
 from infr.core.certs import CertbotSettings, CertRequest, renew_argv
 from infr.core.haproxy import (
     HOST_FILES,
@@ -29,6 +29,7 @@ from infr.core.haproxy import (
     render_haproxy,
     summarize_changes,
 )
+from infr.engine import templating
 from infr.errors import ValidationError
 from infr.state.model import HTTP_MODES, HTTPS_MODES, Host, Lxc, TcpForward
 

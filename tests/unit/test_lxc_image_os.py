@@ -14,7 +14,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from infr.connector.ssh import Result
-from infr.core import backupops, converge, lxcops, meshops, osrelease
+from infr.core import backupops, lxcops, meshops, osrelease
+from infr.engine import steps
 from infr.errors import ConflictError
 from infr.state.store import Store
 from tests.conftest import run_cli, seed_host, snapshot
@@ -173,7 +174,7 @@ def tarball_world(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     image.write_bytes(b"not really a tarball")
     assert run_cli(state_dir, "config", "set", "lxcImageSource", str(image)).exit_code == 0
     # After the rootfs: config, start and inside are not what these tests are about.
-    monkeypatch.setattr(converge, "ensure_file", lambda conn, spec: [])
+    monkeypatch.setattr(steps, "ensure_file", lambda conn, spec: [])
     monkeypatch.setattr(lxcops, "_start", lambda conn, name: [])
     monkeypatch.setattr(lxcops, "_inside", lambda conn, session, lxc, host: [])
     monkeypatch.setattr(meshops, "after_lxc_change", lambda session, report: [])

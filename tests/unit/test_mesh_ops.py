@@ -10,9 +10,9 @@ import pytest
 from infr.connector import SSHConnection, Target
 from infr.connector.ssh import Result
 from infr.core import mesh, meshops
-from infr.core.session import Session
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY
+from infr.state.session import Session
 
 KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="

@@ -511,7 +511,7 @@ def test_restore_files_needs_into(world: Path) -> None:
 
 
 def test_drill_refuses_an_archived_pair(world: Path) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     with Session(world, command_line="test: archived pair").change() as change:
         change.set_backups([Backup("bob", "tom", status="archived")])
@@ -538,7 +538,8 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
     """followups.restore_lxc with the hosts faked: records what is done where, in order."""
     from contextlib import contextmanager
 
-    from infr.core import fleet, followups, haproxy_deploy, meshops
+    from infr.core import followups, haproxy_deploy, meshops
+    from infr.engine import fleet
 
     calls: list[tuple[object, ...]] = []
     hosts: dict[str, FakeHost] = {}
@@ -566,7 +567,7 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
 
 
 def test_a_move_restores_then_updates_state_routing_and_backups(world: Path, moving: Any) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
     from infr.state.store import Store
 
     calls, hosts = moving
@@ -588,7 +589,7 @@ def test_a_move_restores_then_updates_state_routing_and_backups(world: Path, mov
 
 
 def test_a_move_off_a_dead_host_leaves_it_alone_and_says_what_to_do(world: Path, moving: Any) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     calls, hosts = moving
     lines: list[str] = []
@@ -604,7 +605,7 @@ def test_a_failure_after_the_restore_says_the_restore_worked(
     world: Path, moving: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from infr.core import haproxy_deploy
-    from infr.core.session import Session
+    from infr.state.session import Session
     from infr.state.store import Store
 
     def broken(*args: object) -> list[str]:
@@ -619,7 +620,7 @@ def test_a_failure_after_the_restore_says_the_restore_worked(
 
 
 def test_apply_refuses_a_plan_that_state_has_overtaken(world: Path, moving: Any) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     plan = LxcPlan("web", point("lxc-web", at(22, 20, 45)), target="bob", current="tom", on_target="")
     with pytest.raises(ConflictError, match="web moved to bob meanwhile"):

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from infr.core.session import Session
 from infr.errors import ValidationError
 from infr.state.model import Backup, Host, Key, Lxc, Peer, TcpForward
+from infr.state.session import Session
 from infr.state.store import Store, dump_toml
 from tests.conftest import clone_state, run_cli, snapshot
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infr.core.session import Session
 from infr.errors import StateError, ValidationError
 from infr.state import schema
 from infr.state import store as store_module
 from infr.state.files import write_atomic
 from infr.state.model import Lxc, TcpForward
+from infr.state.session import Session
 from infr.state.store import Store, dump_toml
 from tests.conftest import clone_state, seed_host, seed_lxc, snapshot
 

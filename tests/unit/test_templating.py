@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infr.core import templating
+from infr.engine import templating
 from infr.errors import InfrError
 
 TEMPLATES = sorted(

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from infr.core import meshops
-from infr.core.session import Session
 from infr.errors import ConflictError, NotFoundError, RemoteError, UsageError
+from infr.state.session import Session
 from tests.conftest import run_cli, seed_host, seed_lxc
 
 KEY_A = "A" * 43 + "="

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from infr.connector import SSHConnection, Target
-from infr.core.keys import require_admin_key
-from infr.core.session import Session
 from infr.errors import NotFoundError, RemoteError
+from infr.state.admin import require_admin_key
 from infr.state.model import Host, Inventory
+from infr.state.session import Session
 
 
 def get_host(inv: Inventory, name: str) -> Host:

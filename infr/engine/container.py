@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from infr.connector import SSHConnection, command
 from infr.connector.ssh import Result
-from infr.core.converge import INSTALL_TIMEOUT
+from infr.engine.steps import INSTALL_TIMEOUT
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
