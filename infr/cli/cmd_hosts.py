@@ -73,7 +73,7 @@ def show(app: App, fmt: str | None) -> None:
 
 def _fingerprint_text(host_key: str) -> str | None:
     """"ssh-ed25519 SHA256:...", as ssh shows a host key when it asks whether to trust it."""
-    from infr.core.keys import fingerprint
+    from infr.hosts.keys import fingerprint
 
     if not host_key:
         return None
@@ -146,13 +146,14 @@ def add(
 
     Everything is checked before anything is asked, recorded or done to the server.
     """
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups, hostops
+    from infr.hosts import adopt as hosts_adopt
 
     if root_password is not None and password_stdin:
         raise click.UsageError("give the root password one way: -p or --password-stdin")
     if adopt:
-        hostops.check_add(app.session, name, ip)
+        hosts_adopt.check_add(app.session, name, ip)
         password = _root_password(root_password, password_stdin)
         if not assume_yes:
             click.confirm(
@@ -203,7 +204,7 @@ def _reinstall(
     static: bool,
     nameservers: tuple[str, ...],
 ) -> None:
-    from infr.core import reinstall
+    from infr.hosts import reinstall
 
     opts = reinstall.ReinstallOptions(
         None,
@@ -237,12 +238,13 @@ def _reinstall(
 @pass_app
 def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy: bool, assume_yes: bool) -> None:
     """Make the host match state again: keys, sshd, names, HAProxy (and network, software)."""
-    from infr.core import followups, hostops
+    from infr import followups
+    from infr.hosts import adopt as hosts_adopt
 
     name = target_name()
     if network and not assume_yes:
         click.confirm(f"Rewriting {name}'s network drops its containers off the network briefly. Go on?", abort=True)
-    steps = hostops.Steps(network=network, software=software, haproxy=not no_haproxy)
+    steps = hosts_adopt.Steps(network=network, software=software, haproxy=not no_haproxy)
     changes = followups.reconfigure_host(app.session, name, steps, rekey, _reporter(name))
     click.echo(f"{name}: {len(changes)} change(s)" if changes else f"{name}: nothing changed")
 
@@ -252,8 +254,8 @@ def reconfigure(app: App, network: bool, software: bool, rekey: bool, no_haproxy
 @pass_app
 def remove(app: App, force: bool) -> None:
     """Forget the host (nothing on the machine is touched)."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups
 
     for note in followups.remove_host(app.session, target_name(), force):
         click.echo(note)
@@ -265,9 +267,9 @@ def remove(app: App, force: bool) -> None:
 @pass_app
 def ssh(app: App, command: tuple[str, ...]) -> None:
     """Open a shell on the host as manager (or run COMMAND there)."""
-    from infr.core import sshexec
+    from infr.hosts import ssh as hosts_ssh
 
-    sshexec.exec_ssh(app.session, target_name(), list(command))
+    hosts_ssh.exec_ssh(app.session, target_name(), list(command))
 
 
 host.add_command(host_backups)

@@ -73,8 +73,8 @@ def list_(app: App, fmt: str | None) -> None:
 @pass_app
 def add(app: App, name: str, distro: str, release: str, host: str, ip: str | None, record_image_os: bool) -> None:
     """Create the container NAME (e.g. debian bookworm) on HOST, with sshd and manager inside."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups
 
     changes = followups.add_lxc(app.session, name, distro, release, host, ip, _reporter(name), record_image_os)
     click.echo(f"{name}: {'ready' if changes else 'already set up; nothing changed'}")
@@ -97,7 +97,7 @@ def lxc(ctx: click.Context, name: str, no_apply: bool, fmt: str | None) -> None:
 @pass_app
 def show(app: App, fmt: str | None) -> None:
     """How traffic reaches the LXC (Infr's layout)."""
-    from infr.core.lxcs import get_lxc
+    from infr.engine.fleet import get_lxc
 
     item = get_lxc(app.session.inventory(), target_name())
     record: dict[str, Any] = to_dict(item)
@@ -117,7 +117,7 @@ def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
     State is applied even when the change was already recorded: a change saved while
     the host could not be reached is applied by running the same command again.
     """
-    from infr.core.lxcs import get_lxc
+    from infr.engine.fleet import get_lxc
 
     name = target_name()
     with changing(app) as change:
@@ -127,12 +127,12 @@ def _change(app: App, edit: Callable[..., None], *args: Any) -> None:
         for host in sorted(hosts):
             click.echo(f"not applied (--no-apply); apply with: infr host {host} reconfigure")
         return
-    from infr.core import haproxy_deploy
     from infr.errors import RemoteError
+    from infr.routing import deploy
 
     try:
         with app.session.locked():
-            haproxy_deploy.apply_routing(app.session, hosts, click.echo)
+            deploy.apply_routing(app.session, hosts, click.echo)
     except RemoteError as exc:
         host = ", ".join(sorted(hosts))
         raise RemoteError(
@@ -162,7 +162,7 @@ def _no_apply() -> bool:
 @pass_app
 def add_alias(app: App, fqdn: str) -> None:
     """Route another domain name (e.g. www.example.org) to this LXC."""
-    from infr.core.lxcs import add_alias as edit
+    from infr.routing.edits import add_alias as edit
 
     _change(app, edit, fqdn)
 
@@ -172,7 +172,7 @@ def add_alias(app: App, fqdn: str) -> None:
 @pass_app
 def remove_alias(app: App, fqdn: str) -> None:
     """Stop routing FQDN to this LXC."""
-    from infr.core.lxcs import remove_alias as edit
+    from infr.routing.edits import remove_alias as edit
 
     _change(app, edit, fqdn)
 
@@ -182,7 +182,7 @@ def remove_alias(app: App, fqdn: str) -> None:
 @pass_app
 def http(app: App, mode: str) -> None:
     """HTTP on port 80: NONE, FORWARD (by Host header) or REDIRECT-HTTPS."""
-    from infr.core.lxcs import set_http
+    from infr.routing.edits import set_http
 
     _change(app, set_http, mode)
 
@@ -192,7 +192,7 @@ def http(app: App, mode: str) -> None:
 @pass_app
 def https(app: App, mode: str) -> None:
     """HTTPS on port 443: NONE, FORWARD (by SNI, TLS untouched) or TERMINATE (Let's Encrypt)."""
-    from infr.core.lxcs import set_https
+    from infr.routing.edits import set_https
 
     _change(app, set_https, mode)
 
@@ -202,7 +202,7 @@ def https(app: App, mode: str) -> None:
 @pass_app
 def http_port(app: App, port: int) -> None:
     """The LXC's port that HTTP goes to (default 80)."""
-    from infr.core.lxcs import set_port
+    from infr.routing.edits import set_port
 
     _change(app, set_port, "http", port)
 
@@ -212,7 +212,7 @@ def http_port(app: App, port: int) -> None:
 @pass_app
 def https_port(app: App, port: int) -> None:
     """The LXC's port that forwarded HTTPS goes to (default 443)."""
-    from infr.core.lxcs import set_port
+    from infr.routing.edits import set_port
 
     _change(app, set_port, "https", port)
 
@@ -223,7 +223,7 @@ def https_port(app: App, port: int) -> None:
 @pass_app
 def add_tcp_forward(app: App, host_port: int, lxc_port: int) -> None:
     """Forward TCP HOST_PORT on the host to LXC_PORT on this LXC."""
-    from infr.core.lxcs import add_tcp_forward as edit
+    from infr.routing.edits import add_tcp_forward as edit
 
     _change(app, edit, host_port, lxc_port)
 
@@ -238,7 +238,7 @@ lxc.add_command(lxc_restore)
 @pass_app
 def remove_tcp_forward(app: App, host_port: int) -> None:
     """Stop forwarding HOST_PORT."""
-    from infr.core.lxcs import remove_tcp_forward as edit
+    from infr.routing.edits import remove_tcp_forward as edit
 
     _change(app, edit, host_port)
 
@@ -248,17 +248,17 @@ def remove_tcp_forward(app: App, host_port: int) -> None:
 @pass_app
 def zone(app: App, zone: str) -> None:
     """Put the LXC in ZONE: it reaches only its zone, hosts and admins ('none' to leave)."""
-    from infr.core.meshops import set_zone
+    from infr.vnet.members import set_zone
 
     with changing(app) as change:
         set_zone(change, target_name(), zone)
     if _no_apply():
         click.echo("not applied (--no-apply); apply with: infr vnet apply")
         return
-    from infr.core import meshops
     from infr.errors import RemoteError
+    from infr.vnet import members
 
-    failed = meshops.deploy(app.session, click.echo)  # each failure is reported as it happens
+    failed = members.deploy(app.session, click.echo)  # each failure is reported as it happens
     if failed:
         raise RemoteError(
             f"saved, not applied to {', '.join(sorted(failed))}",
@@ -271,9 +271,9 @@ def zone(app: App, zone: str) -> None:
 @pass_app
 def remove(app: App, assume_yes: bool) -> None:
     """Destroy the container and forget it (its address and routes go too)."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups
-    from infr.core.lxcs import get_lxc
+    from infr.engine.fleet import get_lxc
 
     name = get_lxc(app.session.inventory(), target_name()).name
     if not assume_yes and click.prompt(f"This destroys {name} and everything in it. Type its name to go on") != name:
@@ -284,10 +284,10 @@ def remove(app: App, assume_yes: bool) -> None:
 
 
 def _power(app: App, action: str) -> None:
-    from infr.core import lxcops
+    from infr.lxcs import containers
 
     name = target_name()
-    click.echo(f"{name}: {lxcops.power(app.session, name, action)}")
+    click.echo(f"{name}: {containers.power(app.session, name, action)}")
 
 
 @lxc.command()
@@ -318,7 +318,7 @@ def ssh(app: App, command: tuple[str, ...]) -> None:
     """Open a shell in the container as manager, through its host (or run COMMAND there)."""
     import os
 
-    from infr.core import lxcops
+    from infr.lxcs import containers
 
-    argv = lxcops.ssh_argv(app.session, target_name(), list(command))
+    argv = containers.ssh_argv(app.session, target_name(), list(command))
     os.execvp(argv[0], argv)

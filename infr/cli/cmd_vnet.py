@@ -34,10 +34,10 @@ def vnet() -> None:
 
 def apply(app: App) -> None:
     """Put the mesh on every ready host; a host that could not be reached is an error."""
-    from infr.core import meshops
     from infr.errors import RemoteError
+    from infr.vnet import members
 
-    failed = meshops.deploy(app.session, click.echo)
+    failed = members.deploy(app.session, click.echo)
     if failed:
         raise RemoteError(
             f"the change is saved but did not reach {', '.join(sorted(failed))}",
@@ -61,9 +61,9 @@ def join(app: App, name: str, ip: str | None) -> None:
 
     Again on the same machine: same key, config rewritten. On another: new key, same address.
     """
-    from infr.core import meshops
+    from infr.vnet import members
 
-    path, notes = meshops.join(app.session, name, ip)
+    path, notes = members.join(app.session, name, ip)
     for note in notes:
         click.echo(note)
     click.echo(f"{name}: config written to {path} (private: it holds this machine's key)")
@@ -93,10 +93,10 @@ def list_(app: App, fmt: str | None) -> None:
 @pass_app
 def add(app: App, name: str, public_key: str, ip: str | None) -> None:
     """Add someone's machine from its public key; for an existing NAME, a new key, same address."""
-    from infr.core import meshops
+    from infr.vnet import members
 
     with changing(app) as change:
-        meshops.add_peer(change, name, public_key.strip(), ip)
+        members.add_peer(change, name, public_key.strip(), ip)
     apply(app)
 
 
@@ -105,10 +105,10 @@ def add(app: App, name: str, public_key: str, ip: str | None) -> None:
 @pass_app
 def remove(app: App, name: str) -> None:
     """Take the peer NAME off the network (every host drops it at once)."""
-    from infr.core import meshops
+    from infr.vnet import members
 
     with changing(app) as change:
-        meshops.remove_peer(change, name)
+        members.remove_peer(change, name)
     apply(app)
 
 
@@ -117,9 +117,9 @@ def remove(app: App, name: str) -> None:
 @pass_app
 def status(app: App, fmt: str | None) -> None:
     """Every tunnel as each host sees it: last handshake (stale after 3 minutes), bytes in and out."""
-    from infr.core import meshops
+    from infr.vnet import members
 
-    rows, failed = meshops.status(app.session)
+    rows, failed = members.status(app.session)
     emit_rows(rows, STATUS_COLUMNS, fmt, empty="no tunnels: is any host ready?")
     for host, error in sorted(failed.items()):
         click.echo(f"{host}: unreachable: {error}", err=True)
@@ -131,6 +131,6 @@ def status(app: App, fmt: str | None) -> None:
 @pass_app
 def hosts(app: App) -> None:
     """Print an /etc/hosts block with every vnet name, for machines without infr's DNS."""
-    from infr.core import mesh
+    from infr.vnet import desired
 
-    click.echo(mesh.hosts_block(app.session.inventory(), app.session.settings()), nl=False)
+    click.echo(desired.hosts_block(app.session.inventory(), app.session.settings()), nl=False)

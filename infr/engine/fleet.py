@@ -13,7 +13,7 @@ from pathlib import Path
 from infr.connector import SSHConnection, Target
 from infr.errors import NotFoundError, RemoteError
 from infr.state.admin import require_admin_key
-from infr.state.model import Host, Inventory
+from infr.state.model import Host, Inventory, Lxc
 from infr.state.session import Session
 
 
@@ -22,6 +22,15 @@ def get_host(inv: Inventory, name: str) -> Host:
         hint = f"{name} is an LXC: use 'infr lxc {name}'" if name in inv.lxcs else "list them with 'infr hosts'"
         raise NotFoundError(f"no host named {name!r}", hint)
     return inv.hosts[name]
+
+
+def get_lxc(inv: Inventory, name: str) -> Lxc:
+    if name not in inv.lxcs:
+        hint = "list them with 'infr lxcs'"
+        if name in inv.hosts:
+            hint = f"{name} is a host: use 'infr host {name}'"
+        raise NotFoundError(f"no LXC named {name!r}", hint)
+    return inv.lxcs[name]
 
 
 def target(session: Session, host: Host, *, user: str = "manager", password: str | None = None) -> Target:

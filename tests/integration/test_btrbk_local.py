@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.backups import (
+from infr.backups.btrbk import (
     HOST_SUBVOL,
     LXC_DIR,
     SNAPSHOT_DIR,
@@ -51,7 +51,7 @@ from infr.core.backups import (
     snapshot_dir,
     snapshots_to_cull,
 )
-from infr.core.restore import (
+from infr.restore.choose import (
     LxcPaths,
     clear_argv,
     delete_subvolume_argv,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.backups import (
+from infr.backups.btrbk import (
     BTRBK_FILTER,
     BackupSettings,
     Command,

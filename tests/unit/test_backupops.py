@@ -1,4 +1,4 @@
-"""infr.core.backupops against a fake host: authorized_keys edits, timers, archive moves, freshness."""
+"""infr.backups.pairs against a fake host: authorized_keys edits, timers, archive moves, freshness."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from infr.backups import pairs
+from infr.backups.btrbk import BackupSettings, RestorePoint
 from infr.connector.ssh import Result
-from infr.core import backupops
-from infr.core.backups import BackupSettings, RestorePoint
 from infr.errors import ConflictError
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFdlbGwsIHRoaXMgaXMgbm90IHRoZSByZWFsIGtleSE="
@@ -51,29 +51,29 @@ def test_authorized_keys_keep_other_backup_hosts_and_swap_our_line() -> None:
     other = f'command="x",restrict {KEY} infr-backup@ann\n'.encode()
     host = FakeHost({AUTH: other + f"restrict {KEY} infr-backup@tom\n".encode()})
     line = f'command="y",restrict {KEY} infr-backup@tom'
-    assert backupops._edit_authorized_keys(host, "tom", line, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
+    assert pairs._edit_authorized_keys(host, "tom", line, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
     assert host.files[AUTH] == other + f"{line}\n".encode()
-    assert backupops._edit_authorized_keys(host, "tom", None, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
+    assert pairs._edit_authorized_keys(host, "tom", None, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
     assert host.files[AUTH] == other
 
 
 def test_timers_are_switched_only_when_they_differ() -> None:
     off = FakeHost(answers={("systemctl", "is-enabled"): 1, ("systemctl", "is-active"): 1})
-    assert backupops._ensure_timers(off, enabled=False) == []  # type: ignore[arg-type]
-    assert backupops._ensure_timers(off, enabled=True) == ["enabled infr-backup.timer"]  # type: ignore[arg-type]
+    assert pairs._ensure_timers(off, enabled=False) == []  # type: ignore[arg-type]
+    assert pairs._ensure_timers(off, enabled=True) == ["enabled infr-backup.timer"]  # type: ignore[arg-type]
     on = FakeHost()
-    assert backupops._ensure_timers(on, enabled=True) == ["disabled btrbk.timer"]  # type: ignore[arg-type]
+    assert pairs._ensure_timers(on, enabled=True) == ["disabled btrbk.timer"]  # type: ignore[arg-type]
 
 
 def test_move_refuses_to_merge_two_sets_of_backups() -> None:
-    assert backupops._move(FakeHost(answers={("sh",): 3}), "/a", "/b") == []  # type: ignore[arg-type]
-    assert backupops._move(FakeHost(), "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
+    assert pairs._move(FakeHost(answers={("sh",): 3}), "/a", "/b") == []  # type: ignore[arg-type]
+    assert pairs._move(FakeHost(), "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
     with pytest.raises(ConflictError):
-        backupops._move(FakeHost(answers={("sh",): 4}), "/a", "/b")  # type: ignore[arg-type]
+        pairs._move(FakeHost(answers={("sh",): 4}), "/a", "/b")  # type: ignore[arg-type]
 
 
 def test_archive_sits_beside_the_live_backups() -> None:
-    assert backupops.archive_dir("bob", BackupSettings()) == "/var/lib/backups/archive/bob"
+    assert pairs.archive_dir("bob", BackupSettings()) == "/var/lib/backups/archive/bob"
 
 
 def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
@@ -81,8 +81,8 @@ def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
         return RestorePoint(datetime(2026, 1, 1, 12, minute, tzinfo=UTC), 0, subvol, f"{subvol}.x")
 
     found = [point("host", 0), point("host", 10), point("lxc-web", 5)]
-    assert backupops._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
-    assert backupops._newest_complete(found, ["host", "lxc-db"]) is None
+    assert pairs._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
+    assert pairs._newest_complete(found, ["host", "lxc-db"]) is None
 
 
 SHOW = """@rootfs
@@ -94,7 +94,7 @@ SHOW = """@rootfs
 
 
 def test_root_subvolume_uuid_is_read_from_subvolume_show() -> None:
-    from infr.core.backups import root_subvolume_uuid
+    from infr.backups.btrbk import root_subvolume_uuid
 
     assert root_subvolume_uuid(SHOW.format(uuid="067c11f4-60d1-f749-9d85-8734eeb4e5c8")) == (
         "067c11f4-60d1-f749-9d85-8734eeb4e5c8"
@@ -137,13 +137,13 @@ def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
     seed_host(state_dir, "tom", "203.0.113.11", status="ready")
     uuids = {"203.0.113.10": bob, "203.0.113.11": tom}
-    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: ShowHost(*uuids[target.host]))
+    monkeypatch.setattr(pairs.SSHConnection, "connect", lambda target: ShowHost(*uuids[target.host]))
     session = Session(state_dir)
     if refused:
         with pytest.raises(ConflictError, match="cloned from one image"):
-            backupops._refuse_clones(session, "bob", "tom")
+            pairs._refuse_clones(session, "bob", "tom")
     else:
-        backupops._refuse_clones(session, "bob", "tom")
+        pairs._refuse_clones(session, "bob", "tom")
     assert Session(state_dir).inventory().backups == []
 
 
@@ -162,9 +162,9 @@ def test_a_backup_host_out_of_reach_is_reported_not_raised(state_dir: Path, monk
     def unreachable(target: object) -> None:
         raise RemoteError("tom: connection refused")
 
-    monkeypatch.setattr(backupops.SSHConnection, "connect", unreachable)
+    monkeypatch.setattr(pairs.SSHConnection, "connect", unreachable)
     said: list[str] = []
-    assert backupops.redeploy_targets(Session(state_dir), {"bob"}, said.append) == []
+    assert pairs.redeploy_targets(Session(state_dir), {"bob"}, said.append) == []
     assert said == ["tom: btrbk.conf not updated (tom: connection refused); later: infr backup start bob tom"]
 
 
@@ -180,11 +180,11 @@ infr-backup.service: Main process exited, code=exited, status=10/n/a
 
 
 def test_a_failed_run_is_told_by_its_last_detail_line() -> None:
-    assert backupops._last_error(FAILED_RUN) == "Host key verification failed."
-    assert backupops._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
+    assert pairs._last_error(FAILED_RUN) == "Host key verification failed."
+    assert pairs._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
         "ERROR: Error while resuming backups, aborting"
     )
-    assert backupops._last_error("") == "the journal is empty"
+    assert pairs._last_error("") == "the journal is empty"
 
 
 class RunHost(FakeHost):
@@ -223,16 +223,16 @@ def test_run_now_starts_the_service_on_to_and_tells_a_failure(
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
     seed_host(state_dir, "tom", "203.0.113.11", status="ready")
     with pytest.raises(ConflictError, match="bob is not being backed up onto tom"):
-        backupops.run_now(Session(state_dir), "bob", "tom", print)
+        pairs.run_now(Session(state_dir), "bob", "tom", print)
     with Session(state_dir).change() as change:
         change.set_backups([Backup("bob", "tom")])
     host = RunHost(status)
-    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: host)
+    monkeypatch.setattr(pairs.SSHConnection, "connect", lambda target: host)
     if status:
         with pytest.raises(RemoteError, match="the backup run on tom failed: Host key verification failed"):
-            backupops.run_now(Session(state_dir), "bob", "tom", print)
+            pairs.run_now(Session(state_dir), "bob", "tom", print)
     else:
-        newest = backupops.run_now(Session(state_dir), "bob", "tom", print)
+        newest = pairs.run_now(Session(state_dir), "bob", "tom", print)
         assert newest is not None and newest.name == "host.20261123T0310"
     assert ("systemctl", "start", "infr-backup.service") in host.ran
 
@@ -274,7 +274,7 @@ def pair(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Reached 
             raise RemoteError(f"cannot connect to {name}: connection refused")
         return host
 
-    monkeypatch.setattr(backupops.SSHConnection, "connect", connect)
+    monkeypatch.setattr(pairs.SSHConnection, "connect", connect)
     return hosts
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import bootmedium as bm
 from infr.errors import InfrError, ValidationError
+from infr.hosts.boot import medium as bm
 
 GOLDEN = Path(__file__).parent / "golden" / "boot"
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q alice@laptop"

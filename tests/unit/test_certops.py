@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.certops import plan
-from infr.core.certs import CertInfo, CertRequest
+from infr.routing.certificates import plan
+from infr.routing.certs import CertInfo, CertRequest
 from infr.state.settings import SETTINGS
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)

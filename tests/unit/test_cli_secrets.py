@@ -18,9 +18,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from infr.cli.main import command_line
-from infr.core import bootmedium as bm
-from infr.core import hostops
 from infr.errors import RemoteError
+from infr.hosts import adopt as hosts_adopt
+from infr.hosts.boot import medium as bm
 from infr.state.settings import SETTINGS
 from tests.conftest import run_cli, seed_host, seed_lxc, snapshot
 
@@ -118,10 +118,10 @@ def adopt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
 
     def adopt(session: Any, name: str, ip: str, password: str | None, report: Any, features: Any) -> list[str]:
         calls.append(password)
-        hostops.record_host(session, name, ip)
+        hosts_adopt.record_host(session, name, ip)
         raise RemoteError(f"{name}: cannot connect (test)")
 
-    monkeypatch.setattr(hostops, "adopt", adopt)
+    monkeypatch.setattr(hosts_adopt, "adopt", adopt)
     return calls
 
 

@@ -109,8 +109,8 @@ def _in(module: str, package: str) -> bool:
 
 def test_the_graph_sees_function_level_and_from_imports() -> None:
     # hostops imports provision at module level; cmd_hosts imports hostops inside its commands.
-    assert "infr.core.provision" in graph()["infr.core.hostops"]
-    assert "infr.core.hostops" in graph()["infr.cli.cmd_hosts"]
+    assert "infr.hosts.desired" in graph()["infr.hosts.adopt"]
+    assert "infr.hosts.adopt" in graph()["infr.cli.cmd_hosts"]
     assert "infr.connector.ssh" in graph()["infr.connector"]  # from infr.connector.ssh import (...)
 
 

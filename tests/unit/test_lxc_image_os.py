@@ -13,11 +13,13 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from infr.backups import pairs
 from infr.connector.ssh import Result
-from infr.core import backupops, lxcops, meshops, osrelease
 from infr.engine import steps
 from infr.errors import ConflictError
+from infr.lxcs import containers, osrelease
 from infr.state.store import Store
+from infr.vnet import members
 from tests.conftest import run_cli, seed_host, snapshot
 
 # ---- the pure comparison --------------------------------------------------------------------
@@ -114,7 +116,8 @@ UBUNTU = 'NAME="Ubuntu"\nVERSION_ID="16.04"\nVERSION_CODENAME=xenial\nID=ubuntu\
 
 
 def read(rootfs: Path) -> str:
-    return subprocess.run(["sh", "-c", lxcops._OS_RELEASE, "sh", str(rootfs)], capture_output=True, text=True).stdout
+    argv = ["sh", "-c", containers._OS_RELEASE, "sh", str(rootfs)]
+    return subprocess.run(argv, capture_output=True, text=True).stdout
 
 
 def test_os_release_is_read_from_etc_through_its_relative_link(tmp_path: Path) -> None:
@@ -159,7 +162,7 @@ class ImageHost:
     def run(self, argv: Sequence[str], **_: object) -> Result:
         argv = tuple(argv)
         self.ran.append(argv)
-        if argv[:2] == ("sh", "-c") and argv[2] == lxcops._OS_RELEASE:
+        if argv[:2] == ("sh", "-c") and argv[2] == containers._OS_RELEASE:
             return Result(0, self.os_release.encode(), b"")
         return Result(1 if argv[0] == "test" else 0, b"", b"")
 
@@ -175,16 +178,16 @@ def tarball_world(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert run_cli(state_dir, "config", "set", "lxcImageSource", str(image)).exit_code == 0
     # After the rootfs: config, start and inside are not what these tests are about.
     monkeypatch.setattr(steps, "ensure_file", lambda conn, spec: [])
-    monkeypatch.setattr(lxcops, "_start", lambda conn, name: [])
-    monkeypatch.setattr(lxcops, "_inside", lambda conn, session, lxc, host: [])
-    monkeypatch.setattr(meshops, "after_lxc_change", lambda session, report: [])
-    monkeypatch.setattr(backupops, "redeploy_targets", lambda session, hosts, report: [])
+    monkeypatch.setattr(containers, "_start", lambda conn, name: [])
+    monkeypatch.setattr(containers, "_inside", lambda conn, session, lxc, host: [])
+    monkeypatch.setattr(members, "after_lxc_change", lambda session, report: [])
+    monkeypatch.setattr(pairs, "redeploy_targets", lambda session, hosts, report: [])
     return state_dir
 
 
 def on(monkeypatch: pytest.MonkeyPatch, os_release: str) -> ImageHost:
     host = ImageHost(os_release)
-    monkeypatch.setattr(lxcops.SSHConnection, "connect", lambda target: host)
+    monkeypatch.setattr(containers.SSHConnection, "connect", lambda target: host)
     return host
 
 

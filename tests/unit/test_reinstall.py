@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import reinstall
-from infr.core.bootmedium import Network, Phase
 from infr.errors import InfrError, UsageError
+from infr.hosts import reinstall
+from infr.hosts.boot.medium import Network, Phase
 from infr.state.session import Session
 from tests.conftest import run_cli, seed_host
 

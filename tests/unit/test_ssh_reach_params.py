@@ -145,7 +145,7 @@ def test_a_broken_user_config_names_the_file(text: str | bytes) -> None:
 def test_host_ssh_has_a_connect_timeout_the_pinned_key_and_the_ssh_config(
     state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.core.sshexec import ssh_argv
+    from infr.hosts.ssh import ssh_argv
     from infr.state.session import Session
     from tests.conftest import seed_host
 

@@ -106,20 +106,25 @@ def test_fill_interpolates_printable_values(text: str) -> None:
 
 
 def _builders(bad: str) -> dict[str, Any]:
-    from infr.core import backups, lxcops, mesh, provision
+    from infr.backups import btrbk
+    from infr.hosts import desired
+    from infr.lxcs import containers
     from infr.state.model import Host, Inventory, Key, Lxc
+    from infr.vnet import desired as vnet_desired
 
     settings = {"dnsPrefix": "infr", "dnsDomain": "example.com", "vnetPrefix": "vnet", "vnetNetwork": "10.8.0.0/16"}
     host = Host("bob", "203.0.113.1", "10.8.0.1", host_key="ssh-ed25519 AAAA")
     lxc = Lxc("web", "bob", "debian", "bookworm", "10.8.1.2")
     return {
-        "LXC config (distro)": lambda: lxcops.container_config(replace(lxc, distro=bad), host, settings),
-        "LXC config (release)": lambda: lxcops.container_config(replace(lxc, release=bad), host, settings),
-        "authorized_keys": lambda: provision.authorized_keys(Inventory({}, keys={"a": Key("a", bad)})),
-        "/etc/hosts": lambda: provision.name_files("bob", {**settings, "dnsDomain": bad}),
-        "lxc-net": lambda: provision.network_files(replace(host, vnet_ip=bad), settings),
-        "btrbk known_hosts": lambda: backups.render_known_hosts([replace(host, host_key=bad)]),
-        "vnet hosts block": lambda: mesh.hosts_block(Inventory(settings, lxcs={bad: replace(lxc, name=bad)}), settings),
+        "LXC config (distro)": lambda: containers.container_config(replace(lxc, distro=bad), host, settings),
+        "LXC config (release)": lambda: containers.container_config(replace(lxc, release=bad), host, settings),
+        "authorized_keys": lambda: desired.authorized_keys(Inventory({}, keys={"a": Key("a", bad)})),
+        "/etc/hosts": lambda: desired.name_files("bob", {**settings, "dnsDomain": bad}),
+        "lxc-net": lambda: desired.network_files(replace(host, vnet_ip=bad), settings),
+        "btrbk known_hosts": lambda: btrbk.render_known_hosts([replace(host, host_key=bad)]),
+        "vnet hosts block": lambda: vnet_desired.hosts_block(
+            Inventory(settings, lxcs={bad: replace(lxc, name=bad)}), settings
+        ),
     }
 
 

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from infr.backups import pairs
 from infr.connector import SSHConnection
-from infr.core import backupops, haproxy_deploy, hostops, lxcops, meshops, restoreops
-from infr.core.lxcs import get_lxc
-from infr.core.restoreops import LxcPlan
+from infr.engine.fleet import get_lxc
 from infr.errors import InfrError
+from infr.hosts import adopt
+from infr.lxcs import containers
+from infr.restore import container as restore_container
+from infr.restore.container import LxcPlan
+from infr.routing import deploy
 from infr.state.model import Host
 from infr.state.session import Session
+from infr.vnet import members
 
 Report = Callable[[str], None]
 
@@ -27,32 +32,32 @@ Report = Callable[[str], None]
 # --- hosts ------------------------------------------------------------------------------------
 
 
-def _host_features(session: Session, steps: hostops.Steps, report: Report) -> hostops.HostFeatures:
+def _host_features(session: Session, steps: adopt.Steps, report: Report) -> adopt.HostFeatures:
     """After a host's base system: it joins the mesh (members learn it), then its HAProxy."""
 
     def configure(conn: SSHConnection, host: Host) -> list[str]:
         changes: list[str] = []
         if steps.network:
-            changes += meshops.join_host(session, conn, host, report)
+            changes += members.join_host(session, conn, host, report)
         if steps.haproxy:
-            changes += haproxy_deploy.deploy(conn, session, host, report)
+            changes += deploy.deploy(conn, session, host, report)
         return changes
 
     return configure
 
 
 def adopt_host(session: Session, name: str, ip: str, password: str | None, report: Report) -> list[str]:
-    return hostops.adopt(session, name, ip, password, report, _host_features(session, hostops.Steps(), report))
+    return adopt.adopt(session, name, ip, password, report, _host_features(session, adopt.Steps(), report))
 
 
-def reconfigure_host(session: Session, name: str, steps: hostops.Steps, repin: bool, report: Report) -> list[str]:
-    return hostops.reconfigure(session, name, steps, repin, report, _host_features(session, steps, report))
+def reconfigure_host(session: Session, name: str, steps: adopt.Steps, repin: bool, report: Report) -> list[str]:
+    return adopt.reconfigure(session, name, steps, repin, report, _host_features(session, steps, report))
 
 
 def remove_host(session: Session, name: str, force: bool) -> list[str]:
-    notes = hostops.remove(session, name, force)
+    notes = adopt.remove(session, name, force)
     problems: list[str] = []  # members that could not be told are reported, not raised
-    return [*notes, *meshops.after_host_removed(session, problems.append), *problems]
+    return [*notes, *members.after_host_removed(session, problems.append), *problems]
 
 
 # --- LXCs -------------------------------------------------------------------------------------
@@ -61,8 +66,8 @@ def remove_host(session: Session, name: str, force: bool) -> list[str]:
 def _lxc_placed(session: Session, host_names: set[str], report: Report) -> list[str]:
     """An LXC came to or left these hosts: its address in their peer entries on every
     member (and the zone rules), its rootfs in their backups (they stay on TO)."""
-    changes = meshops.after_lxc_change(session, report)
-    return changes + backupops.redeploy_targets(session, host_names, report)
+    changes = members.after_lxc_change(session, report)
+    return changes + pairs.redeploy_targets(session, host_names, report)
 
 
 def add_lxc(
@@ -75,7 +80,7 @@ def add_lxc(
     report: Report,
     record_image_os: bool = False,
 ) -> list[str]:
-    changes = lxcops.add(session, name, distro, release, host_name, ip, report, record_image_os)
+    changes = containers.add(session, name, distro, release, host_name, ip, report, record_image_os)
     changes += _lxc_placed(session, {session.inventory().lxcs[name].host}, report)
     for line in changes:
         report(line)
@@ -84,7 +89,7 @@ def add_lxc(
 
 def remove_lxc(session: Session, name: str, report: Report) -> list[str]:
     host = get_lxc(session.inventory(), name).host
-    changes = lxcops.remove(session, name, report)  # its host's HAProxy stops routing to it there
+    changes = containers.remove(session, name, report)  # its host's HAProxy stops routing to it there
     return changes + _lxc_placed(session, {host}, report)
 
 
@@ -92,7 +97,7 @@ def restore_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
     """restoreops.apply_lxc; a move then touches routing on both hosts, the mesh, backups and
     the old copy; last, the container set up inside as state wants it now."""
     with session.locked():
-        changes = restoreops.apply_lxc(session, plan, report)
+        changes = restore_container.apply_lxc(session, plan, report)
         if plan.moving:
             changes += _lxc_moved(session, plan, report)
         changes += _set_up_inside(session, plan.name, report)
@@ -101,15 +106,15 @@ def restore_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
 
 def _lxc_moved(session: Session, plan: LxcPlan, report: Report) -> list[str]:
     def after(hint: str, step: Callable[[], list[str]]) -> list[str]:
-        return restoreops.after_restore(plan, hint, step)
+        return restore_container.after_restore(plan, hint, step)
 
-    reachable = restoreops.reachable_hosts(plan)
-    changes = after("infr host HOST reconfigure", lambda: haproxy_deploy.apply_routing(session, reachable, report))
+    reachable = restore_container.reachable_hosts(plan)
+    changes = after("infr host HOST reconfigure", lambda: deploy.apply_routing(session, reachable, report))
     # Its address now sits behind plan.target: every mesh member's peer entries and routes.
-    changes += after("infr vnet apply", lambda: meshops.after_lxc_change(session, report))
+    changes += after("infr vnet apply", lambda: members.after_lxc_change(session, report))
     follow = f"infr backup start FROM TO, for each pair from {plan.current} or {plan.target}"
-    changes += after(follow, lambda: backupops.redeploy_targets(session, {plan.current, plan.target}, report))
-    return changes + restoreops.leave_old_host(session, plan, report)
+    changes += after(follow, lambda: pairs.redeploy_targets(session, {plan.current, plan.target}, report))
+    return changes + restore_container.leave_old_host(session, plan, report)
 
 
 def _set_up_inside(session: Session, name: str, report: Report) -> list[str]:

@@ -1,6 +1,6 @@
 """Backups on real hosts: start and stop a pair, and read back how fresh its backups are.
 
-What gets installed is rendered by infr.core.backups; this module records pairs in state
+What gets installed is rendered by infr.backups.btrbk; this module records pairs in state
 and converges the two hosts over SSH (as `manager` with sudo), so running a command
 again changes nothing and repairs a run that was cut off half-way.
 
@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from infr.backups import btrbk as backups_btrbk
+from infr.backups.btrbk import HOST_SUBVOL, BackupSettings, RestorePoint
 from infr.connector import SSHConnection
-from infr.core import backups
-from infr.core.backups import HOST_SUBVOL, BackupSettings, RestorePoint
-from infr.core.restore import Located
 from infr.engine import steps
 from infr.engine.fleet import connect, get_host, target
 from infr.engine.steps import FileSpec
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
+from infr.restore.choose import Located
 from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory, timestamp
 from infr.state.session import Session
 
@@ -42,7 +42,7 @@ class PairStatus:
     from_host: str
     to_host: str
     newest: datetime | None
-    status: str  # backups.STATUS_OK, STATUS_STALE or STATUS_UNREACHABLE
+    status: str  # backups_btrbk.STATUS_OK, STATUS_STALE or STATUS_UNREACHABLE
     error: str = ""
 
     def age(self, now_: datetime) -> timedelta | None:
@@ -144,14 +144,14 @@ def run_now(session: Session, from_host: str, to_host: str, report: Report) -> R
         raise ConflictError(f"{from_host} is not being backed up onto {to_host}",
                             f"start it: infr backup start {from_host} {to_host}")
     settings = settings_for(session)
-    report(f"running {backups.SERVICE} on {to_host}")
+    report(f"running {backups_btrbk.SERVICE} on {to_host}")
     with SSHConnection.connect(target(session, get_host(inv, to_host))) as conn:
-        started = conn.run(["systemctl", "start", backups.SERVICE], check=False, timeout=RUN_TIMEOUT)
+        started = conn.run(["systemctl", "start", backups_btrbk.SERVICE], check=False, timeout=RUN_TIMEOUT)
         if started.exit_status != 0:
-            journal = conn.run(["journalctl", "-u", backups.SERVICE, "-n", "40", "-o", "cat", "--no-pager"],
+            journal = conn.run(["journalctl", "-u", backups_btrbk.SERVICE, "-n", "40", "-o", "cat", "--no-pager"],
                                check=False).text
             raise RemoteError(f"the backup run on {to_host} failed: {_last_error(journal)}",
-                              f"see journalctl -u {backups.SERVICE} on {to_host}; the admin was mailed")
+                              f"see journalctl -u {backups_btrbk.SERVICE} on {to_host}; the admin was mailed")
         points = [p for p in _read_points(conn, from_host, settings) if p.subvol == HOST_SUBVOL]
     return points[-1] if points else None
 
@@ -179,7 +179,7 @@ def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     for name in (from_host, to_host):
         with SSHConnection.connect(target(session, inv.hosts[name])) as conn:
             shown = [conn.run(["btrfs", "subvolume", "show", *where, "/"]).text for where in (["--rootid=5"], [])]
-            uuids[name] = {uuid for uuid in map(backups.root_subvolume_uuid, shown) if uuid}
+            uuids[name] = {uuid for uuid in map(backups_btrbk.root_subvolume_uuid, shown) if uuid}
     shared = sorted(uuids[from_host] & uuids[to_host])
     if shared:
         raise ConflictError(
@@ -268,7 +268,7 @@ def redeploy_targets(session: Session, hosts: set[str], report: Report) -> list[
 
 def _make_dirs(conns: dict[str, SSHConnection], from_host: str, to_host: str, settings: BackupSettings) -> None:
     # `mkdir -p`: nothing worth reporting, and a no-op the second time.
-    for cmd in backups.setup_commands(from_host, to_host, settings):
+    for cmd in backups_btrbk.setup_commands(from_host, to_host, settings):
         conns[cmd.host].run(cmd.argv)
 
 
@@ -290,8 +290,8 @@ def _deploy_target(conn: SSHConnection, inv: Inventory, to_host: str, settings: 
     active_hosts = [h for b, h in pairs if b.status == BACKUP_ACTIVE]
     lxcs = {h.name: inv.lxcs_on(h.name) for _, h in pairs}
     to = inv.hosts[to_host]
-    files = {settings.btrbk_conf: backups.render_btrbk_conf(to, pairs, lxcs, settings)}
-    files.update(backups.render_units(to, active_hosts, settings))
+    files = {settings.btrbk_conf: backups_btrbk.render_btrbk_conf(to, pairs, lxcs, settings)}
+    files.update(backups_btrbk.render_units(to, active_hosts, settings))
     modes = {settings.smtp_password_file: 0o600}
     mailer = ["msmtp"] if settings.smtp_relay else []  # not msmtp-mta: that would remove an MTA
     changes = steps.ensure_packages(conn, ["btrbk", "btrfs-progs", *mailer])
@@ -342,13 +342,13 @@ def archive_dir(from_host: str, settings: BackupSettings) -> str:
 
 
 def _archive(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[str]:
-    live, archived = backups.backup_dir(from_host, settings), archive_dir(from_host, settings)
+    live, archived = backups_btrbk.backup_dir(from_host, settings), archive_dir(from_host, settings)
     conn.run(["mkdir", "-p", posixpath.dirname(archived)])
     return _move(conn, live, archived)
 
 
 def _unarchive(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[str]:
-    return _move(conn, archive_dir(from_host, settings), backups.backup_dir(from_host, settings))
+    return _move(conn, archive_dir(from_host, settings), backups_btrbk.backup_dir(from_host, settings))
 
 
 def _move(conn: SSHConnection, source: str, dest: str) -> list[str]:
@@ -375,9 +375,9 @@ def _home(settings: BackupSettings) -> str:
 def _deploy_source(conn: SSHConnection, to_host: str, public_key: str, settings: BackupSettings) -> list[str]:
     """The backup user that TO's key logs in as, its filter and sudoers."""
     changes = _ensure_system_user(conn, settings)
-    for path, text in backups.render_source_files(settings).items():
+    for path, text in backups_btrbk.render_source_files(settings).items():
         changes += steps.ensure_file(conn, _source_spec(path, text))
-    line = backups.render_authorized_key(to_host, public_key, settings)
+    line = backups_btrbk.render_authorized_key(to_host, public_key, settings)
     return changes + _edit_authorized_keys(conn, to_host, line, settings)
 
 
@@ -416,7 +416,7 @@ def _exists(conn: SSHConnection, path: str) -> bool:
 def _clean_source(conn: SSHConnection, to_host: str, settings: BackupSettings) -> list[str]:
     """TO's key off FROM, and the snapshots TO took (only the archive on TO stays)."""
     changes = _edit_authorized_keys(conn, to_host, None, settings)
-    snapshots = backups.snapshot_dir(to_host, settings)
+    snapshots = backups_btrbk.snapshot_dir(to_host, settings)
     if _exists(conn, snapshots):
         script = 'for s in "$1"/*; do if [ -e "$s" ]; then btrfs subvolume delete -- "$s"; fi; done; rmdir -- "$1"'
         conn.run(["sh", "-c", script, "sh", snapshots])
@@ -428,20 +428,20 @@ def _clean_source(conn: SSHConnection, to_host: str, settings: BackupSettings) -
 
 
 def _read_points(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[RestorePoint]:
-    return read_points(conn, backups.backup_dir(from_host, settings))
+    return read_points(conn, backups_btrbk.backup_dir(from_host, settings))
 
 
 def read_points(conn: SSHConnection, directory: str) -> list[RestorePoint]:
     """The complete backups in `directory` on a backup host, oldest first."""
     if not _exists(conn, directory):
         return []
-    listing = conn.run(list(backups.list_points_argv(directory)))
-    return backups.parse_restore_points(listing.text, directory)
+    listing = conn.run(list(backups_btrbk.list_points_argv(directory)))
+    return backups_btrbk.parse_restore_points(listing.text, directory)
 
 
 def _newest_complete(points: list[RestorePoint], subvols: list[str]) -> datetime | None:
     """When FROM was last backed up whole: the oldest of each expected subvolume's newest."""
-    newest = backups.newest_by_subvol(points)
+    newest = backups_btrbk.newest_by_subvol(points)
     if any(s not in newest for s in subvols):
         return None
     return min(newest[s].at for s in subvols)
@@ -481,9 +481,9 @@ def _status_on(
         return [PairStatus(b.from_host, to_host, None, STATUS_UNREACHABLE, str(e)) for b in pairs]
     rows = []
     for b in pairs:
-        subvols = [HOST_SUBVOL, *(backups.lxc_subvol(c.name) for c in inv.lxcs_on(b.from_host))]
+        subvols = [HOST_SUBVOL, *(backups_btrbk.lxc_subvol(c.name) for c in inv.lxcs_on(b.from_host))]
         newest = _newest_complete(found[b.from_host], subvols)
-        rows.append(PairStatus(b.from_host, to_host, newest, backups.backup_age_status(newest, moment, limit)))
+        rows.append(PairStatus(b.from_host, to_host, newest, backups_btrbk.backup_age_status(newest, moment, limit)))
     return rows
 
 
@@ -505,7 +505,7 @@ def _directories(inv: Inventory, settings: BackupSettings, from_host: str | None
         if from_host is None or b.from_host == from_host:
             active = b.status == BACKUP_ACTIVE
             directory = (
-                backups.backup_dir(b.from_host, settings) if active else archive_dir(b.from_host, settings)
+                backups_btrbk.backup_dir(b.from_host, settings) if active else archive_dir(b.from_host, settings)
             )
             found.setdefault(b.to_host, []).append((b.from_host, directory))
     return found

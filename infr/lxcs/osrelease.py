@@ -1,6 +1,6 @@
 """What an image is, from its os-release file (os-release(5)), against what was asked for.
 
-Pure: the text is read from the unpacked image on the host by infr.core.lxcops.
+Pure: the text is read from the unpacked image on the host by infr.lxcs.containers.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from infr.core.dnsnames import managed_suffixes, wanted_records
+from infr.dns.wanted import managed_suffixes, wanted_records
 from infr.state.session import Session
 
 if TYPE_CHECKING:
-    from infr.core.dnsplan import ApplyReport, Plan
+    from infr.dns.plan import ApplyReport, Plan
     from infr.providers.base import Provider, Record
 
 Purposes = dict[tuple[str, str], str]
@@ -39,7 +39,7 @@ def provider_configured(session: Session) -> bool:
 
 def reconcile(session: Session, adopt: bool = False) -> Reconcile:
     """Read the provider's zone and plan the changes that make it match state."""
-    from infr.core import dnsplan
+    from infr.dns import plan as dns_plan
     from infr.providers import load_provider
 
     settings = session.settings()
@@ -47,7 +47,7 @@ def reconcile(session: Session, adopt: bool = False) -> Reconcile:
     zone = str(settings["dnsDomain"])
     desired, purposes = _desired(session)
     suffixes = managed_suffixes(settings)
-    plan = dnsplan.compute_plan(
+    plan = dns_plan.compute_plan(
         desired, provider.list_records(zone), suffixes, str(settings["dnsOwnerId"]), adopt=adopt
     )
     return Reconcile(provider, zone, plan, purposes)
@@ -63,9 +63,9 @@ def rows(session: Session) -> list[dict[str, Any]]:
 
 
 def fix(found: Reconcile, force: bool) -> ApplyReport:
-    from infr.core import dnsplan
+    from infr.dns import plan as dns_plan
 
-    return dnsplan.apply(found.provider, found.zone, found.plan, force=force)
+    return dns_plan.apply(found.provider, found.zone, found.plan, force=force)
 
 
 def _row(record: Record, purposes: Purposes, status: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ On FROM, TO's key is forced through `infr-backup-filter`, which hands each comma
 btrbk's ssh_filter_btrbk.sh: deletes only below TO's own snapshot directory, sends only
 from it, snapshots and read-only queries otherwise.
 
-Restoring from these backups: infr/core/restore.py (plans) and restoreops.py.
+Restoring from these backups: infr/restore/choose.py (plans) and restoreops.py.
 """
 
 from __future__ import annotations

@@ -10,31 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from infr.errors import ConflictError, NotFoundError, UsageError
+from infr.engine.fleet import get_lxc
+from infr.errors import ConflictError, UsageError
 from infr.state import validate
 from infr.state.change import Change
 from infr.state.model import (
     HTTP_MODES,
     HTTPS_MODES,
     RESERVED_HOST_PORTS,
-    Inventory,
     Lxc,
     TcpForward,
 )
 
 
-def get_lxc(inv: Inventory, name: str) -> Lxc:
-    if name not in inv.lxcs:
-        hint = "list them with 'infr lxcs'"
-        if name in inv.hosts:
-            hint = f"{name} is a host: use 'infr host {name}'"
-        raise NotFoundError(f"no LXC named {name!r}", hint)
-    return inv.lxcs[name]
-
-
 def fqdns(lxc: Lxc, config: dict[str, Any]) -> list[str]:
     """The names HAProxy routes to this LXC: its public and vnet names, then its aliases."""
-    from infr.core.haproxy import lxc_fqdns
+    from infr.routing.haproxy import lxc_fqdns
 
     return lxc_fqdns(
         lxc, dns_domain=config["dnsDomain"], dns_prefix=config["dnsPrefix"], vnet_prefix=config["vnetPrefix"]

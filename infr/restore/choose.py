@@ -1,7 +1,7 @@
 """Restoring from backups: which backup to use, and the commands that bring it back. Pure.
 
-What a restore point is and how a backup host lists them: infr.core.backups. The
-commands below run through infr.core.restoreops, over the admin's own SSH logins
+What a restore point is and how a backup host lists them: infr.backups.btrbk. The
+commands below run through infr.restore.container, over the admin's own SSH logins
 (`manager` with sudo) to each host; a backup host needs no way into other hosts.
 
 A container restore, onto target host T from backup host B:
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from infr.core.backups import BackupSettings, RestorePoint, parse_backup_name
+from infr.backups.btrbk import BackupSettings, RestorePoint, parse_backup_name
 from infr.errors import NotFoundError, UsageError
 
 LXC_ROOT = "/var/lib/lxc"

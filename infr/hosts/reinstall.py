@@ -1,6 +1,6 @@
 """`infr hosts add NAME IP`: reinstall a running Debian box through iPXE, then adopt it.
 
-The boot medium is built here on the admin machine (infr.core.bootmedium) and reaches
+The boot medium is built here on the admin machine (infr.hosts.boot.medium) and reaches
 the box only inside the SSH connection, preseed included. After the reboot nothing
 can be asked of the box: infr watches its SSH port, by phase, until the installed
 system answers as manager with a new host key, then continues exactly like `--adopt`.
@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from infr import followups
 from infr.connector import SSHConnection
 from infr.connector.ssh import server_host_key
-from infr.core import bootmedium as bm
-from infr.core import followups, hostops
 from infr.engine import fleet
 from infr.errors import InfrError, RemoteError, UsageError, ValidationError
+from infr.hosts import adopt
+from infr.hosts.boot import medium as bm
 from infr.state.model import Host
 from infr.state.session import Session
 
@@ -67,7 +68,7 @@ class _Clock:
 def check(session: Session, name: str, ip: str, opts: ReinstallOptions) -> None:
     """Every problem in the name, address, options and state that can be found before anything
     is recorded or the box is touched (the disk and firmware wait for the box's answer)."""
-    hostops.check_add(session, name, ip)
+    adopt.check_add(session, name, ip)
     network = bm.Network(nameservers=opts.nameservers)
     settings = _preseed_settings(session, name, bm.BoxFacts(disk="", firmware="bios", grub=None), network, opts)
     problems = [*bm.input_problems(settings), *bm.installer_problems(_installer(session, opts))]
@@ -80,9 +81,9 @@ def reinstall(session: Session, name: str, ip: str, opts: ReinstallOptions, repo
     clock = _Clock(report)
     with session.locked():
         check(session, name, ip, opts)
-        host = hostops.record_host(session, name, ip)
+        host = adopt.record_host(session, name, ip)
         with SSHConnection.connect(fleet.target(session, host, user="root", password=opts.root_password)) as root:
-            host = hostops.pin_host_key(session, host, root, clock.say)
+            host = adopt.pin_host_key(session, host, root, clock.say)
             with tempfile.TemporaryDirectory(prefix="infr-medium-") as tmp:
                 medium = _build(root, session, host, opts, Path(tmp), clock)
                 _deliver(root, medium, clock)
@@ -213,7 +214,7 @@ def _try_installed(session: Session, host: Host, clock: _Clock) -> str:
         # The key just read is pinned for the login, so nothing else can slip in between.
         with SSHConnection.connect(fleet.target(session, replace(host, host_key=key))) as conn:
             clock.say("the installed system answers as manager", bm.Phase.FIRST_BOOT)
-            hostops.pin_host_key(session, replace(host, host_key=""), conn, clock.say)
+            adopt.pin_host_key(session, replace(host, host_key=""), conn, clock.say)
             return ""
     except RemoteError as err:
         return f"SSH answers at {clock.elapsed():.0f} s with a new host key, but not as manager: {err}"

@@ -1,6 +1,6 @@
 """The private network on real machines: host keys, deploying the mesh, admins' peers, status.
 
-What is rendered comes from mesh.py; files reach hosts through steps.ensure_file,
+What is rendered comes from desired.py; files reach hosts through steps.ensure_file,
 several hosts at once through connector.run_parallel (hosts marked down are skipped).
 
 Entry points:
@@ -20,24 +20,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from infr.connector import SSHConnection, run_parallel
-from infr.core import mesh
-from infr.core.lxcs import get_lxc
 from infr.engine import steps
-from infr.engine.fleet import target
+from infr.engine.fleet import get_lxc, target
 from infr.engine.steps import Runner
 from infr.errors import ConflictError, NotFoundError, RemoteError, UsageError
 from infr.state import validate
 from infr.state.change import Change
 from infr.state.model import HOST_READY, Host, Peer, timestamp
 from infr.state.session import Session
+from infr.vnet import desired
 
 Report = Callable[[str], None]
 R = TypeVar("R")
 
 # Made on the host, once; only the public half is printed and leaves it.
 KEYGEN = (
-    f"umask 077; mkdir -p {posixpath.dirname(mesh.KEY_PATH)}; "
-    f"[ -s {mesh.KEY_PATH} ] || wg genkey > {mesh.KEY_PATH}; wg pubkey < {mesh.KEY_PATH}"
+    f"umask 077; mkdir -p {posixpath.dirname(desired.KEY_PATH)}; "
+    f"[ -s {desired.KEY_PATH} ] || wg genkey > {desired.KEY_PATH}; wg pubkey < {desired.KEY_PATH}"
 )
 # The host's clock with the dump (handshake times are the host's); interface lines,
 # which hold the private key, are dropped on the host.
@@ -62,7 +61,7 @@ def new_key_pair() -> tuple[str, str]:
 def host_public_key(conn: Runner) -> str:
     """The host's WireGuard public key, making its key pair there first if it has none."""
     key = conn.run(["sh", "-c", KEYGEN]).text.strip()
-    if problem := mesh.public_key_problem(key):
+    if problem := desired.public_key_problem(key):
         raise RemoteError(f"no WireGuard public key from the host: {problem}", "is wireguard-tools installed there?")
     return key
 
@@ -86,16 +85,16 @@ def _apply(conn: Runner, session: Session, host: Host) -> list[str]:
     """
     port = int(session.settings()["vnetListenPort"])
     changes: list[str] = []
-    for spec in mesh.host_files(session.inventory(), host, port):
+    for spec in desired.host_files(session.inventory(), host, port):
         changes += steps.ensure_file(conn, spec)
     if changes:
         conn.run(["systemctl", "daemon-reload"])
-    if conn.run(["systemctl", "is-enabled", "--quiet", mesh.UNIT_NAME], check=False).exit_status != 0:
-        conn.run(["systemctl", "enable", mesh.UNIT_NAME])
-        changes.append(f"enabled {mesh.UNIT_NAME}")
-    if changes or conn.run(["systemctl", "is-active", "--quiet", mesh.UNIT_NAME], check=False).exit_status != 0:
-        conn.run(["systemctl", "restart", mesh.UNIT_NAME])
-        changes.append(f"ran {mesh.UNIT_NAME}")
+    if conn.run(["systemctl", "is-enabled", "--quiet", desired.UNIT_NAME], check=False).exit_status != 0:
+        conn.run(["systemctl", "enable", desired.UNIT_NAME])
+        changes.append(f"enabled {desired.UNIT_NAME}")
+    if changes or conn.run(["systemctl", "is-active", "--quiet", desired.UNIT_NAME], check=False).exit_status != 0:
+        conn.run(["systemctl", "restart", desired.UNIT_NAME])
+        changes.append(f"ran {desired.UNIT_NAME}")
     return changes
 
 
@@ -219,7 +218,7 @@ def status(session: Session) -> tuple[list[dict[str, Any]], dict[str, str]]:
             failed[name] = str(dump)
             continue
         clock, _, peers = dump.partition("\n")
-        rows += mesh.parse_dump(peers, inv, name, int(clock))
+        rows += desired.parse_dump(peers, inv, name, int(clock))
     return rows, failed
 
 
@@ -231,7 +230,7 @@ def _check_peer_name(change: Change, name: str) -> None:
 
 
 def _check_key_free(change: Change, name: str, key: str) -> None:
-    if problem := mesh.public_key_problem(key):
+    if problem := desired.public_key_problem(key):
         raise UsageError(problem, "give the output of 'wg pubkey' on that machine")
     holders = [f"host {h.name}" for h in change.inv.hosts.values() if h.wg_public_key == key]
     holders += [f"peer {p.name}" for p in change.inv.peers.values() if p.public_key == key and p.name != name]
@@ -266,7 +265,7 @@ def remove_peer(change: Change, name: str) -> None:
 
 def join_config_path(root: Path, name: str) -> Path:
     # wg-quick names the interface after the file: one directory per peer.
-    return root / JOIN_DIR / name / f"{mesh.INTERFACE}.conf"
+    return root / JOIN_DIR / name / f"{desired.INTERFACE}.conf"
 
 
 def _local_private_key(path: Path) -> str | None:
@@ -317,7 +316,7 @@ def join(session: Session, name: str, ip: str | None) -> tuple[Path, list[str]]:
             change.note(f"peer {name}: same key, same address {peer.vnet_ip}; config rewritten")
         port = int(session.settings()["vnetListenPort"])
         write_atomic(session.root / JOIN_DIR / ".gitignore", b"*\n")
-        write_atomic(path, mesh.admin_config(change.inv, peer, private, port).encode(), 0o600)
+        write_atomic(path, desired.admin_config(change.inv, peer, private, port).encode(), 0o600)
     return path, change.notes
 
 

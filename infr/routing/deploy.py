@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infr.connector import SSHConnection
-from infr.core import certops
-from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
 from infr.engine import fleet, steps
 from infr.errors import RemoteError
+from infr.routing import certificates
+from infr.routing.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy, summarize_changes
 from infr.state.model import HOST_READY, Host
 from infr.state.session import Session
 
@@ -54,7 +54,7 @@ def deploy(conn: SSHConnection, session: Session, host: Host, report: Callable[[
         conn.run(["systemctl", "enable", "--now", "infr-certbot-renew.timer"])
     changes += _put_live(conn, host, new, report)
     # After the config is live: the HTTP-01 challenge reaches certbot through it.
-    return [*changes, *certops.ensure(conn, session, host, settings, report)]
+    return [*changes, *certificates.ensure(conn, session, host, settings, report)]
 
 
 def _put_live(conn: SSHConnection, host: Host, new: str, report: Callable[[str], None]) -> list[str]:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from infr.core.certs import DEPLOY_HOOK, CertRequest
 from infr.engine.templating import render
 from infr.errors import ValidationError
+from infr.routing.certs import DEPLOY_HOOK, CertRequest
 from infr.state import validate
 from infr.state.model import HTTP_MODES, HTTPS_MODES, RESERVED_HOST_PORTS, Host, Lxc
 

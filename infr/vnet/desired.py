@@ -28,7 +28,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from infr.core.dnsnames import managed_suffixes
+from infr.dns.wanted import managed_suffixes
 from infr.engine.steps import FileSpec
 from infr.engine.templating import fill, render
 from infr.state import validate

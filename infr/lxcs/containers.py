@@ -14,7 +14,7 @@ Either way infr then writes the whole container config itself (network, autostar
 both kinds of container end up the same.
 
 A tarball is whatever it was built from, whatever `lxcs add` was told: once unpacked, its
-os-release is read and compared with DISTRO RELEASE (infr.core.osrelease). A mismatch is
+os-release is read and compared with DISTRO RELEASE (infr.lxcs.osrelease). A mismatch is
 refused with nothing left behind (container and record removed), unless the user asked
 to record what the image is (--record-image-os). The image server needs no such check:
 it picks the image by DISTRO and RELEASE.
@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.core import haproxy_deploy, osrelease, provision
-from infr.core.lxcs import get_lxc
 from infr.engine import steps
 from infr.engine.container import Attached
-from infr.engine.fleet import get_host, target
+from infr.engine.fleet import get_host, get_lxc, target
 from infr.engine.templating import fill
 from infr.errors import ConflictError, InfrError, RemoteError, UsageError
+from infr.hosts import desired
+from infr.lxcs import osrelease
+from infr.routing import deploy
 from infr.state import validate
 from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc, timestamp
 from infr.state.session import Session
@@ -115,7 +116,7 @@ def container_config(lxc: Lxc, host: Host, settings: dict) -> bytes:
         distro=lxc.distro,
         release=lxc.release,
         root=LXC_ROOT,
-        bridge=provision.BRIDGE,
+        bridge=desired.BRIDGE,
         mac=mac,
         vnet_ip=lxc.vnet_ip,
         prefix=prefix,
@@ -250,14 +251,14 @@ def _inside(conn: SSHConnection, session: Session, lxc: Lxc, host: Host) -> list
     resolv = steps.FileSpec("/etc/resolv.conf", fill("nameserver {vnet_ip}\n", vnet_ip=host.vnet_ip).encode())
     changes = steps.ensure_file(box, resolv)
     # An image carries the name of the machine that built it; systemd would set that at boot.
-    for spec in provision.name_files(lxc.name, session.settings()):
+    for spec in desired.name_files(lxc.name, session.settings()):
         changes += steps.ensure_file(box, spec)
     changes += steps.ensure_packages(box, CONTAINER_PACKAGES)
     box.run(["ssh-keygen", "-A"])  # only the missing keys: a no-op once they exist
     box.run(["systemctl", "enable", "--now", "ssh"])
-    changes += steps.ensure_user(box, provision.MANAGER, ["sudo"])
+    changes += steps.ensure_user(box, desired.MANAGER, ["sudo"])
     box.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
-    for spec in [*provision.manager_files(session.inventory()), provision.sshd_file()]:
+    for spec in [*desired.manager_files(session.inventory()), desired.sshd_file()]:
         changes += steps.ensure_file(box, spec)
     return changes
 
@@ -341,7 +342,7 @@ def remove(session: Session, name: str, report: Report) -> list[str]:
             with session.change() as change:
                 change.delete_lxc(name)
                 change.note(f"LXC {name} removed; {lxc.vnet_ip} is free")
-            changes = haproxy_deploy.deploy(conn, session, host, report)
+            changes = deploy.deploy(conn, session, host, report)
     return [*change.notes, *changes]
 
 
@@ -367,11 +368,11 @@ def power(session: Session, name: str, action: str) -> str:
 
 def ssh_argv(session: Session, name: str, remote: list[str]) -> list[str]:
     """OpenSSH into the container as manager, through its host; both keys pinned."""
-    from infr.core import sshexec
+    from infr.hosts import ssh
     from infr.state.files import write_atomic
 
     lxc = get_lxc(session.inventory(), name)
-    hop = sshexec.ssh_argv(session, lxc.host, [])  # also writes the host's pinned key
+    hop = ssh.ssh_argv(session, lxc.host, [])  # also writes the host's pinned key
     proxy = [*hop[:-1], "-W", "%h:%p", hop[-1]]
     alias = f"infr-lxc-{name}"
     known_hosts = session.root / ".cache" / f"known_hosts-lxc-{name}"

@@ -38,7 +38,7 @@ from infr.engine.templating import render
 from infr.errors import InfrError, ValidationError
 
 # Only in a source checkout: the optional custom iPXE build is for users with iPXE's source.
-BUILD_IPXE_SCRIPT = Path(__file__).resolve().parents[2] / "ipxe" / "build-ipxe.sh"
+BUILD_IPXE_SCRIPT = Path(__file__).resolve().parents[3] / "ipxe" / "build-ipxe.sh"
 
 DEFAULT_RELEASE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

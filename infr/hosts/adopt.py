@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from infr.connector import SSHConnection, fingerprint
-from infr.core import provision
 from infr.engine import steps as engine_steps
 from infr.engine.fleet import get_host, target
 from infr.errors import ConflictError, HostKeyError, RemoteError, UsageError
+from infr.hosts import desired
 from infr.state import validate
 from infr.state.admin import require_admin_key
 from infr.state.model import HOST_INSTALLING, HOST_READY, Host, Inventory, timestamp
@@ -23,7 +23,7 @@ from infr.state.session import Session
 
 Report = Callable[[str], None]
 # What configure does on the host after its base system (the mesh, HAProxy): given by the
-# caller (infr.core.followups), so this module needs no other feature.
+# caller (infr.followups), so this module needs no other feature.
 HostFeatures = Callable[[SSHConnection, Host], list[str]]
 
 
@@ -109,9 +109,9 @@ def _bootstrap_manager(session: Session, host: Host, password: str | None, repor
         host = pin_host_key(session, host, root, report)
         inv = session.inventory()
         changes = engine_steps.ensure_packages(root, ["sudo"])
-        changes += engine_steps.ensure_user(root, provision.MANAGER, ["sudo"])
+        changes += engine_steps.ensure_user(root, desired.MANAGER, ["sudo"])
         root.run(["install", "-d", "-m", "700", "-o", "manager", "-g", "manager", "--", "/home/manager/.ssh"])
-        for spec in provision.manager_files(inv):
+        for spec in desired.manager_files(inv):
             changes += engine_steps.ensure_file(root, spec)
     for line in changes:
         report(line)
@@ -125,12 +125,12 @@ def configure(
     inv = session.inventory()
     settings = session.settings()
     changes: list[str] = []
-    files = [*provision.manager_files(inv), provision.sshd_file(), *provision.name_files(host.name, settings)]
+    files = [*desired.manager_files(inv), desired.sshd_file(), *desired.name_files(host.name, settings)]
     if steps.software:
         report("installing software")
-        changes += engine_steps.ensure_packages(conn, provision.HOST_PACKAGES)
+        changes += engine_steps.ensure_packages(conn, desired.HOST_PACKAGES)
     if steps.network:
-        files += provision.network_files(host, settings)
+        files += desired.network_files(host, settings)
     for spec in files:
         changes += engine_steps.ensure_file(conn, spec)
     changes += features(conn, host)
@@ -174,7 +174,7 @@ def push_keys(session: Session, names: list[str], report: Callable[[str, str], N
     from infr.connector import run_parallel
 
     inv = session.inventory()
-    spec = provision.manager_files(inv)[0]
+    spec = desired.manager_files(inv)[0]
     hosts = {n: inv.hosts[n] for n in names if inv.hosts[n].status == HOST_READY}
 
     def push(host: Host, step: Callable[[str], None]) -> list[str]:

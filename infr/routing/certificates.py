@@ -18,7 +18,10 @@ from pathlib import Path
 
 from infr.connector import SSHConnection
 from infr.connector.ssh import Result
-from infr.core.certs import (
+from infr.engine import steps
+from infr.engine.fleet import target
+from infr.errors import RemoteError
+from infr.routing.certs import (
     CertbotSettings,
     CertInfo,
     CertRequest,
@@ -32,10 +35,7 @@ from infr.core.certs import (
     parse_certbot_certificates,
     system_resolver,
 )
-from infr.core.haproxy import APPLY_SCRIPT, HaproxySettings, certificate_requests
-from infr.engine import steps
-from infr.engine.fleet import target
-from infr.errors import RemoteError
+from infr.routing.haproxy import APPLY_SCRIPT, HaproxySettings, certificate_requests
 from infr.state.model import HOST_READY, Host
 from infr.state.session import Session
 
