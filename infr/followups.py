@@ -2,9 +2,9 @@
 
 An LXC added, removed or moved changes its host's peer entry on every mesh member, the
 btrbk config of its host's backup hosts and, when it moves, HAProxy on both hosts; a host
-configured joins the mesh and gets HAProxy; a host removed leaves the mesh. The ops
-modules (hostops, lxcops, restoreops, meshops, backupops, haproxy_deploy) each do their
-own part and never call one another for these; the CLI calls the functions here, which
+configured joins the mesh and gets HAProxy; a host removed leaves the mesh. The feature
+modules (hosts.adopt, lxcs.containers, restore.container, vnet.members, backups.pairs,
+routing.deploy) each do their own part and never call one another for these; the CLI calls the functions here, which
 call the feature that changed and then the features it touches, in Infr's order.
 DNS is fixed after these by the CLI (cmd_dns.fix_after_change), as before.
 """

@@ -2,36 +2,13 @@
 
 Pure: no I/O but reading the packaged templates. Jinja2 is imported only when something
 is rendered.
-
-How a backup happens (the same shape as Infr's `backup-host`, done by btrbk):
-- every 5 minutes a systemd timer on TO runs `btrbk clean` then `btrbk run`;
-- over ssh, as the dedicated user `infr-backup`, TO asks FROM for read-only snapshots of
-  its root subvolume and of each LXC rootfs, into FROM:/var/lib/btrbk/snapshots/<TO>;
-- each snapshot is sent incrementally (`btrfs send -p`, parent = the newest pair both
-  sides hold) into TO:/var/lib/backups/backups/<FROM>, named `<subvol>.<YYYYMMDDTHHMM>`;
-- `btrfs receive` marks a subvolume read-only with a received UUID only when the stream
-  is complete, so a cut transfer never looks like a backup to `parse_restore_points`;
-  btrbk deletes it when the receive fails, and `btrbk clean` when the whole run was
-  killed (then `ls` and `btrbk list` would still show it);
-- btrbk applies the retention (`target_preserve*`) and keeps the pair the next
-  incremental needs. `snapshots_to_cull` is Infr's own retention, the reference that
-  btrbk's is measured against (see RETENTION_DIFFERENCES).
-
-On FROM, TO's key is forced through `infr-backup-filter`, which hands each command to
-btrbk's ssh_filter_btrbk.sh: deletes only below TO's own snapshot directory, sends only
-from it, snapshots and read-only queries otherwise.
-
-Restoring from these backups: infr/restore/choose.py (plans) and restoreops.py.
 """
 
 from __future__ import annotations
 
-import bisect
 import posixpath
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infr.engine.templating import fill, render
@@ -41,41 +18,27 @@ from infr.state import validate
 from infr.state.model import BACKUP_ACTIVE, Backup, Host, Lxc
 
 HOST_SUBVOL = "host"
+
+
 SNAPSHOT_DIR = "var/lib/btrbk/snapshots"  # on FROM, relative to its root subvolume
+
+
 LXC_DIR = "var/lib/lxc"
+
+
 FILTER_SCRIPT = "/usr/local/sbin/infr-backup-filter"
+
+
 NOTIFY_SCRIPT = "/usr/local/sbin/infr-backup-notify"
+
+
 SMTP_PORTS = {"starttls": 587, "tls": 465, "off": 25}
+
+
 BTRBK_FILTER = "/usr/share/btrbk/scripts/ssh_filter_btrbk.sh"
+
+
 SERVICE = "infr-backup.service"
-
-STATUS_OK = "ok"
-STATUS_STALE = "stale"
-MAX_AGE = timedelta(minutes=15)
-
-# Infr's retention, counted back from the latest backup (Infr's `backups-to-cull`).
-KEEP_ALL = timedelta(hours=2)
-_TIERS = (  # (bucket, how many buckets back)
-    (timedelta(hours=1), 48),
-    (timedelta(days=1), 14),
-    (timedelta(weeks=1), 12),
-)
-
-RETENTION_DIFFERENCES = (
-    "btrbk counts back from the time of the run, Infr from the latest backup. btrbk leaves "
-    "the backups of a source it cannot reach alone, so this bites only when a reachable "
-    "source keeps failing otherwise, or on a `btrbk prune` by hand",
-    "btrbk's windows are whole hours and inclusive: '2h' keeps 2-3 h of backups and "
-    "48h/14d/12w keep 49 hours, 15 days and 13 weeks where Infr keeps 48, 14 and 12",
-    "btrbk keeps the first backup inside each hour/day/week, Infr the first one after "
-    "each boundary: the same backup unless one lands exactly on the boundary (Infr counts "
-    "13:00 into the 12:00 hour) or a bucket is empty (Infr then keeps the next backup)",
-    "btrbk also keeps the newest snapshot/backup pair the next incremental needs; Infr kept the newest backup only",
-)
-
-# btrbk's `timestamp_format long`: YYYYMMDDTHHMM, with _N for the N-th run in a minute.
-_BACKUP_NAME = re.compile(r"^(?P<subvol>.+)\.(?P<stamp>\d{8}T\d{4})(?:_(?P<seq>\d+))?$")
-_STAMP = "%Y%m%dT%H%M"
 
 
 @dataclass(frozen=True)
@@ -143,25 +106,12 @@ class Source:
     subvolumes: tuple[tuple[str, str], ...]  # (path relative to the volume, snapshot_name)
 
 
-@dataclass(frozen=True, order=True)
-class RestorePoint:
-    """A complete backup on TO; sorts oldest first."""
-
-    at: datetime
-    seq: int  # btrbk's _N: several backups in one minute
-    subvol: str  # "host" or "lxc-<name>"
-    name: str  # the subvolume's directory name under the pair's backup directory
-
-
 @dataclass(frozen=True)
 class Command:
     """`argv` to run on `host` (a host name from the inventory)."""
 
     host: str
     argv: tuple[str, ...]
-
-
-# --- naming -------------------------------------------------------------------------
 
 
 def lxc_subvol(lxc_name: str) -> str:
@@ -190,9 +140,6 @@ def setup_commands(from_host: str, to_host: str, settings: BackupSettings) -> li
         Command(from_host, ("mkdir", "-p", snapshot_dir(to_host, settings))),
         Command(to_host, ("mkdir", "-p", backup_dir(from_host, settings))),
     ]
-
-
-# --- rendering ----------------------------------------------------------------------
 
 
 def render_btrbk_conf(
@@ -316,138 +263,3 @@ def _check(problems: Sequence[str | None]) -> None:
 
 def _render(template: str, **context: Any) -> str:
     return render(f"backup/{template}", **context)
-
-
-# --- retention ----------------------------------------------------------------------
-
-
-def snapshots_to_cull(timestamps: Iterable[datetime], latest: datetime | None = None) -> set[datetime]:
-    """Infr's retention: the backups to delete so that what stays is every backup of the
-    last 2 hours, then the first backup after each of the last 48 hour marks, 14
-    midnights and 12 Monday midnights, all counted back from `latest` (default: the
-    newest backup), never from the clock, so backups stopping does not thin them.
-
-    The newest backup is never culled: it is the parent of the next incremental send.
-    Aware datetimes count in their own zone; Infr's and btrbk's run in UTC.
-    """
-    ordered = sorted(set(timestamps))
-    if not ordered:
-        return set()
-    reference = ordered[-1] if latest is None else latest
-    keep = {ordered[-1]}
-    keep.update(t for t in ordered if t > reference - KEEP_ALL)
-    for mark in _marks(reference):
-        index = bisect.bisect_right(ordered, mark)  # first backup strictly after the mark
-        if index < len(ordered):
-            keep.add(ordered[index])
-    return set(ordered) - keep
-
-
-def _marks(reference: datetime) -> Iterable[datetime]:
-    hour = reference.replace(minute=0, second=0, microsecond=0)
-    day = hour.replace(hour=0)
-    starts = (hour, day, day - timedelta(days=day.weekday()))  # weekday() 0 is Monday
-    for start, (step, count) in zip(starts, _TIERS, strict=True):
-        yield from (start - i * step for i in range(count))
-
-
-def backup_age_status(newest: datetime | None, now: datetime, max_age: timedelta = MAX_AGE) -> str:
-    """STATUS_STALE when a pair has no backup or its newest is older than `max_age`."""
-    if newest is None or now - newest > max_age:
-        return STATUS_STALE
-    return STATUS_OK
-
-
-# --- restore points -----------------------------------------------------------------
-
-
-def list_restore_points_argv(from_host: str, settings: BackupSettings) -> tuple[str, ...]:
-    """Run on TO: FROM's restore points (parse with `parse_restore_points(output, directory)`)."""
-    return list_points_argv(backup_dir(from_host, settings))
-
-
-def list_points_argv(directory: str) -> tuple[str, ...]:
-    """Run on TO. Read-only subvolumes with their received UUID: a half-received one is
-    neither, which `ls` and `btrbk list` cannot tell.
-
-    `btrfs subvolume list -o` lists every subvolume of the *subvolume* holding
-    `directory`, not of the directory: the other FROM hosts' backups and the archive
-    too, under paths relative to the filesystem's top. So findmnt first says where
-    `directory` sits in the filesystem, and the parser keeps only what is directly in it.
-    """
-    return ("sh", "-c", 'findmnt -n -r -o TARGET,FSROOT -T "$1" && btrfs subvolume list -o -r -R "$1"', "sh", directory)
-
-
-def parse_backup_name(name: str) -> tuple[str, datetime, int] | None:
-    """`host.20261122T2045_1` -> ("host", 2026-11-22 20:45 UTC, 1); None if not a backup."""
-    match = _BACKUP_NAME.match(name)
-    if not match:
-        return None
-    try:
-        at = datetime.strptime(match["stamp"], _STAMP).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return match["subvol"], at, int(match["seq"] or 0)
-
-
-def parse_restore_points(output: str, directory: str | None = None) -> list[RestorePoint]:
-    """Restore points from `list_points_argv(directory)` output, oldest first: only the
-    subvolumes directly in `directory`.
-
-    Without `directory`, every backup listed counts; that also reads bare directory
-    names (`ls`), which cannot show a half-received backup: use them only where no
-    transfer can be running.
-    """
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    inside = None
-    if directory is not None and lines and " path " not in lines[0]:
-        inside = _path_in_filesystem(directory, lines.pop(0))
-    points = [_restore_point(line, inside) for line in lines]
-    return sorted(p for p in points if p is not None)
-
-
-def _path_in_filesystem(directory: str, mount: str) -> str:
-    """`directory` relative to the top of its btrfs, from findmnt's "TARGET FSROOT"."""
-    target, _, fsroot = mount.partition(" ")
-    relative = posixpath.relpath(posixpath.normpath(directory), _unescape(target))
-    inside = posixpath.join(_unescape(fsroot) or "/", relative)
-    return posixpath.normpath(inside).strip("/")
-
-
-def _unescape(text: str) -> str:
-    # findmnt -r writes a space in a path as \x20 (and so on).
-    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m[1], 16)), text)
-
-
-def _restore_point(line: str, inside: str | None = None) -> RestorePoint | None:
-    path = line.rpartition(" path ")[2] if " path " in line else line
-    if " received_uuid - " in f"{line} " or not path:
-        return None  # receive never finished: not a backup
-    if inside is not None and posixpath.dirname(path.strip("/")) != inside:
-        return None  # another directory's (another FROM host's, or the archive)
-    name = posixpath.basename(path)
-    parsed = parse_backup_name(name)
-    return RestorePoint(parsed[1], parsed[2], parsed[0], name) if parsed else None
-
-
-def newest_by_subvol(points: Iterable[RestorePoint]) -> dict[str, RestorePoint]:
-    newest: dict[str, RestorePoint] = {}
-    for point in sorted(points):
-        newest[point.subvol] = point
-    return newest
-
-
-def pick_restore_point(points: Iterable[RestorePoint], subvol: str, at: datetime | None = None) -> RestorePoint | None:
-    """The newest backup of `subvol` taken at or before `at` (default: the newest)."""
-    candidates = [p for p in points if p.subvol == subvol and (at is None or p.at <= at)]
-    return max(candidates, default=None)
-
-
-def root_subvolume_uuid(show_output: str) -> str:
-    """The subvolume's own UUID from `btrfs subvolume show` output ("" if none is shown)."""
-    for line in show_output.splitlines():
-        key, _, value = line.strip().partition(":")
-        if key == "UUID":
-            value = value.strip()
-            return "" if value == "-" else value
-    return ""

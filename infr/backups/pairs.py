@@ -14,42 +14,26 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 
 from infr.backups import btrbk as backups_btrbk
-from infr.backups.btrbk import HOST_SUBVOL, BackupSettings, RestorePoint
+from infr.backups import points
+from infr.backups.btrbk import BackupSettings
 from infr.connector import SSHConnection
 from infr.engine import steps
-from infr.engine.fleet import connect, get_host, target
+from infr.engine.fleet import get_host, target
 from infr.engine.steps import FileSpec
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
-from infr.restore.choose import Located
 from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory, timestamp
 from infr.state.session import Session
 
 Report = Callable[[str], None]
 
+
 TIMER = "infr-backup.timer"
+
+
 DEBIAN_TIMER = "btrbk.timer"  # Debian's daily btrbk run: ours replaces it
-STATUS_UNREACHABLE = "unreachable"
-
-
-@dataclass(frozen=True)
-class PairStatus:
-    """How fresh one active pair's backups are; `newest` is None when there is none."""
-
-    from_host: str
-    to_host: str
-    newest: datetime | None
-    status: str  # backups_btrbk.STATUS_OK, STATUS_STALE or STATUS_UNREACHABLE
-    error: str = ""
-
-    def age(self, now_: datetime) -> timedelta | None:
-        return None if self.newest is None else now_ - self.newest
-
-
-# --- state ----------------------------------------------------------------------------
 
 
 def settings_for(session: Session) -> BackupSettings:
@@ -106,9 +90,6 @@ def _pull_view(host: Host) -> Host:
     return replace(host, vnet_ip=host.public_ip)
 
 
-# --- start / stop ---------------------------------------------------------------------
-
-
 def start(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:
     """Start (or resume, or reactivate) backing FROM up onto TO; returns what changed."""
     with session.locked():
@@ -129,42 +110,6 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
     return changes
 
 
-RUN_TIMEOUT = 6 * 3600.0  # a first full backup of a large host over a slow link takes hours
-
-
-def run_now(session: Session, from_host: str, to_host: str, report: Report) -> RestorePoint | None:
-    """One backup run on TO now, as its timer would start it (it pulls every host backed up
-    onto TO); waits for it and returns FROM's newest host backup afterwards.
-
-    A run the timer started already is joined, not doubled: systemd starts the unit once.
-    """
-    inv = session.inventory()
-    backup = inv.find_backup(from_host, to_host)
-    if backup is None or backup.status != BACKUP_ACTIVE:
-        raise ConflictError(f"{from_host} is not being backed up onto {to_host}",
-                            f"start it: infr backup start {from_host} {to_host}")
-    settings = settings_for(session)
-    report(f"running {backups_btrbk.SERVICE} on {to_host}")
-    with SSHConnection.connect(target(session, get_host(inv, to_host))) as conn:
-        started = conn.run(["systemctl", "start", backups_btrbk.SERVICE], check=False, timeout=RUN_TIMEOUT)
-        if started.exit_status != 0:
-            journal = conn.run(["journalctl", "-u", backups_btrbk.SERVICE, "-n", "40", "-o", "cat", "--no-pager"],
-                               check=False).text
-            raise RemoteError(f"the backup run on {to_host} failed: {_last_error(journal)}",
-                              f"see journalctl -u {backups_btrbk.SERVICE} on {to_host}; the admin was mailed")
-        points = [p for p in _read_points(conn, from_host, settings) if p.subvol == HOST_SUBVOL]
-    return points[-1] if points else None
-
-
-def _last_error(journal: str) -> str:
-    """The most telling line of a failed run's journal: btrbk's last detail line
-    ("ERROR: ... why"), else its last ERROR, else the last line."""
-    lines = [line.strip() for line in journal.splitlines() if line.strip()]
-    details = [line.split("... ", 1)[1] for line in lines if line.startswith(("ERROR: ... ", "WARNING: ... "))]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (details or errors or lines or ["the journal is empty"])[-1]
-
-
 def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     """Refuse a pair whose root filesystems came from one disk image.
 
@@ -179,7 +124,7 @@ def _refuse_clones(session: Session, from_host: str, to_host: str) -> None:
     for name in (from_host, to_host):
         with SSHConnection.connect(target(session, inv.hosts[name])) as conn:
             shown = [conn.run(["btrfs", "subvolume", "show", *where, "/"]).text for where in (["--rootid=5"], [])]
-            uuids[name] = {uuid for uuid in map(backups_btrbk.root_subvolume_uuid, shown) if uuid}
+            uuids[name] = {uuid for uuid in map(points.root_subvolume_uuid, shown) if uuid}
     shared = sorted(uuids[from_host] & uuids[to_host])
     if shared:
         raise ConflictError(
@@ -272,9 +217,6 @@ def _make_dirs(conns: dict[str, SSHConnection], from_host: str, to_host: str, se
         conns[cmd.host].run(cmd.argv)
 
 
-# --- TO ---------------------------------------------------------------------------------
-
-
 def _ensure_key_pair(conn: SSHConnection, to_host: str, settings: BackupSettings) -> str:
     """TO's backup key, made on TO so that the private half never travels; its public half."""
     identity = settings.ssh_identity
@@ -365,9 +307,6 @@ def _move(conn: SSHConnection, source: str, dest: str) -> list[str]:
     return [f"moved {source} to {dest}"]
 
 
-# --- FROM -------------------------------------------------------------------------------
-
-
 def _home(settings: BackupSettings) -> str:
     return f"/var/lib/{settings.ssh_user}"
 
@@ -422,115 +361,3 @@ def _clean_source(conn: SSHConnection, to_host: str, settings: BackupSettings) -
         conn.run(["sh", "-c", script, "sh", snapshots])
         changes.append(f"deleted the snapshots in {snapshots}")
     return changes
-
-
-# --- status and restore points ---------------------------------------------------------------
-
-
-def _read_points(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[RestorePoint]:
-    return read_points(conn, backups_btrbk.backup_dir(from_host, settings))
-
-
-def read_points(conn: SSHConnection, directory: str) -> list[RestorePoint]:
-    """The complete backups in `directory` on a backup host, oldest first."""
-    if not _exists(conn, directory):
-        return []
-    listing = conn.run(list(backups_btrbk.list_points_argv(directory)))
-    return backups_btrbk.parse_restore_points(listing.text, directory)
-
-
-def _newest_complete(points: list[RestorePoint], subvols: list[str]) -> datetime | None:
-    """When FROM was last backed up whole: the oldest of each expected subvolume's newest."""
-    newest = backups_btrbk.newest_by_subvol(points)
-    if any(s not in newest for s in subvols):
-        return None
-    return min(newest[s].at for s in subvols)
-
-
-def max_age(session: Session) -> timedelta:
-    return timedelta(minutes=int(session.settings().get("backupMaxAgeMinutes", 15)))
-
-
-def status(session: Session, now_: datetime | None = None) -> list[PairStatus]:
-    """The freshness of every active pair, one SSH connection per TO host."""
-    inv, settings = session.inventory(), settings_for(session)
-    moment, limit = now_ or datetime.now(UTC), max_age(session)
-    active = [b for b in inv.backups if b.status == BACKUP_ACTIVE]
-    rows: list[PairStatus] = []
-    for to_host in sorted({b.to_host for b in active}):
-        pairs = sorted((b for b in active if b.to_host == to_host), key=lambda b: b.from_host)
-        rows += _status_on(session, inv, to_host, pairs, settings, moment, limit)
-    return rows
-
-
-def _status_on(
-    session: Session,
-    inv: Inventory,
-    to_host: str,
-    pairs: list[Backup],
-    settings: BackupSettings,
-    moment: datetime,
-    limit: timedelta,
-) -> list[PairStatus]:
-    if to_host in session.down_hosts:
-        return [PairStatus(b.from_host, to_host, None, STATUS_UNREACHABLE, "skipped (-D)") for b in pairs]
-    try:
-        with SSHConnection.connect(target(session, inv.hosts[to_host])) as conn:
-            found = {b.from_host: _read_points(conn, b.from_host, settings) for b in pairs}
-    except InfrError as e:  # a TO that is down makes its pairs red, not the whole report fail
-        return [PairStatus(b.from_host, to_host, None, STATUS_UNREACHABLE, str(e)) for b in pairs]
-    rows = []
-    for b in pairs:
-        subvols = [HOST_SUBVOL, *(backups_btrbk.lxc_subvol(c.name) for c in inv.lxcs_on(b.from_host))]
-        newest = _newest_complete(found[b.from_host], subvols)
-        rows.append(PairStatus(b.from_host, to_host, newest, backups_btrbk.backup_age_status(newest, moment, limit)))
-    return rows
-
-
-# --- restore points on every backup host ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Found:
-    """Restore points, newest first, and the backup hosts skipped (marked down)."""
-
-    points: list[Located]
-    skipped: list[str]
-
-
-def _directories(inv: Inventory, settings: BackupSettings, from_host: str | None) -> dict[str, list[tuple[str, str]]]:
-    """Backup host -> [(FROM, directory)] of every pair (an archived pair: its archive)."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    for b in sorted(inv.backups, key=lambda b: b.pair):
-        if from_host is None or b.from_host == from_host:
-            active = b.status == BACKUP_ACTIVE
-            directory = (
-                backups_btrbk.backup_dir(b.from_host, settings) if active else archive_dir(b.from_host, settings)
-            )
-            found.setdefault(b.to_host, []).append((b.from_host, directory))
-    return found
-
-
-def find_points(session: Session, *, from_host: str | None = None, subvol: str | None = None) -> Found:
-    """Every complete backup on every backup host, one connection each: of `from_host`
-    (default: of any host) and of `subvol` (default: all), newest first."""
-    inv, settings = session.inventory(), settings_for(session)
-    points: list[Located] = []
-    skipped = []
-    for to_host, sources in sorted(_directories(inv, settings, from_host).items()):
-        if to_host in session.down_hosts:
-            skipped.append(to_host)
-            continue
-        with connect(session, to_host) as conn:
-            for source, directory in sources:
-                found = read_points(conn, directory)
-                points += [Located(p, to_host, source, directory) for p in found if subvol in (None, p.subvol)]
-    return Found(sorted(points, reverse=True), skipped)
-
-
-def restore_points(session: Session, host: str, subvol: str | None = None) -> list[tuple[str, RestorePoint]]:
-    """(TO host, restore point) of every backup of `host`, oldest first; `subvol` keeps
-    one subvolume. find_points has the rest (where each lies, -D)."""
-    get_host(session.inventory(), host)
-    found = find_points(session, from_host=host, subvol=subvol)
-    return [(p.to_host, p.point) for p in reversed(found.points)]

@@ -17,7 +17,7 @@ from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 if TYPE_CHECKING:
-    from infr.backups.pairs import PairStatus
+    from infr.backups.status import PairStatus
     from infr.restore.choose import At
 
 COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("started", "STARTED"))
@@ -92,10 +92,10 @@ def list_(app: App, fmt: str | None, ages: bool) -> None:
     """List backup pairs (with -a, the age of each active pair's newest backup)."""
     rows = [asdict(b) for b in app.session.inventory().backups]
     if ages:
-        from infr.backups import pairs as backups_pairs
+        from infr.backups import status as backups_status
 
         now = datetime.now(UTC)
-        fresh = {(p.from_host, p.to_host): _freshness(p, now) for p in backups_pairs.status(app.session, now)}
+        fresh = {(p.from_host, p.to_host): _freshness(p, now) for p in backups_status.status(app.session, now)}
         rows = [{**row, **fresh.get((row["from_host"], row["to_host"]), NO_FRESHNESS)} for row in rows]
     columns = AGE_COLUMNS if ages else COLUMNS
     emit_rows(rows, columns, fmt, empty="no backups yet: start one with 'infr backup start FROM TO'")
@@ -121,10 +121,10 @@ def start(app: App, from_host: str, to_host: str) -> None:
 def run(app: App, from_host: str, to_host: str) -> None:
     """Run a backup now instead of waiting for TO's timer, and wait for it (TO pulls every
     host it backs up). Exits 1, naming what went wrong, if the run fails."""
-    from infr.backups import pairs as backups_pairs
+    from infr.backups import status as backups_status
 
     pair = f"{from_host} -> {to_host}"
-    newest = backups_pairs.run_now(app.session, from_host, to_host, _reporter(pair))
+    newest = backups_status.run_now(app.session, from_host, to_host, _reporter(pair))
     click.echo(f"{pair}: newest backup {newest.name if newest else '(none yet)'}")
 
 
@@ -146,11 +146,11 @@ def stop(app: App, from_host: str, to_host: str) -> None:
 @pass_app
 def status(app: App, fmt: str | None) -> None:
     """One line per active pair; exits 1 if any newest backup is older than backupMaxAgeMinutes."""
-    from infr.backups import pairs as backups_pairs
+    from infr.backups import status as backups_status
 
     now = datetime.now(UTC)
     pairs = {(b.from_host, b.to_host): b for b in app.session.inventory().backups}
-    rows = backups_pairs.status(app.session, now)
+    rows = backups_status.status(app.session, now)
     table = [{**asdict(pairs[r.from_host, r.to_host]), **_freshness(r, now)} for r in rows]
     emit_rows(table, HEALTH_COLUMNS, fmt, empty="no active backups")
     if any(r.status != "ok" for r in rows):
@@ -166,12 +166,12 @@ def drill(app: App, from_host: str, to_host: str, fmt: str | None) -> None:
     """Rehearse a restore: FROM's newest backups become writable snapshots in a scratch
     directory on TO, are looked at (files, /etc/os-release, a write, age) and deleted.
     Exits 1 if a check fails."""
-    from infr.restore import container as restore_container
+    from infr.restore import drill as restore_drill
     from infr.restore.choose import age_text
 
     now = datetime.now(UTC)
     pair = f"{from_host} -> {to_host}"
-    checks = restore_container.drill(
+    checks = restore_drill.drill(
         app.session, from_host, to_host, lambda line: click.echo(f"{pair}: {line}", err=True), now
     )
     rows = [
@@ -191,11 +191,11 @@ def drill(app: App, from_host: str, to_host: str, fmt: str | None) -> None:
 
 
 def _emit_points(app: App, from_host: str | None, subvol: str | None, fmt: str | None, what: str) -> None:
-    from infr.backups import pairs as backups_pairs
+    from infr.backups import find
     from infr.restore.choose import age_text
 
     now = datetime.now(UTC)
-    found = backups_pairs.find_points(app.session, from_host=from_host, subvol=subvol)
+    found = find.find_points(app.session, from_host=from_host, subvol=subvol)
     for skipped in found.skipped:
         click.echo(f"infr: warning: {skipped} is marked down (-D): its backups are not listed", err=True)
     rows = [
@@ -255,10 +255,10 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
     restored one is ready, and is destroyed only once that one runs."""
     from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.restore import container as restore_container
+    from infr.restore import container
 
     name = target_name()
-    plan = restore_container.plan_lxc(app.session, name, _at(at_text), to_host)
+    plan = container.plan_lxc(app.session, name, _at(at_text), to_host)
     for line in plan.lines(datetime.now(UTC)):
         click.echo(f"{name}: {line}")
     if dry_run:
@@ -287,9 +287,9 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
 def host_restore_files(app: App, path: str, at_text: str | None, into: Path) -> None:
     """Copy PATH (as it was on the host) out of a backup into INTO here, byte for byte:
     contents, modes, times, symlinks, ACLs and xattrs (owners too when run as root)."""
-    from infr.restore import container as restore_container
+    from infr.restore import files
 
     name = target_name()
-    copied = restore_container.restore_files(app.session, name, path, _at(at_text), into, _reporter(name))
+    copied = files.restore_files(app.session, name, path, _at(at_text), into, _reporter(name))
     mib = copied.size / (1024 * 1024)
     click.echo(f"{name}: {copied.path} restored from {copied.point.point.name} ({mib:.1f} MiB)")

@@ -248,7 +248,7 @@ def remove_tcp_forward(app: App, host_port: int) -> None:
 @pass_app
 def zone(app: App, zone: str) -> None:
     """Put the LXC in ZONE: it reaches only its zone, hosts and admins ('none' to leave)."""
-    from infr.vnet.members import set_zone
+    from infr.vnet.peers import set_zone
 
     with changing(app) as change:
         set_zone(change, target_name(), zone)

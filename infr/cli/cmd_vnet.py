@@ -61,9 +61,9 @@ def join(app: App, name: str, ip: str | None) -> None:
 
     Again on the same machine: same key, config rewritten. On another: new key, same address.
     """
-    from infr.vnet import members
+    from infr.vnet import join as vnet_join
 
-    path, notes = members.join(app.session, name, ip)
+    path, notes = vnet_join.join(app.session, name, ip)
     for note in notes:
         click.echo(note)
     click.echo(f"{name}: config written to {path} (private: it holds this machine's key)")
@@ -93,10 +93,10 @@ def list_(app: App, fmt: str | None) -> None:
 @pass_app
 def add(app: App, name: str, public_key: str, ip: str | None) -> None:
     """Add someone's machine from its public key; for an existing NAME, a new key, same address."""
-    from infr.vnet import members
+    from infr.vnet import peers as vnet_peers
 
     with changing(app) as change:
-        members.add_peer(change, name, public_key.strip(), ip)
+        vnet_peers.add_peer(change, name, public_key.strip(), ip)
     apply(app)
 
 
@@ -105,10 +105,10 @@ def add(app: App, name: str, public_key: str, ip: str | None) -> None:
 @pass_app
 def remove(app: App, name: str) -> None:
     """Take the peer NAME off the network (every host drops it at once)."""
-    from infr.vnet import members
+    from infr.vnet import peers as vnet_peers
 
     with changing(app) as change:
-        members.remove_peer(change, name)
+        vnet_peers.remove_peer(change, name)
     apply(app)
 
 
@@ -117,9 +117,9 @@ def remove(app: App, name: str) -> None:
 @pass_app
 def status(app: App, fmt: str | None) -> None:
     """Every tunnel as each host sees it: last handshake (stale after 3 minutes), bytes in and out."""
-    from infr.vnet import members
+    from infr.vnet import status as vnet_status
 
-    rows, failed = members.status(app.session)
+    rows, failed = vnet_status.status(app.session)
     emit_rows(rows, STATUS_COLUMNS, fmt, empty="no tunnels: is any host ready?")
     for host, error in sorted(failed.items()):
         click.echo(f"{host}: unreachable: {error}", err=True)

@@ -1,9 +1,4 @@
-"""Hosts on real machines: adopt an existing server, reconfigure, remove, push keys, ssh in.
-
-The state lock is held for the whole of each operation. A host is recorded (as
-`installing`) before anything is done to it, so its vnet address is reserved and a
-run cut off half-way is resumed by running the same command again.
-"""
+"""Hosts on real machines: adopt an existing server, reconfigure, remove, push keys, ssh in."""
 
 from __future__ import annotations
 

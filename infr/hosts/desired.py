@@ -1,6 +1,6 @@
 """What a host set up by infr looks like, as data: users, keys, sshd, names, packages, network.
 
-Pure functions from state to FileSpecs and package lists; converge.py makes a host match.
+Pure functions from state to FileSpecs and package lists; infr.engine.steps makes a host match.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from infr.engine import fleet
 from infr.errors import InfrError, RemoteError, UsageError, ValidationError
 from infr.hosts import adopt
 from infr.hosts.boot import medium as bm
+from infr.hosts.boot import preseed as hosts_preseed
+from infr.hosts.boot import probe
 from infr.state.model import Host
 from infr.state.session import Session
 
@@ -41,7 +43,7 @@ class ReinstallOptions:
     timeout: float = DEFAULT_TIMEOUT
     # Empty: the mirror's own netboot images (they match its kernel-module udebs).
     installer_url: str = ""
-    installer_dir: Path = bm.PACKAGE_INSTALLER_DIR
+    installer_dir: Path = hosts_preseed.PACKAGE_INSTALLER_DIR
     # The HTTP proxy d-i uses to reach the mirror (none: direct).
     mirror_proxy: str = ""
     # Keep the box's current address, for providers without DHCP.
@@ -69,9 +71,9 @@ def check(session: Session, name: str, ip: str, opts: ReinstallOptions) -> None:
     """Every problem in the name, address, options and state that can be found before anything
     is recorded or the box is touched (the disk and firmware wait for the box's answer)."""
     adopt.check_add(session, name, ip)
-    network = bm.Network(nameservers=opts.nameservers)
-    settings = _preseed_settings(session, name, bm.BoxFacts(disk="", firmware="bios", grub=None), network, opts)
-    problems = [*bm.input_problems(settings), *bm.installer_problems(_installer(session, opts))]
+    network = hosts_preseed.Network(nameservers=opts.nameservers)
+    settings = _preseed_settings(session, name, probe.BoxFacts(disk="", firmware="bios", grub=None), network, opts)
+    problems = [*hosts_preseed.input_problems(settings), *hosts_preseed.installer_problems(_installer(session, opts))]
     if problems:
         raise ValidationError(problems, "nothing was changed")
 
@@ -99,8 +101,8 @@ def _build(
     root: SSHConnection, session: Session, host: Host, opts: ReinstallOptions, out: Path, clock: _Clock
 ) -> bm.BootMedium:
     clock.say("probing the box", bm.Phase.BUILDING)
-    facts = bm.parse_box_probe(root.run(bm.find_boot_disk_argv()).text)
-    network = _network(root, opts) if opts.static else bm.Network(nameservers=opts.nameservers)
+    facts = probe.parse_box_probe(root.run(probe.find_boot_disk_argv()).text)
+    network = _network(root, opts) if opts.static else hosts_preseed.Network(nameservers=opts.nameservers)
     settings = _preseed_settings(session, host.name, facts, network, opts)
     installer = _installer(session, opts)
     medium = bm.build_boot_medium(settings, facts, out, installer=installer)
@@ -109,11 +111,11 @@ def _build(
 
 
 def _preseed_settings(
-    session: Session, name: str, facts: bm.BoxFacts, network: bm.Network, opts: ReinstallOptions
-) -> bm.PreseedSettings:
+    session: Session, name: str, facts: probe.BoxFacts, network: hosts_preseed.Network, opts: ReinstallOptions
+) -> hosts_preseed.PreseedSettings:
     settings = session.settings()
     inv = session.inventory()
-    return bm.PreseedSettings(
+    return hosts_preseed.PreseedSettings(
         hostname=name,
         # The same FQDN `configure` later writes to /etc/hosts (provision.fqdn).
         domain=f"{settings['dnsPrefix']}.{settings['dnsDomain']}",
@@ -127,11 +129,13 @@ def _preseed_settings(
     )
 
 
-def _installer(session: Session, opts: ReinstallOptions) -> bm.InstallerSource:
+def _installer(session: Session, opts: ReinstallOptions) -> hosts_preseed.InstallerSource:
     if opts.installer_url:
-        return bm.InstallerSource(opts.installer_url, opts.installer_dir)
+        return hosts_preseed.InstallerSource(opts.installer_url, opts.installer_dir)
     settings = session.settings()
-    return bm.installer_from_mirror(str(settings["debianMirror"]), str(settings["debianRelease"]), opts.installer_dir)
+    return hosts_preseed.installer_from_mirror(
+        str(settings["debianMirror"]), str(settings["debianRelease"]), opts.installer_dir
+    )
 
 
 # Run as root: the address, gateway and nameservers the box uses now.
@@ -144,11 +148,11 @@ awk '$1 == "nameserver" { print "nameserver=" $2 }' /etc/resolv.conf
 """
 
 
-def _network(root: SSHConnection, opts: ReinstallOptions) -> bm.Network:
+def _network(root: SSHConnection, opts: ReinstallOptions) -> hosts_preseed.Network:
     return parse_network_probe(root.run(["sh", "-c", _NETWORK_PROBE]).text, opts.nameservers)
 
 
-def parse_network_probe(output: str, nameservers: tuple[str, ...] = ()) -> bm.Network:
+def parse_network_probe(output: str, nameservers: tuple[str, ...] = ()) -> hosts_preseed.Network:
     """The box's static network; `nameservers` (from the user) replace the box's own."""
     values: dict[str, list[str]] = {}
     for line in output.splitlines():
@@ -164,7 +168,7 @@ def parse_network_probe(output: str, nameservers: tuple[str, ...] = ()) -> bm.Ne
     found = nameservers or tuple(values.get("nameserver", []))
     if not found:
         raise UsageError("the box has no nameserver in /etc/resolv.conf", "give one with --nameserver IP")
-    return bm.Network(address=addresses[0], gateway=gateways[0], nameservers=found)
+    return hosts_preseed.Network(address=addresses[0], gateway=gateways[0], nameservers=found)
 
 
 def _deliver(root: SSHConnection, medium: bm.BootMedium, clock: _Clock) -> None:

@@ -1,29 +1,8 @@
-"""LXCs on their hosts: add, remove, start, stop, restart, ssh, and applying routing changes.
-
-As with hosts (hostops.py), an LXC is recorded in state before anything is done on its
-host, so its vnet address is reserved and a run cut off half-way is finished by running
-the same command again.
-
-Images (setting `lxcImageSource`):
-  download      `lxc-create -t download` from the LXC image server (needs the internet)
-  anything else a rootfs tarball (path on this machine, or http(s) URL the host fetches),
-                for offline setups. The container is made with `lxc-create -t none -B btrfs`,
-                which creates the empty btrfs subvolume, and the tarball is unpacked into it;
-                LXC 5's `-t local` would also need a metadata tarball nobody has.
-Either way infr then writes the whole container config itself (network, autostart), so
-both kinds of container end up the same.
-
-A tarball is whatever it was built from, whatever `lxcs add` was told: once unpacked, its
-os-release is read and compared with DISTRO RELEASE (infr.lxcs.osrelease). A mismatch is
-refused with nothing left behind (container and record removed), unless the user asked
-to record what the image is (--record-image-os). The image server needs no such check:
-it picks the image by DISTRO and RELEASE.
-"""
+"""LXCs on their hosts: add, remove, start, stop, restart, ssh, and applying routing changes."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,18 +16,21 @@ from infr.engine.templating import fill
 from infr.errors import ConflictError, InfrError, RemoteError, UsageError
 from infr.hosts import desired
 from infr.lxcs import osrelease
+from infr.lxcs.desired import CONTAINER_PACKAGES, LXC_ROOT, container_config
 from infr.routing import deploy
 from infr.state import validate
 from infr.state.model import HOST_READY, LXC_CREATING, LXC_READY, Host, Lxc, timestamp
 from infr.state.session import Session
 
 Report = Callable[[str], None]
-LXC_ROOT = "/var/lib/lxc"
+
+
 IMAGE_CACHE = "/var/cache/infr/lxc-images"
+
+
 # Written last when a container's rootfs is complete: without it a container is a
 # leftover of a cut-off run, destroyed and made again.
 CREATED_MARK = "infr-created"
-CONTAINER_PACKAGES = ("openssh-server", "sudo")
 
 
 def _check_new_lxc(session: Session, name: str, distro: str, release: str, host_name: str) -> Host:
@@ -90,39 +72,6 @@ def record_lxc(
         change.put_lxc(lxc)
         change.note(f"LXC {name} recorded on {host_name} with vnet address {lxc.vnet_ip}")
         return lxc
-
-
-def container_config(lxc: Lxc, host: Host, settings: dict) -> bytes:
-    """The whole LXC config: infr owns it, whichever image the rootfs came from."""
-    prefix = ipaddress.IPv4Network(str(settings["vnetNetwork"])).prefixlen
-    # A fixed MAC from the address: the same on every run, unique on the bridge.
-    mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(lxc.vnet_ip).packed[1:])
-    text = fill(
-        "# infr: LXC {name} ({distro} {release})\n"
-        "lxc.include = /usr/share/lxc/config/common.conf\n"
-        "lxc.arch = linux64\n"
-        "lxc.rootfs.path = btrfs:{root}/{name}/rootfs\n"
-        "lxc.uts.name = {name}\n"
-        "lxc.start.auto = 1\n"
-        "lxc.net.0.type = veth\n"
-        "lxc.net.0.link = {bridge}\n"
-        "lxc.net.0.flags = up\n"
-        "lxc.net.0.hwaddr = {mac}\n"
-        "lxc.net.0.ipv4.address = {vnet_ip}/{prefix}\n"
-        "lxc.net.0.ipv4.gateway = {gateway}\n"
-        "lxc.apparmor.profile = generated\n"
-        "lxc.apparmor.allow_nesting = 1\n",
-        name=lxc.name,
-        distro=lxc.distro,
-        release=lxc.release,
-        root=LXC_ROOT,
-        bridge=desired.BRIDGE,
-        mac=mac,
-        vnet_ip=lxc.vnet_ip,
-        prefix=prefix,
-        gateway=host.vnet_ip,
-    )
-    return text.encode()
 
 
 def _image_on_host(conn: SSHConnection, source: str) -> str:

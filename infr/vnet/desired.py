@@ -1,26 +1,4 @@
-"""The private network as data: WireGuard configs, boot setup, zones and status, from state.
-
-Pure functions (the files come from the templates in infr/templates/mesh); meshops.py
-puts them on hosts. Design:
-
-* Hosts form a full mesh on `infrwg0`. A host's [Peer] entry carries its own vnet
-  address and its containers' addresses as /32s (Apex's child prefixes), so
-  containers reach the mesh without running WireGuard themselves.
-* Routing: the bridge infrbr0 holds the whole vnetNetwork prefix, so a container
-  believes every vnet address is on its own link and ARPs for it. Each host
-  therefore routes every other member's /32 via infrwg0 and answers ARP on infrbr0
-  for them (proxy_arp: the kernel answers for addresses routed out of another
-  interface). Local containers stay reachable directly on the bridge; nothing
-  inside the containers changes.
-* Changes are applied with `wg syncconf`, which leaves live tunnels up. A oneshot
-  systemd unit runs the same script at boot, so the mesh needs neither infr nor any
-  other host to come back after a reboot. Hosts forward (net.ipv4.ip_forward).
-* Zones: one nftables ruleset, the same on every host, in two families: inet sees
-  traffic routed across the mesh, bridge sees traffic between containers of one host.
-  A zone's containers reach each other, every host and the admins, and no other
-  container; containers in no zone reach each other, hosts and admins as before, but
-  not the zones' containers (else a zone would be open to any unzoned container).
-"""
+"""The private network as data: WireGuard configs, boot setup, zones and status, from state."""
 
 from __future__ import annotations
 
@@ -35,17 +13,35 @@ from infr.state import validate
 from infr.state.model import Host, Inventory, Lxc, Peer
 
 INTERFACE = "infrwg0"
+
+
 BRIDGE = "infrbr0"
+
+
 KEEPALIVE = 25
-# An active tunnel handshakes every 2 minutes; past 3 it is not working.
-STALE_SECONDS = 180
+
+
 KEY_PATH = f"/etc/wireguard/{INTERFACE}.key"
+
+
 CONF_PATH = f"/etc/wireguard/{INTERFACE}.conf"
+
+
 UP_SCRIPT = "/usr/local/sbin/infr-mesh-up"
+
+
 ZONES_PATH = "/etc/infr/zones.nft"
+
+
 UNIT_NAME = "infr-mesh.service"
+
+
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+
+
 HOSTS_BEGIN = "# infr vnet: begin"
+
+
 HOSTS_END = "# infr vnet: end"
 
 
@@ -174,50 +170,3 @@ def hosts_block(inv: Inventory, settings: dict[str, Any]) -> str:
         for a, n in sorted(named, key=lambda x: order[x[0]])
     ]
     return "\n".join([HOSTS_BEGIN, *lines, HOSTS_END]) + "\n"
-
-
-def _age_text(seconds: int) -> str:
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
-
-
-def _whois(inv: Inventory) -> dict[str, tuple[str, str]]:
-    known = {h.wg_public_key: (h.name, h.vnet_ip) for h in inv.hosts.values() if h.wg_public_key}
-    known.update({p.public_key: (p.name, p.vnet_ip) for p in inv.peers.values()})
-    return known
-
-
-def parse_dump(text: str, inv: Inventory, host: str, now: int) -> list[dict[str, Any]]:
-    """Status rows from `wg show all dump` on `host`: one per peer line (9 tab-separated fields).
-
-    Interface lines (5 fields, with the private key) are skipped; meshops filters them
-    out on the host already. A handshake time of 0 means there was none ("never").
-    """
-    whois = _whois(inv)
-    rows = []
-    for line in text.splitlines():
-        fields = line.split("\t")
-        if len(fields) != 9:
-            continue
-        _, key, _, endpoint, allowed, handshake, rx, tx, _ = fields
-        name, address = whois.get(key, (f"unknown {key[:8]}", allowed.split("/")[0]))
-        age = max(0, now - int(handshake)) if handshake != "0" else None
-        stale = age is None or age > STALE_SECONDS
-        text_age = "never" if age is None else _age_text(age)
-        rows.append(
-            {
-                "host": host,
-                "peer": name,
-                "vnet_ip": address,
-                "endpoint": "" if endpoint == "(none)" else endpoint,
-                "handshake_age": age,
-                "handshake": text_age + (" (stale)" if stale else ""),
-                "stale": stale,
-                "rx_bytes": int(rx),
-                "tx_bytes": int(tx),
-            }
-        )
-    return rows

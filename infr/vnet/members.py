@@ -16,34 +16,31 @@ import base64
 import posixpath
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from infr.connector import SSHConnection, run_parallel
 from infr.engine import steps
-from infr.engine.fleet import get_lxc, target
+from infr.engine.fleet import target
 from infr.engine.steps import Runner
-from infr.errors import ConflictError, NotFoundError, RemoteError, UsageError
+from infr.errors import RemoteError
 from infr.state import validate
-from infr.state.change import Change
-from infr.state.model import HOST_READY, Host, Peer, timestamp
+from infr.state.model import HOST_READY, Host
 from infr.state.session import Session
 from infr.vnet import desired
 
 Report = Callable[[str], None]
+
+
 R = TypeVar("R")
+
 
 # Made on the host, once; only the public half is printed and leaves it.
 KEYGEN = (
     f"umask 077; mkdir -p {posixpath.dirname(desired.KEY_PATH)}; "
     f"[ -s {desired.KEY_PATH} ] || wg genkey > {desired.KEY_PATH}; wg pubkey < {desired.KEY_PATH}"
 )
-# The host's clock with the dump (handshake times are the host's); interface lines,
-# which hold the private key, are dropped on the host.
-DUMP = "date +%s; wg show all dump | awk -F '\\t' 'NF == 9'"
-# Where `vnet join` keeps the admin's wg-quick configs: in the state directory but
-# never in git (the directory ignores itself).
-JOIN_DIR = "wireguard"
+
+
 NO_ZONE = validate.NO_ZONE
 
 
@@ -206,128 +203,3 @@ def deploy(session: Session, report: Report) -> dict[str, str]:
         hosts = {n: h for n, h in _ready(session, set()).items() if n not in failed and h.wg_public_key}
         _, not_applied = _apply_on(session, hosts, report)
         return {**failed, **not_applied}
-
-
-def status(session: Session) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Rows of `wg show all dump` from every ready host, and host -> error for those unreachable."""
-    inv = session.inventory()
-    dumps = _on_hosts(session, _ready(session, set()), lambda conn, host: conn.run(["sh", "-c", DUMP]).text)
-    rows, failed = [], {}
-    for name, dump in dumps.items():
-        if isinstance(dump, Exception):
-            failed[name] = str(dump)
-            continue
-        clock, _, peers = dump.partition("\n")
-        rows += desired.parse_dump(peers, inv, name, int(clock))
-    return rows, failed
-
-
-def _check_peer_name(change: Change, name: str) -> None:
-    if problem := validate.dns_label(name, "peer name"):
-        raise UsageError(problem, "e.g. alice-laptop")
-    if kind := change.inv.kind_of(name):
-        raise ConflictError(f"{name} is already a {kind}'s name", "hosts, LXCs and peers share names: pick another")
-
-
-def _check_key_free(change: Change, name: str, key: str) -> None:
-    if problem := desired.public_key_problem(key):
-        raise UsageError(problem, "give the output of 'wg pubkey' on that machine")
-    holders = [f"host {h.name}" for h in change.inv.hosts.values() if h.wg_public_key == key]
-    holders += [f"peer {p.name}" for p in change.inv.peers.values() if p.public_key == key and p.name != name]
-    if holders:
-        raise ConflictError(f"that public key is already {holders[0]}'s", "each machine needs its own key pair")
-
-
-def add_peer(change: Change, name: str, key: str, ip: str | None) -> Peer:
-    """Add an admin's machine, or give an existing one a new key: it keeps its address."""
-    _check_key_free(change, name, key)
-    old = change.inv.peers.get(name)
-    if old is None:
-        _check_peer_name(change, name)
-        peer = Peer(name, key, change.allocate_address(ip), added=timestamp())
-        change.note(f"peer {name} added with vnet address {peer.vnet_ip}")
-    elif ip is not None and ip != old.vnet_ip:
-        raise ConflictError(f"peer {name} already has {old.vnet_ip}", "remove it first to change its address")
-    else:
-        peer = replace(old, public_key=key)
-        change.note(f"peer {name}: new key, same address {peer.vnet_ip}")
-    change.put_peer(peer)
-    return peer
-
-
-def remove_peer(change: Change, name: str) -> None:
-    if name not in change.inv.peers:
-        known = ", ".join(sorted(change.inv.peers)) or "none"
-        raise NotFoundError(f"no peer named {name!r}", f"known peers: {known}")
-    change.delete_peer(name)
-    change.note(f"peer {name} removed")
-
-
-def join_config_path(root: Path, name: str) -> Path:
-    # wg-quick names the interface after the file: one directory per peer.
-    return root / JOIN_DIR / name / f"{desired.INTERFACE}.conf"
-
-
-def _local_private_key(path: Path) -> str | None:
-    """The private key in an existing wg-quick config of ours, if there is one."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    return next((line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("PrivateKey")), None)
-
-
-def _key_to_keep(path: Path, peer: Peer | None, ip: str | None) -> str | None:
-    """The private key of this machine's config when it is still `peer`'s (same key, same address)."""
-    private = _local_private_key(path)
-    if peer is None or private is None or ip not in (None, peer.vnet_ip):
-        return None
-    try:
-        return private if public_key_of(private) == peer.public_key else None
-    except ValueError:  # not a key (binascii.Error is a ValueError)
-        return None
-
-
-def public_key_of(private: str) -> str:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    key = X25519PrivateKey.from_private_bytes(base64.b64decode(private))
-    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-
-
-def join(session: Session, name: str, ip: str | None) -> tuple[Path, list[str]]:
-    """Make this machine the peer NAME: key pair here, wg-quick config beside the state, 0600.
-
-    Run again on the same machine, it keeps the key and rewrites the config (new hosts
-    and LXCs); on another machine it makes a new key and keeps the address (IP mobility).
-    Returns the config's path and what changed.
-    """
-    from infr.state.files import write_atomic
-
-    path = join_config_path(session.root, name)
-    with session.change() as change:
-        peer = change.inv.peers.get(name)
-        private = _key_to_keep(path, peer, ip)
-        if peer is None or private is None:
-            private, public = new_key_pair()
-            peer = add_peer(change, name, public, ip)
-        else:
-            change.note(f"peer {name}: same key, same address {peer.vnet_ip}; config rewritten")
-        port = int(session.settings()["vnetListenPort"])
-        write_atomic(session.root / JOIN_DIR / ".gitignore", b"*\n")
-        write_atomic(path, desired.admin_config(change.inv, peer, private, port).encode(), 0o600)
-    return path, change.notes
-
-
-def set_zone(change: Change, name: str, zone: str) -> None:
-    """Put an LXC in a zone ('none' takes it out)."""
-    lxc = get_lxc(change.inv, name)
-    zone = "" if zone == NO_ZONE else zone
-    if zone and (problem := validate.dns_label(zone, "zone")):
-        raise UsageError(problem, f"e.g. infr lxc {name} zone shop, or 'zone {NO_ZONE}'")
-    if lxc.zone == zone:
-        change.note(f"{name}: already in zone {zone or NO_ZONE}")
-        return
-    change.put_lxc(replace(lxc, zone=zone))
-    change.note(f"{name}: zone {lxc.zone or NO_ZONE} -> {zone or NO_ZONE}")

@@ -35,23 +35,19 @@ from infr.backups.btrbk import (
     LXC_DIR,
     SNAPSHOT_DIR,
     BackupSettings,
-    RestorePoint,
-    backup_age_status,
     backup_dir,
-    list_restore_points_argv,
     lxc_rootfs,
     lxc_subvol,
-    parse_restore_points,
-    pick_restore_point,
     render_authorized_key,
     render_btrbk_conf,
     render_source_files,
     render_units,
     setup_commands,
     snapshot_dir,
-    snapshots_to_cull,
 )
-from infr.restore.choose import (
+from infr.backups.points import RestorePoint, list_restore_points_argv, parse_restore_points, pick_restore_point
+from infr.backups.retention import backup_age_status, snapshots_to_cull
+from infr.restore.commands import (
     LxcPaths,
     clear_argv,
     delete_subvolume_argv,

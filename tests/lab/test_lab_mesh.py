@@ -20,7 +20,7 @@ import pytest
 from infr.lab import Lab
 from infr.lab.lab import lab_id
 from infr.state.session import Session
-from infr.vnet.members import join_config_path
+from infr.vnet.join import join_config_path
 from tests.conftest import DEFAULT_SETTINGS
 from tests.lab.conftest import Fleet, LabKey, infr, wait_for_manager
 from tests.lab.test_adopt import run_as_manager

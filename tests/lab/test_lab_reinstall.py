@@ -22,7 +22,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from infr.hosts.boot import medium
+from infr.hosts.boot import preseed as hosts_preseed
 from infr.lab import Lab, LabHost
 from infr.lab.lab import lab_id
 from infr.lab.mirror import configured_mirror
@@ -63,7 +63,7 @@ def installer_server(
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "http.server", address.split(":")[1], "--bind", address.split(":")[0],
-             "--directory", str(medium.PACKAGE_INSTALLER_DIR)],
+             "--directory", str(hosts_preseed.PACKAGE_INSTALLER_DIR)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from infr.backups import pairs
-from infr.backups.btrbk import BackupSettings, RestorePoint
+from infr.backups import status as backups_status
+from infr.backups.btrbk import BackupSettings
+from infr.backups.points import RestorePoint
 from infr.connector.ssh import Result
 from infr.errors import ConflictError
 
@@ -81,8 +83,8 @@ def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
         return RestorePoint(datetime(2026, 1, 1, 12, minute, tzinfo=UTC), 0, subvol, f"{subvol}.x")
 
     found = [point("host", 0), point("host", 10), point("lxc-web", 5)]
-    assert pairs._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
-    assert pairs._newest_complete(found, ["host", "lxc-db"]) is None
+    assert backups_status._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
+    assert backups_status._newest_complete(found, ["host", "lxc-db"]) is None
 
 
 SHOW = """@rootfs
@@ -94,7 +96,7 @@ SHOW = """@rootfs
 
 
 def test_root_subvolume_uuid_is_read_from_subvolume_show() -> None:
-    from infr.backups.btrbk import root_subvolume_uuid
+    from infr.backups.points import root_subvolume_uuid
 
     assert root_subvolume_uuid(SHOW.format(uuid="067c11f4-60d1-f749-9d85-8734eeb4e5c8")) == (
         "067c11f4-60d1-f749-9d85-8734eeb4e5c8"
@@ -180,11 +182,11 @@ infr-backup.service: Main process exited, code=exited, status=10/n/a
 
 
 def test_a_failed_run_is_told_by_its_last_detail_line() -> None:
-    assert pairs._last_error(FAILED_RUN) == "Host key verification failed."
-    assert pairs._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
+    assert backups_status._last_error(FAILED_RUN) == "Host key verification failed."
+    assert backups_status._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
         "ERROR: Error while resuming backups, aborting"
     )
-    assert pairs._last_error("") == "the journal is empty"
+    assert backups_status._last_error("") == "the journal is empty"
 
 
 class RunHost(FakeHost):
@@ -223,16 +225,16 @@ def test_run_now_starts_the_service_on_to_and_tells_a_failure(
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
     seed_host(state_dir, "tom", "203.0.113.11", status="ready")
     with pytest.raises(ConflictError, match="bob is not being backed up onto tom"):
-        pairs.run_now(Session(state_dir), "bob", "tom", print)
+        backups_status.run_now(Session(state_dir), "bob", "tom", print)
     with Session(state_dir).change() as change:
         change.set_backups([Backup("bob", "tom")])
     host = RunHost(status)
     monkeypatch.setattr(pairs.SSHConnection, "connect", lambda target: host)
     if status:
         with pytest.raises(RemoteError, match="the backup run on tom failed: Host key verification failed"):
-            pairs.run_now(Session(state_dir), "bob", "tom", print)
+            backups_status.run_now(Session(state_dir), "bob", "tom", print)
     else:
-        newest = pairs.run_now(Session(state_dir), "bob", "tom", print)
+        newest = backups_status.run_now(Session(state_dir), "bob", "tom", print)
         assert newest is not None and newest.name == "host.20261123T0310"
     assert ("systemctl", "start", "infr-backup.service") in host.ran
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from infr.cli.main import command_line
 from infr.errors import RemoteError
 from infr.hosts import adopt as hosts_adopt
-from infr.hosts.boot import medium as bm
+from infr.hosts.boot import preseed as hosts_preseed
 from infr.state.settings import SETTINGS
 from tests.conftest import run_cli, seed_host, seed_lxc, snapshot
 
@@ -220,8 +220,8 @@ BAD_CHARACTER = st.characters(blacklist_categories=("L", "N"), blacklist_charact
 @given(tail=URL_TAIL, bad=BAD_CHARACTER, at=st.integers(0, 40))
 def test_an_installer_or_proxy_url_with_any_other_character_is_refused(tail: str, bad: str, at: int) -> None:
     good = f"http://mirror.example:8080/debian/{tail}"
-    assert bm.installer_problems(bm.InstallerSource(good)) == []
+    assert hosts_preseed.installer_problems(hosts_preseed.InstallerSource(good)) == []
     url = good[: 7 + at % (len(good) - 6)] + bad + good[7 + at % (len(good) - 6) :]
-    assert bm.installer_problems(bm.InstallerSource(url)) != []
-    preseed = bm.PreseedSettings("web1", "example.com", ("ssh-ed25519 AAAA",), "/dev/vda", mirror_proxy=url)
-    assert any("proxy URL" in p for p in bm.input_problems(preseed))
+    assert hosts_preseed.installer_problems(hosts_preseed.InstallerSource(url)) != []
+    preseed = hosts_preseed.PreseedSettings("web1", "example.com", ("ssh-ed25519 AAAA",), "/dev/vda", mirror_proxy=url)
+    assert any("proxy URL" in p for p in hosts_preseed.input_problems(preseed))

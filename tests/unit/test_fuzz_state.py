@@ -260,7 +260,7 @@ def render_everything(root: Path) -> dict[str, str]:
     from infr.backups.pairs import _pull_view
     from infr.dns import wanted
     from infr.hosts import desired
-    from infr.lxcs import containers
+    from infr.lxcs import desired as lxcs_desired
     from infr.routing import haproxy
     from infr.routing.deploy import settings_for
     from infr.state.model import BACKUP_ACTIVE
@@ -282,7 +282,7 @@ def render_everything(root: Path) -> dict[str, str]:
             out[f"{spec.path} on {host.name}"] = spec.content.decode()
     for lxc in inv.lxcs.values():
         host = inv.hosts[lxc.host]
-        out[f"lxc config {lxc.name}"] = containers.container_config(lxc, host, values).decode()
+        out[f"lxc config {lxc.name}"] = lxcs_desired.container_config(lxc, host, values).decode()
         for spec in desired.name_files(lxc.name, values):
             out[f"{spec.path} in {lxc.name}"] = spec.content.decode()
     bsettings = btrbk.BackupSettings.from_config({k: str(v) for k, v in values.items()})

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from infr.state.model import Host, Inventory, Lxc, Peer
-from infr.vnet import desired
-from infr.vnet.members import new_key_pair, public_key_of
+from infr.vnet import desired, status
+from infr.vnet.join import public_key_of
+from infr.vnet.members import new_key_pair
 
 KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="
@@ -209,7 +210,7 @@ def test_parse_dump_names_peers_and_flags_stale_and_never() -> None:
             f"infrwg0\t{KEY_C}\t(none)\t198.51.100.7:4000\t10.8.9.9/32\t500\t1\t2\toff",
         ]
     )
-    rows = desired.parse_dump(dump, inventory(), "a", now=1030)
+    rows = status.parse_dump(dump, inventory(), "a", now=1030)
     assert [r["peer"] for r in rows] == ["b", "alice", f"unknown {KEY_C[:8]}"]
     assert rows[0] == {
         "host": "a",

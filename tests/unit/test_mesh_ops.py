@@ -12,7 +12,7 @@ from infr.connector.ssh import Result
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY
 from infr.state.session import Session
-from infr.vnet import desired, members
+from infr.vnet import desired, members, status
 
 KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="
@@ -59,7 +59,7 @@ class FakeHost:
             self.files.pop(argv[-1], None)
         if argv[:2] == ("sh", "-c") and argv[2] == members.KEYGEN:
             return Result(0, f"{self.key}\n".encode(), b"")
-        if argv[:2] == ("sh", "-c") and argv[2] == members.DUMP:
+        if argv[:2] == ("sh", "-c") and argv[2] == status.DUMP:
             return Result(0, self.dump.encode(), b"")
         if argv[0] == "systemctl":
             return self._systemctl(argv[1])
@@ -261,7 +261,7 @@ def test_status_reads_every_ready_host_and_names_the_peers(state_dir: Path, flee
     seed(state_dir)
     dump_a = f"1000\ninfrwg0\t{KEY_B}\t(none)\t203.0.113.2:51820\t10.8.1.2/32,10.8.1.20/32\t990\t100\t200\t25\n"
     fleet.update(a=FakeHost("a", dump=dump_a), b=FakeHost("b", dump="1000\n"), c=Unreachable("c"))
-    rows, failed = members.status(Session(state_dir))
+    rows, failed = status.status(Session(state_dir))
     assert [(r["host"], r["peer"], r["handshake"], r["rx_bytes"]) for r in rows] == [("a", "b", "10s ago", 100)]
     assert list(failed) == ["c"]
 

@@ -10,7 +10,8 @@ import pytest
 
 from infr.errors import InfrError, UsageError
 from infr.hosts import reinstall
-from infr.hosts.boot.medium import Network, Phase
+from infr.hosts.boot.medium import Phase
+from infr.hosts.boot.preseed import Network
 from infr.state.session import Session
 from tests.conftest import run_cli, seed_host
 

@@ -19,30 +19,30 @@ from typing import Any
 import pytest
 
 from infr import followups
-from infr.backups import pairs
-from infr.backups.btrbk import RestorePoint, list_points_argv, parse_restore_points
+from infr.backups import find, pairs
+from infr.backups.find import Located
+from infr.backups.points import RestorePoint, list_points_argv, parse_restore_points
 from infr.connector.ssh import Result
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
+from infr.restore import commands as restore_commands
 from infr.restore import container as lxc_restore
-from infr.restore.choose import (
+from infr.restore import drill as restore_drill
+from infr.restore.choose import choose, parse_at
+from infr.restore.commands import (
     PATH_LEAVES,
     PATH_MISSING,
-    Located,
     LxcPaths,
     check_path_argv,
-    choose,
     clear_argv,
-    drill_check_argv,
-    judge,
-    parse_at,
-    parse_drill,
     relative_path,
     snapshot_argv,
     swap_back_argv,
     swap_in_argv,
     tar_create_argv,
 )
-from infr.restore.container import LxcPlan, copy_out, restore_container
+from infr.restore.container import LxcPlan, restore_container
+from infr.restore.drill import drill_check_argv, judge, parse_drill
+from infr.restore.files import copy_out
 from infr.state.model import HOST_READY, Backup
 from tests.conftest import clone_state, run_cli, seed_host, seed_lxc, snapshot
 
@@ -632,9 +632,9 @@ def test_apply_refuses_a_plan_that_state_has_overtaken(world: Path, moving: Any)
 
 
 def test_listing_is_newest_first_with_ages(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    found = pairs.Found(sorted(POINTS, reverse=True), skipped=["ann"])
+    found = find.Found(sorted(POINTS, reverse=True), skipped=["ann"])
     asked: list[dict[str, object]] = []
-    monkeypatch.setattr(pairs, "find_points", lambda session, **kw: asked.append(kw) or found)
+    monkeypatch.setattr(find, "find_points", lambda session, **kw: asked.append(kw) or found)
     result = run_cli(world, "lxc", "web", "backups")
     assert asked == [{"from_host": None, "subvol": "lxc-web"}]
     rows = [line.split() for line in result.stdout.splitlines()]
@@ -649,14 +649,14 @@ def test_listing_is_newest_first_with_ages(world: Path, monkeypatch: pytest.Monk
 def test_drill_prints_a_row_per_subvolume_and_fails_when_one_fails(
     world: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.restore.choose import DrillCheck
+    from infr.restore.drill import DrillCheck
 
     now = datetime.now(UTC)
     checks = [
         DrillCheck("host", "host.x", now - timedelta(minutes=3), 31000, "Debian GNU/Linux 12 (bookworm)", 2.5),
         DrillCheck("lxc-db", problems=("no backup",)),
     ]
-    monkeypatch.setattr(lxc_restore, "drill", lambda *args: checks)
+    monkeypatch.setattr(restore_drill, "drill", lambda *args: checks)
     result = run_cli(world, "backup", "drill", "bob", "tom")
     assert result.exit_code == 1
     assert "FAILED: no backup" in result.stdout and "31000" in result.stdout and " 3m " in result.stdout
@@ -692,10 +692,10 @@ def test_copy_out_passes_on_what_tar_here_warns_about(backup_tree: Path) -> None
     into.chmod(0o777)
     lines: list[str] = []
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    original = lxc_restore.choose.tar_extract_argv
+    original = restore_commands.tar_extract_argv
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(lxc_restore.choose, "tar_extract_argv", lambda d: (*nobody, *original(d)))
+            patch.setattr(restore_commands, "tar_extract_argv", lambda d: (*nobody, *original(d)))
             copy_out(backup, str(backup_tree), "etc", into, lines.append)  # type: ignore[arg-type]
         assert (into / "etc" / "ping").read_bytes() == b"pretend\n"
         assert any("security.capability" in line for line in lines), lines
@@ -705,7 +705,7 @@ def test_copy_out_passes_on_what_tar_here_warns_about(backup_tree: Path) -> None
 
 def test_restore_files_looks_at_the_hosts_own_backups_only(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, object]] = []
-    monkeypatch.setattr(pairs, "find_points", lambda session, **kw: asked.append(kw) or pairs.Found([], []))
+    monkeypatch.setattr(find, "find_points", lambda session, **kw: asked.append(kw) or find.Found([], []))
     into = world.parent / "restored"
     error = refused(world, NotFoundError, "host", "bob", "restore-files", "/etc", "--into", str(into))
     assert asked == [{"from_host": "bob", "subvol": "host"}]
@@ -715,7 +715,7 @@ def test_restore_files_looks_at_the_hosts_own_backups_only(world: Path, monkeypa
 def test_restore_looks_for_the_container_on_every_backup_host(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, object]] = []
     monkeypatch.setattr(
-        pairs, "find_points", lambda session, **kw: asked.append(kw) or pairs.Found([], ["ann"])
+        find, "find_points", lambda session, **kw: asked.append(kw) or find.Found([], ["ann"])
     )
     error = refused(world, NotFoundError, "lxc", "web", "restore", "--at", "2026-11-22T20:45")
     assert asked == [{"from_host": None, "subvol": "lxc-web"}]  # it may have been backed up from another host

@@ -108,7 +108,7 @@ def test_fill_interpolates_printable_values(text: str) -> None:
 def _builders(bad: str) -> dict[str, Any]:
     from infr.backups import btrbk
     from infr.hosts import desired
-    from infr.lxcs import containers
+    from infr.lxcs import desired as lxcs_desired
     from infr.state.model import Host, Inventory, Key, Lxc
     from infr.vnet import desired as vnet_desired
 
@@ -116,8 +116,8 @@ def _builders(bad: str) -> dict[str, Any]:
     host = Host("bob", "203.0.113.1", "10.8.0.1", host_key="ssh-ed25519 AAAA")
     lxc = Lxc("web", "bob", "debian", "bookworm", "10.8.1.2")
     return {
-        "LXC config (distro)": lambda: containers.container_config(replace(lxc, distro=bad), host, settings),
-        "LXC config (release)": lambda: containers.container_config(replace(lxc, release=bad), host, settings),
+        "LXC config (distro)": lambda: lxcs_desired.container_config(replace(lxc, distro=bad), host, settings),
+        "LXC config (release)": lambda: lxcs_desired.container_config(replace(lxc, release=bad), host, settings),
         "authorized_keys": lambda: desired.authorized_keys(Inventory({}, keys={"a": Key("a", bad)})),
         "/etc/hosts": lambda: desired.name_files("bob", {**settings, "dnsDomain": bad}),
         "lxc-net": lambda: desired.network_files(replace(host, vnet_ip=bad), settings),
