@@ -17,7 +17,7 @@ from infr.backups import pairs
 from infr.connector import SSHConnection
 from infr.engine.fleet import get_lxc
 from infr.errors import InfrError
-from infr.hosts import adopt
+from infr.hosts import adopt, reinstall
 from infr.lxcs import containers
 from infr.restore import container as restore_container
 from infr.restore.container import LxcPlan
@@ -48,6 +48,15 @@ def _host_features(session: Session, steps: adopt.Steps, report: Report) -> adop
 
 def adopt_host(session: Session, name: str, ip: str, password: str | None, report: Report) -> list[str]:
     return adopt.adopt(session, name, ip, password, report, _host_features(session, adopt.Steps(), report))
+
+
+def reinstall_host(
+    session: Session, name: str, ip: str, opts: reinstall.ReinstallOptions, report: reinstall.PhaseReport
+) -> list[str]:
+    """Reinstall the box at `ip` as host `name`; returns what the adopt steps changed."""
+    with session.locked():
+        first_boot = reinstall.install(session, name, ip, opts, report)
+        return adopt_host(session, name, ip, None, first_boot)
 
 
 def reconfigure_host(session: Session, name: str, steps: adopt.Steps, repin: bool, report: Report) -> list[str]:

@@ -204,6 +204,7 @@ def _reinstall(
     static: bool,
     nameservers: tuple[str, ...],
 ) -> None:
+    from infr import followups
     from infr.hosts import reinstall
 
     opts = reinstall.ReinstallOptions(
@@ -226,7 +227,7 @@ def _reinstall(
     def report(phase: str, elapsed: float, message: str) -> None:
         click.echo(f"{name}: [{elapsed:4.0f} s] {phase}: {message}")
 
-    reinstall.reinstall(app.session, name, ip, opts, report)
+    followups.reinstall_host(app.session, name, ip, opts, report)
 
 
 @host.command()

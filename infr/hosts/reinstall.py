@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from infr import followups
 from infr.connector import SSHConnection
 from infr.connector.ssh import server_host_key
 from infr.engine import fleet
@@ -78,19 +77,19 @@ def check(session: Session, name: str, ip: str, opts: ReinstallOptions) -> None:
         raise ValidationError(problems, "nothing was changed")
 
 
-def reinstall(session: Session, name: str, ip: str, opts: ReinstallOptions, report: PhaseReport) -> list[str]:
-    """Reinstall the box at `ip` as host `name`; returns what the adopt steps changed."""
+def install(session: Session, name: str, ip: str, opts: ReinstallOptions, report: PhaseReport) -> Callable[[str], None]:
+    """Reinstall the box at `ip` as host `name`, up to its first boot, under the state lock
+    the caller holds; returns the report for the adopt steps that follow (infr.followups)."""
     clock = _Clock(report)
-    with session.locked():
-        check(session, name, ip, opts)
-        host = adopt.record_host(session, name, ip)
-        with SSHConnection.connect(fleet.target(session, host, user="root", password=opts.root_password)) as root:
-            host = adopt.pin_host_key(session, host, root, clock.say)
-            with tempfile.TemporaryDirectory(prefix="infr-medium-") as tmp:
-                medium = _build(root, session, host, opts, Path(tmp), clock)
-                _deliver(root, medium, clock)
-        _wait_for_installed(session, host, opts.timeout, clock)
-        return followups.adopt_host(session, name, ip, None, lambda line: clock.say(line, bm.Phase.FIRST_BOOT))
+    check(session, name, ip, opts)
+    host = adopt.record_host(session, name, ip)
+    with SSHConnection.connect(fleet.target(session, host, user="root", password=opts.root_password)) as root:
+        host = adopt.pin_host_key(session, host, root, clock.say)
+        with tempfile.TemporaryDirectory(prefix="infr-medium-") as tmp:
+            medium = _build(root, session, host, opts, Path(tmp), clock)
+            _deliver(root, medium, clock)
+    _wait_for_installed(session, host, opts.timeout, clock)
+    return lambda line: clock.say(line, bm.Phase.FIRST_BOOT)
 
 
 # ---------------------------------------------------------------------------
