@@ -116,8 +116,8 @@ def make_state(root: Path, hosts: int, lxcs_per_host: int) -> float:
     """
     from infr.state import history, schema
     from infr.state.config import init_state
+    from infr.state.files import dump_toml
     from infr.state.model import Host, Lxc, TcpForward
-    from infr.state.store import dump_toml
 
     start = time.perf_counter()
     settings = {

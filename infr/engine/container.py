@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infr.connector import SSHConnection, command
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.engine.steps import INSTALL_TIMEOUT
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

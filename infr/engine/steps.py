@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from infr.connector import command
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.errors import RemoteError
 
 Argv = tuple[str, ...]

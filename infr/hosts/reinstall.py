@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.connector.ssh import server_host_key
+from infr.connector.hostkeys import server_host_key
 from infr.engine import fleet
 from infr.errors import InfrError, RemoteError, UsageError, ValidationError
 from infr.hosts import adopt

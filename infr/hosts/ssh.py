@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from infr.connector import sshconfig
-from infr.connector.ssh import DEFAULT_CONNECT_TIMEOUT
+from infr.connector.target import DEFAULT_CONNECT_TIMEOUT
 from infr.engine.fleet import get_host
 from infr.engine.templating import fill
 from infr.errors import HostKeyError

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from infr.connector import SSHConnection
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.engine import steps
 from infr.engine.fleet import target
 from infr.errors import RemoteError

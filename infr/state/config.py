@@ -7,10 +7,10 @@ from pathlib import Path
 from infr.errors import StateError, UsageError, ValidationError
 from infr.state import history, schema, validate
 from infr.state.change import Change
-from infr.state.files import write_atomic
+from infr.state.files import dump_toml, read_text, write_atomic
 from infr.state.model import Inventory, Key
 from infr.state.settings import REQUIRED, SETTINGS, Setting, Value, check_config, lookup
-from infr.state.store import Store, dump_toml, read_text
+from infr.state.store import Store
 
 MASK = "********"
 

@@ -12,7 +12,7 @@ from infr.backups import pairs
 from infr.backups import status as backups_status
 from infr.backups.btrbk import BackupSettings
 from infr.backups.points import RestorePoint
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.errors import ConflictError
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFdlbGwsIHRoaXMgaXMgbm90IHRoZSByZWFsIGtleSE="

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.engine.steps import apt_update
 from infr.errors import RemoteError
 

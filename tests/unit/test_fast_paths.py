@@ -11,9 +11,10 @@ import pytest
 
 from infr.errors import ValidationError
 from infr.state import schema
+from infr.state.cache import _Files, _fingerprint
 from infr.state.model import Host, Inventory, Lxc, TcpForward
 from infr.state.session import Session
-from infr.state.store import Store, _Files, _fingerprint
+from infr.state.store import Store
 from tests.conftest import DEFAULT_SETTINGS, seed_host, seed_lxc
 
 

@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from infr.backups import pairs
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.engine import steps
 from infr.errors import ConflictError
 from infr.lxcs import containers, osrelease

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from infr.backups import pairs
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.errors import RemoteError, ValidationError
 from infr.lxcs import containers
 from infr.routing import deploy

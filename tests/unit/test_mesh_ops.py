@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infr.connector import SSHConnection, Target
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY
 from infr.state.session import Session

@@ -22,7 +22,7 @@ from infr import followups
 from infr.backups import find, pairs
 from infr.backups.find import Located
 from infr.backups.points import RestorePoint, list_points_argv, parse_restore_points
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
 from infr.restore import commands as restore_commands
 from infr.restore import container as lxc_restore

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from infr import userconfig
 from infr.cli.main import choose_identity
-from infr.connector.ssh import Target, _connect_error, why_unreachable
+from infr.connector.reach import _connect_error, why_unreachable
 from infr.connector.sshconfig import Hop, resolve
+from infr.connector.target import Target
 from infr.errors import StateError, UsageError
 
 ports = st.integers(min_value=1, max_value=65535)
