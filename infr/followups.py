@@ -103,7 +103,7 @@ def remove_lxc(session: Session, name: str, report: Report) -> list[str]:
 
 
 def restore_lxc(session: Session, plan: LxcPlan, report: Report) -> list[str]:
-    """restoreops.apply_lxc; a move then touches routing on both hosts, the mesh, backups and
+    """restore.container.apply_lxc; a move then touches routing on both hosts, the mesh, backups and
     the old copy; last, the container set up inside as state wants it now."""
     with session.locked():
         changes = restore_container.apply_lxc(session, plan, report)

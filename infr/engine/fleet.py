@@ -1,7 +1,8 @@
 """Hosts named in state, and how to reach them: the lowest layer of every remote operation.
 
-Every ops module comes here for a host's record and its SSH target, so none of them needs
-another ops module for that (hostops was that place, which tied the features in circles).
+Every feature comes here for a host's record and its SSH target, so none of them needs
+another feature for that (hostops, now infr.hosts.adopt, was that place, which tied the
+features in circles).
 """
 
 from __future__ import annotations

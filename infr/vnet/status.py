@@ -30,7 +30,7 @@ def _whois(inv: Inventory) -> dict[str, tuple[str, str]]:
 def parse_dump(text: str, inv: Inventory, host: str, now: int) -> list[dict[str, Any]]:
     """Status rows from `wg show all dump` on `host`: one per peer line (9 tab-separated fields).
 
-    Interface lines (5 fields, with the private key) are skipped; meshops filters them
+    Interface lines (5 fields, with the private key) are skipped; DUMP filters them
     out on the host already. A handshake time of 0 means there was none ("never").
     """
     whois = _whois(inv)

@@ -337,7 +337,7 @@ def pipe_here(send: tuple[str, ...], receive: tuple[str, ...]) -> None:
 
 
 def restore_here(point: Path, name: str, root: Path, *, same_filesystem: bool) -> LxcPaths:
-    """The btrfs steps of restoreops.restore_container, run here (no LXC in this lab; the
+    """The btrfs steps of restore.container.restore_container, run here (no LXC in this lab; the
     whole restore over SSH: test_restore_local.py): stage (a snapshot, or received from
     the other filesystem first), swap in, delete the replaced rootfs."""
     paths = LxcPaths(name, str(root / LXC_DIR))

@@ -1,4 +1,4 @@
-"""What a host's certificates need (certops.plan) and the settings that steer certbot."""
+"""What a host's certificates need (certificates.plan) and the settings that steer certbot."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ def test_config_set_with_a_miscased_secret_key_logs_no_value(state_dir: Path, mo
 
 @pytest.fixture
 def adopt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """hostops.adopt records the host (a commit with the command line), then fails to connect."""
+    """adopt.adopt records the host (a commit with the command line), then fails to connect."""
     calls: list[str | None] = []
 
     def adopt(session: Any, name: str, ip: str, password: str | None, report: Any, features: Any) -> list[str]:

@@ -23,7 +23,7 @@ WROTE_ALL = [f"wrote {p}" for p in (desired.ZONES_PATH, desired.CONF_PATH, desir
 
 
 class FakeHost:
-    """A host's files in a dict; answers what meshops asks (keygen, nft -c, systemctl, the dump)."""
+    """A host's files in a dict; answers what infr.vnet asks (keygen, nft -c, systemctl, the dump)."""
 
     def __init__(self, name: str, key: str = KEY_NEW, nft_ok: bool = True, dump: str = "") -> None:
         self.name = name
