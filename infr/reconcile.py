@@ -22,9 +22,9 @@ from infr.routing.feature import FEATURE as ROUTING
 from infr.vnet.feature import FEATURE as VNET
 
 if TYPE_CHECKING:
-    from infr.core.dns import Reconcile
-    from infr.core.session import Session
+    from infr.dns.sync import Reconcile
     from infr.state.model import Inventory
+    from infr.state.session import Session
 
 FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING)
 DNS = "dns"
@@ -85,7 +85,7 @@ def converge_scope(
 
 
 def _reconcile_dns(session: Session) -> Reconcile | None:
-    from infr.core import dns
+    from infr.dns import sync as dns
 
     return dns.reconcile(session) if dns.provider_configured(session) else None
 
@@ -101,7 +101,7 @@ def _dns_steps(session: Session) -> tuple[list[Step], str]:
 
 
 def _apply_dns(session: Session) -> list[Outcome]:
-    from infr.core import dns
+    from infr.dns import sync as dns
 
     try:
         found = _reconcile_dns(session)
