@@ -9,7 +9,7 @@ these, so there is one description of them.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from infr.core import backups
 from infr.core.backups import BackupSettings
@@ -115,3 +115,69 @@ def authorized_keys_text(current: str, to_host: str, line: str | None) -> str:
             lines += wanted
             wanted = []
     return "".join(f"{k}\n" for k in [*lines, *wanted])
+
+
+
+# --- each host's side of its pairs --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partners:
+    """The hosts at the other end of one host's pairs, by the pairs' status."""
+
+    active: tuple[str, ...] = ()
+    archived: tuple[str, ...] = ()
+
+    @property
+    def every(self) -> tuple[str, ...]:
+        return (*self.active, *self.archived)
+
+
+def _partners(pairs: list[tuple[str, str]]) -> Partners:
+    ordered = sorted(pairs)
+    active = tuple(other for other, status in ordered if status == BACKUP_ACTIVE)
+    return Partners(active, tuple(other for other, status in ordered if status != BACKUP_ACTIVE))
+
+
+@dataclass(frozen=True)
+class TargetWant:
+    """A TO host as state has it: what it installs and holds, and whom it pulls."""
+
+    host: str
+    settings: BackupSettings
+    froms: Partners  # active: pulled (timer on); archived: their backups moved aside
+    files: tuple[FileSpec, ...]
+    packages: tuple[str, ...]
+    unused: tuple[str, ...]  # mail files to remove where they are
+
+    @property
+    def pulls(self) -> bool:
+        return bool(self.froms.active)
+
+
+@dataclass(frozen=True)
+class SourceWant:
+    """A FROM host as state has it: whom it lets pull, and what that needs."""
+
+    host: str
+    settings: BackupSettings
+    tos: Partners  # active: their key logs in; archived: their key and snapshots go
+    files: tuple[FileSpec, ...]  # the filter and sudoers, while any TO pulls
+
+
+def desired_target(inv: Inventory, host: str, settings: BackupSettings) -> TargetWant | None:
+    """None when no pair pulls onto `host`."""
+    froms = _partners([(b.from_host, b.status) for b in inv.backups if b.to_host == host])
+    if not froms.every:
+        return None
+    files = target_files(inv, host, settings)
+    unused = unused_mail_files(settings, files)
+    return TargetWant(host, settings, froms, tuple(files), tuple(target_packages(settings)), tuple(unused))
+
+
+def desired_source(inv: Inventory, host: str, settings: BackupSettings) -> SourceWant | None:
+    """None when no pair pulls from `host`."""
+    tos = _partners([(b.to_host, b.status) for b in inv.backups if b.from_host == host])
+    if not tos.every:
+        return None
+    return SourceWant(host, settings, tos, tuple(source_files(settings)) if tos.active else ())
