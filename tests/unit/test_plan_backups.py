@@ -355,3 +355,26 @@ def _host(name: str, **fields: object) -> dict[str, Host]:
 )
 def test_touched_names_the_hosts_whose_backup_inputs_changed(after: Inventory, expected: set[str]) -> None:
     assert touched(inventory(), after) == expected
+
+
+class LocalShell:
+    """Runs a read on this machine, as the host would (no sudo: the paths are the test's own)."""
+
+    def run(self, argv: Sequence[str], **_: object) -> Result:
+        import subprocess
+
+        done = subprocess.run(list(argv), capture_output=True, check=False)
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None:
+        raise AssertionError("a read wrote a file")
+
+
+def test_present_paths_are_read_in_one_shell_run(tmp_path: Path) -> None:
+    from infr.backups.plan import read_present
+
+    (tmp_path / "a dir").mkdir()
+    (tmp_path / "key").write_text("k")
+    paths = [str(tmp_path / name) for name in ("a dir", "key", "gone", "a dir/gone")]
+    assert read_present(LocalShell(), paths) == {paths[0], paths[1]}
+    assert read_present(LocalShell(), []) == frozenset()
