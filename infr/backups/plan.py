@@ -88,14 +88,14 @@ def decide_target(want: TargetWant, have: TargetFacts) -> list[Step]:
     host, settings = want.host, want.settings
     steps = package_steps(NAME, host, want.packages, have.packages)
     has_key = settings.ssh_identity in have.present
-    if not has_key:
+    if want.pulls and not has_key:
         steps.append(Step(NAME, host, f"create the backup key on {host}", run=_make_key(want)))
     steps += _backup_dirs(want, have.present)
     steps += file_steps(NAME, host, want.files, have.files)
     steps += [command_step(NAME, host, f"remove {path}", ["rm", "-f", "--", path]) for path in want.unused
               if have.files.get(path) is not None]
-    # Without its key TO's timer would only fail (and mail): it starts once the key is made
-    # and, in the same round, FROM hosts take the key into authorized_keys.
+    # Without a key TO's timer would only fail (and mail the admin): it starts in the round
+    # after the key is made, the round in which the FROM hosts take the key in.
     timers = [UnitWant(unit, run) for unit, run in desired.timers(enabled=want.pulls) if has_key or not run]
     steps += unit_steps(NAME, host, timers, have.units)
     for f in want.froms.archived:
