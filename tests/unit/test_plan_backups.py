@@ -379,3 +379,62 @@ def test_present_paths_are_read_in_one_shell_run(tmp_path: Path) -> None:
     paths = [str(tmp_path / name) for name in ("a dir", "key", "gone", "a dir/gone")]
     assert read_present(LocalShell(), paths) == {paths[0], paths[1]}
     assert read_present(LocalShell(), []) == frozenset()
+
+
+# --- infr plan / infr apply over a new pair -----------------------------------------------------
+
+
+class LiveHost(FakeHost):
+    """A FakeHost that the steps change, as a host would: units, key, directories, the user."""
+
+    def __enter__(self) -> LiveHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run(self, argv: Sequence[str], *, check: bool = True, **kwargs: object) -> Result:
+        argv = tuple(argv)
+        if argv[:3] in (("systemctl", "enable", "--now"), ("systemctl", "disable", "--now")):
+            self.units[argv[-1]] = ON if argv[1] == "enable" else OFF
+        elif argv[0] == "ssh-keygen":
+            self.present.add(argv[-1])
+            self.files[f"{argv[-1]}.pub"] = FileFact(f"{KEY} infr-backup@tom\n".encode(), "root:root:644")
+        elif argv[:3] == ("mkdir", "-p", "--"):
+            self.present.add(argv[-1])
+        elif argv[0] == "useradd":
+            self.user = True
+        elif argv[0] == "mv":
+            self.files[argv[-1]] = self.files.pop(argv[-2])
+        elif argv[0] in ("test", "cat") and argv[-1] not in self.files and argv[-1] not in self.present:
+            self.ran.append(argv)
+            return Result(1, b"", b"")
+        return super().run(argv, check=check, **kwargs)
+
+
+def test_apply_sets_a_new_pair_up_in_rounds_and_plan_then_sees_a_timer_stopped_by_hand(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infr.connector import SSHConnection
+    from infr.core.session import Session
+    from tests.conftest import run_cli, seed_host
+
+    for name, ip in (("bob", "203.0.113.10"), ("tom", "203.0.113.11")):
+        seed_host(state_dir, name, ip, status="ready", host_key=HOST_KEY)
+    with Session(state_dir).change() as change:
+        change.set_backups([Backup("bob", "tom")])
+    packages = {"btrbk", "btrfs-progs"}
+    bob, tom = LiveHost({}, set(), {}, packages, user=False), LiveHost({}, set(), {}, packages)
+    hosts = {"203.0.113.10": bob, "203.0.113.11": tom}
+    # Both the plan's connection to each host and bob's read of tom's key.
+    monkeypatch.setattr(SSHConnection, "connect", lambda target: hosts[target.host])
+
+    applied = run_cli(state_dir, "apply", "-f", "backups", "--yes")
+    assert applied.exit_code == 0, (applied.output, applied.exception)
+    assert run_cli(state_dir, "plan", "-f", "backups").exit_code == 0
+    assert f"{KEY} infr-backup@tom" in bob.files[AUTH].content.decode()  # the key tom made in round one
+
+    tom.units[desired.TIMER] = OFF  # `systemctl disable --now` by hand
+    drift = run_cli(state_dir, "plan", "-f", "backups")
+    assert drift.exit_code == 2
+    assert "tom: backups: would enable and start infr-backup.timer" in drift.output
