@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from infr.backups.feature import FEATURE as BACKUPS
 from infr.engine import run
 from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
 from infr.engine.run import Context, Feature, Scope
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from infr.state.model import Inventory
     from infr.state.session import Session
 
-FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING)
+FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING, BACKUPS)
 DNS = "dns"
 NAMES = (*(f.name for f in FEATURES), DNS)
 

@@ -1,6 +1,7 @@
 """Backups on real hosts: start and stop a pair, and read back how fresh its backups are.
 
-What gets installed is rendered by infr.backups.btrbk; this module records pairs in state
+What gets installed is rendered by infr.backups.btrbk and laid out by infr.backups.desired
+(which the backups feature of the plan engine shares); this module records pairs in state
 and converges the two hosts over SSH (as `manager` with sudo), so running a command
 again changes nothing and repairs a run that was cut off half-way.
 
@@ -17,23 +18,17 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from infr.backups import btrbk as backups_btrbk
-from infr.backups import points
+from infr.backups import desired, points
 from infr.backups.btrbk import BackupSettings
 from infr.connector import SSHConnection
 from infr.engine import steps
 from infr.engine.fleet import get_host, target
-from infr.engine.steps import FileSpec
+from infr.engine.steps import FileSpec, Runner
 from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
-from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Host, Inventory, timestamp
+from infr.state.model import BACKUP_ACTIVE, BACKUP_ARCHIVED, HOST_READY, Backup, Inventory, timestamp
 from infr.state.session import Session
 
 Report = Callable[[str], None]
-
-
-TIMER = "infr-backup.timer"
-
-
-DEBIAN_TIMER = "btrbk.timer"  # Debian's daily btrbk run: ours replaces it
 
 
 def settings_for(session: Session) -> BackupSettings:
@@ -83,11 +78,6 @@ def _archived(inv: Inventory, pair: Backup) -> Inventory:
     return replace(inv, backups=[replace(b, status=BACKUP_ARCHIVED) if b is pair else b for b in inv.backups])
 
 
-def _pull_view(host: Host) -> Host:
-    # TO pulls over FROM's public address, not the mesh: ssh already encrypts and pins
-    # FROM's key, a backup must not depend on the mesh being up (a broken host is when
-    # it is needed), and a second layer of encryption halves the throughput on small VPSes.
-    return replace(host, vnet_ip=host.public_ip)
 
 
 def start(session: Session, from_host: str, to_host: str, report: Report) -> list[str]:
@@ -99,8 +89,8 @@ def start(session: Session, from_host: str, to_host: str, report: Report) -> lis
         changes: list[str] = []
         with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
             if reactivated:
-                changes += _unarchive(to_conn, from_host, settings)
-            public_key = _ensure_key_pair(to_conn, to_host, settings)
+                changes += unarchive(to_conn, to_host, from_host, settings)
+            public_key = ensure_key_pair(to_conn, to_host, settings)
             with SSHConnection.connect(target(session, inv.hosts[from_host])) as from_conn:
                 changes += _deploy_source(from_conn, to_host, public_key, settings)
                 _make_dirs({from_host: from_conn, to_host: to_conn}, from_host, to_host, settings)
@@ -154,7 +144,7 @@ def stop(session: Session, from_host: str, to_host: str, report: Report) -> list
             try:
                 with SSHConnection.connect(target(session, inv.hosts[to_host])) as to_conn:
                     changes += _deploy_target(to_conn, _archived(inv, pair), to_host, settings)
-                    changes += _archive(to_conn, from_host, settings)
+                    changes += archive(to_conn, to_host, from_host, settings)
             except RemoteError as exc:
                 still = "is still active in state" if pair.status == BACKUP_ACTIVE else "is archived in state"
                 raise RemoteError(
@@ -217,7 +207,7 @@ def _make_dirs(conns: dict[str, SSHConnection], from_host: str, to_host: str, se
         conns[cmd.host].run(cmd.argv)
 
 
-def _ensure_key_pair(conn: SSHConnection, to_host: str, settings: BackupSettings) -> str:
+def ensure_key_pair(conn: Runner, to_host: str, settings: BackupSettings) -> str:
     """TO's backup key, made on TO so that the private half never travels; its public half."""
     identity = settings.ssh_identity
     if conn.run(["test", "-f", identity], check=False).exit_status != 0:
@@ -228,43 +218,26 @@ def _ensure_key_pair(conn: SSHConnection, to_host: str, settings: BackupSettings
 
 def _deploy_target(conn: SSHConnection, inv: Inventory, to_host: str, settings: BackupSettings) -> list[str]:
     """btrbk config, units and pinned keys for every active pair pulling onto TO; the timer."""
-    pairs = [(b, _pull_view(inv.hosts[b.from_host])) for b in inv.backups if b.to_host == to_host]
-    active_hosts = [h for b, h in pairs if b.status == BACKUP_ACTIVE]
-    lxcs = {h.name: inv.lxcs_on(h.name) for _, h in pairs}
-    to = inv.hosts[to_host]
-    files = {settings.btrbk_conf: backups_btrbk.render_btrbk_conf(to, pairs, lxcs, settings)}
-    files.update(backups_btrbk.render_units(to, active_hosts, settings))
-    modes = {settings.smtp_password_file: 0o600}
-    mailer = ["msmtp"] if settings.smtp_relay else []  # not msmtp-mta: that would remove an MTA
-    changes = steps.ensure_packages(conn, ["btrbk", "btrfs-progs", *mailer])
-    reload = False
-    for path, text in files.items():
-        changed = steps.ensure_file(conn, _spec(path, text, modes.get(path)))
-        reload = reload or (bool(changed) and path.startswith("/etc/systemd/"))
-        changes += changed
-    if reload:
-        conn.run(["systemctl", "daemon-reload"])
-    return changes + _remove_unused_mail_files(conn, files, settings) + _ensure_timers(conn, enabled=bool(active_hosts))
+    specs = desired.target_files(inv, to_host, settings)
+    changes = steps.ensure_packages(conn, desired.target_packages(settings))
+    for spec in specs:
+        changes += steps.ensure_file(conn, spec)
+    changes += _remove_unused_mail_files(conn, specs, settings)
+    return changes + _ensure_timers(conn, enabled=desired.pulls(inv, to_host))
 
 
-def _remove_unused_mail_files(conn: SSHConnection, files: dict[str, str], settings: BackupSettings) -> list[str]:
-    """The relay's account and password go when smtpRelay or smtpUser is emptied."""
+def _remove_unused_mail_files(conn: SSHConnection, specs: list[FileSpec], settings: BackupSettings) -> list[str]:
     removed = []
-    for path in sorted({settings.msmtprc, settings.smtp_password_file} - set(files)):
+    for path in desired.unused_mail_files(settings, specs):
         if _exists(conn, path):
             conn.run(["rm", "-f", "--", path])
             removed.append(f"removed {path}")
     return removed
 
 
-def _spec(path: str, text: str, mode: int | None = None) -> FileSpec:
-    return FileSpec(path, text.encode(), mode=mode or (0o755 if text.startswith("#!") else 0o644))
-
-
 def _ensure_timers(conn: SSHConnection, *, enabled: bool) -> list[str]:
-    """Our timer on while TO pulls anything (off when nothing is left); Debian's always off."""
     changes = []
-    for unit, wanted in ((DEBIAN_TIMER, False), (TIMER, enabled)):
+    for unit, wanted in desired.timers(enabled=enabled):
         if _unit_state(conn, unit) != (wanted, wanted):
             conn.run(["systemctl", "enable" if wanted else "disable", "--now", unit])
             changes.append(f"{'enabled' if wanted else 'disabled'} {unit}")
@@ -283,17 +256,17 @@ def archive_dir(from_host: str, settings: BackupSettings) -> str:
     return posixpath.join(posixpath.dirname(settings.backup_dir), "archive", from_host)
 
 
-def _archive(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[str]:
+def archive(conn: Runner, to_host: str, from_host: str, settings: BackupSettings) -> list[str]:
     live, archived = backups_btrbk.backup_dir(from_host, settings), archive_dir(from_host, settings)
     conn.run(["mkdir", "-p", posixpath.dirname(archived)])
-    return _move(conn, live, archived)
+    return _move(conn, to_host, live, archived)
 
 
-def _unarchive(conn: SSHConnection, from_host: str, settings: BackupSettings) -> list[str]:
-    return _move(conn, archive_dir(from_host, settings), backups_btrbk.backup_dir(from_host, settings))
+def unarchive(conn: Runner, to_host: str, from_host: str, settings: BackupSettings) -> list[str]:
+    return _move(conn, to_host, archive_dir(from_host, settings), backups_btrbk.backup_dir(from_host, settings))
 
 
-def _move(conn: SSHConnection, source: str, dest: str) -> list[str]:
+def _move(conn: Runner, host: str, source: str, dest: str) -> list[str]:
     """Rename a directory of subvolumes (same filesystem: nothing is copied). Refuses to
     merge into an existing one: two sets of backups are for the admin to sort out."""
     script = 'if [ ! -e "$1" ]; then exit 3; fi; if [ -e "$2" ]; then exit 4; fi; mv -T -- "$1" "$2"'
@@ -301,63 +274,63 @@ def _move(conn: SSHConnection, source: str, dest: str) -> list[str]:
     if result.exit_status == 3:
         return []
     if result.exit_status == 4:
-        raise ConflictError(f"{conn.target.name}: both {source} and {dest} exist", "move one of them aside by hand")
+        raise ConflictError(f"{host}: both {source} and {dest} exist", "move one of them aside by hand")
     if result.exit_status != 0:
-        raise InfrError(f"{conn.target.name}: could not move {source} to {dest}: {result.stderr.decode().strip()}")
+        raise InfrError(f"{host}: could not move {source} to {dest}: {result.stderr.decode().strip()}")
     return [f"moved {source} to {dest}"]
 
 
-def _home(settings: BackupSettings) -> str:
-    return f"/var/lib/{settings.ssh_user}"
 
 
 def _deploy_source(conn: SSHConnection, to_host: str, public_key: str, settings: BackupSettings) -> list[str]:
     """The backup user that TO's key logs in as, its filter and sudoers."""
-    changes = _ensure_system_user(conn, settings)
-    for path, text in backups_btrbk.render_source_files(settings).items():
-        changes += steps.ensure_file(conn, _source_spec(path, text))
+    changes = ensure_system_user(conn, settings)
+    for spec in desired.source_files(settings):
+        changes += steps.ensure_file(conn, spec)
     line = backups_btrbk.render_authorized_key(to_host, public_key, settings)
     return changes + _edit_authorized_keys(conn, to_host, line, settings)
 
 
-def _source_spec(path: str, text: str) -> FileSpec:
-    if path.startswith("/etc/sudoers.d/"):
-        return FileSpec(path, text.encode(), mode=0o440, precheck=("visudo", "-c", "-q", "-f", "{}"))
-    return _spec(path, text)
-
-
-def _ensure_system_user(conn: SSHConnection, settings: BackupSettings) -> list[str]:
+def ensure_system_user(conn: Runner, settings: BackupSettings) -> list[str]:
     # Not steps.ensure_user: a system account in no group, whose shell must still run
     # the forced command (so not nologin).
     user = settings.ssh_user
     if conn.run(["id", "-u", "--", user], check=False).exit_status == 0:
         return []
-    conn.run(["useradd", "--system", "--create-home", "--home-dir", _home(settings), "--shell", "/bin/sh", "--", user])
+    home = desired.home(settings)
+    conn.run(["useradd", "--system", "--create-home", "--home-dir", home, "--shell", "/bin/sh", "--", user])
     return [f"created user {user}"]
 
 
 def _edit_authorized_keys(conn: SSHConnection, to_host: str, line: str | None, settings: BackupSettings) -> list[str]:
-    """Replace TO's line (comment infr-backup@TO) in the backup user's authorized_keys,
-    keeping the other TO hosts' lines; `line` None removes it."""
-    user, path = settings.ssh_user, f"{_home(settings)}/.ssh/authorized_keys"
+    """Put TO's line in the backup user's authorized_keys (`line` None takes it out)."""
+    path = desired.authorized_keys_path(settings)
     current = conn.get_file(path).decode() if _exists(conn, path) else ""
-    mine = f"infr-backup@{to_host}"
-    kept = [k for k in current.splitlines() if k.strip() and k.split()[-1] != mine]
-    wanted = "".join(f"{k}\n" for k in [*kept, *([line.strip()] if line else [])])
+    return write_authorized_keys(conn, desired.authorized_keys_text(current, to_host, line), settings)
+
+
+def write_authorized_keys(conn: Runner, text: str, settings: BackupSettings) -> list[str]:
+    """The whole file, in a directory only the backup user can read (sshd's StrictModes)."""
+    user, path = settings.ssh_user, desired.authorized_keys_path(settings)
     conn.run(["install", "-d", "-m", "700", "-o", user, "-g", user, "--", posixpath.dirname(path)])
-    return steps.ensure_file(conn, FileSpec(path, wanted.encode(), user, user, 0o600))
+    return steps.ensure_file(conn, desired.authorized_keys_spec(text, settings))
 
 
-def _exists(conn: SSHConnection, path: str) -> bool:
+def _exists(conn: Runner, path: str) -> bool:
     return conn.run(["test", "-e", path], check=False).exit_status == 0
 
 
 def _clean_source(conn: SSHConnection, to_host: str, settings: BackupSettings) -> list[str]:
     """TO's key off FROM, and the snapshots TO took (only the archive on TO stays)."""
     changes = _edit_authorized_keys(conn, to_host, None, settings)
-    snapshots = backups_btrbk.snapshot_dir(to_host, settings)
-    if _exists(conn, snapshots):
-        script = 'for s in "$1"/*; do if [ -e "$s" ]; then btrfs subvolume delete -- "$s"; fi; done; rmdir -- "$1"'
-        conn.run(["sh", "-c", script, "sh", snapshots])
-        changes.append(f"deleted the snapshots in {snapshots}")
+    if _exists(conn, backups_btrbk.snapshot_dir(to_host, settings)):
+        changes += delete_snapshots(conn, to_host, settings)
     return changes
+
+
+def delete_snapshots(conn: Runner, to_host: str, settings: BackupSettings) -> list[str]:
+    """The snapshots TO took on FROM, and their directory."""
+    snapshots = backups_btrbk.snapshot_dir(to_host, settings)
+    script = 'for s in "$1"/*; do if [ -e "$s" ]; then btrfs subvolume delete -- "$s"; fi; done; rmdir -- "$1"'
+    conn.run(["sh", "-c", script, "sh", snapshots])
+    return [f"deleted the snapshots in {snapshots}"]

@@ -68,10 +68,10 @@ def test_timers_are_switched_only_when_they_differ() -> None:
 
 
 def test_move_refuses_to_merge_two_sets_of_backups() -> None:
-    assert pairs._move(FakeHost(answers={("sh",): 3}), "/a", "/b") == []  # type: ignore[arg-type]
-    assert pairs._move(FakeHost(), "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
+    assert pairs._move(FakeHost(answers={("sh",): 3}), "tom", "/a", "/b") == []  # type: ignore[arg-type]
+    assert pairs._move(FakeHost(), "tom", "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
     with pytest.raises(ConflictError):
-        pairs._move(FakeHost(answers={("sh",): 4}), "/a", "/b")  # type: ignore[arg-type]
+        pairs._move(FakeHost(answers={("sh",): 4}), "tom", "/a", "/b")  # type: ignore[arg-type]
 
 
 def test_archive_sits_beside_the_live_backups() -> None:

@@ -257,7 +257,7 @@ def values(field: Field) -> st.SearchStrategy[Any]:
 def render_everything(root: Path) -> dict[str, str]:
     """Every file infr renders from this state, by a name for the failure message."""
     from infr.backups import btrbk
-    from infr.backups.pairs import _pull_view
+    from infr.backups.desired import pull_view
     from infr.dns import wanted
     from infr.hosts import desired
     from infr.lxcs import desired as lxcs_desired
@@ -287,7 +287,7 @@ def render_everything(root: Path) -> dict[str, str]:
             out[f"{spec.path} in {lxc.name}"] = spec.content.decode()
     bsettings = btrbk.BackupSettings.from_config({k: str(v) for k, v in values.items()})
     for to_name in {b.to_host for b in inv.backups}:
-        pairs = [(b, _pull_view(inv.hosts[b.from_host])) for b in inv.backups if b.to_host == to_name]
+        pairs = [(b, pull_view(inv.hosts[b.from_host])) for b in inv.backups if b.to_host == to_name]
         lxcs = {h.name: inv.lxcs_on(h.name) for _, h in pairs}
         to = inv.hosts[to_name]
         out[f"btrbk.conf on {to_name}"] = btrbk.render_btrbk_conf(to, pairs, lxcs, bsettings)
