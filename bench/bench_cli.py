@@ -114,10 +114,10 @@ def make_state(root: Path, hosts: int, lxcs_per_host: int) -> float:
     Written directly (infr has no offline `hosts add`, and 11,000 commands would take
     hours): init through infr itself, then the TOML files in infr's own format.
     """
-    from infr.core.config import init_state
     from infr.state import history, schema
+    from infr.state.config import init_state
+    from infr.state.files import dump_toml
     from infr.state.model import Host, Lxc, TcpForward
-    from infr.state.store import dump_toml
 
     start = time.perf_counter()
     settings = {

@@ -21,7 +21,7 @@ import responses
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infr.core import dnsplan  # noqa: E402
+from infr.dns import plan as dns_plan  # noqa: E402
 from infr.providers.base import Record  # noqa: E402
 from infr.providers.vultr import MIN_INTERVAL, PAGE_SIZE, VultrProvider  # noqa: E402
 from tests.unit.providers.dns_fakes import VultrEmulator  # noqa: E402
@@ -36,7 +36,7 @@ def seed(emulator: VultrEmulator, zone_size: int) -> list[Record]:
     owned = []
     for i in range(zone_size // 4):
         record = Record(f"h{i}.infr.{ZONE}", "A", f"192.0.2.{i % 250 + 1}", 300)
-        marker = dnsplan.marker_for(record.name, "A", OWNER, 300)
+        marker = dns_plan.marker_for(record.name, "A", OWNER, 300)
         emulator.seed(f"h{i}.infr", "A", record.value)
         emulator.seed(f"_infr-owner.a.h{i}.infr", "TXT", f'"{marker.value}"')
         owned.append(record)
@@ -75,8 +75,8 @@ def run(changes: int, zone_size: int) -> dict[str, float]:
         fake = FakeClock()
         provider = VultrProvider(KEY, sleep=fake.sleep, clock=fake.clock)
         started = time.perf_counter()
-        plan = dnsplan.compute_plan(desired_after(owned, changes), provider.list_records(ZONE), SUFFIXES, OWNER)
-        report = dnsplan.apply(provider, ZONE, plan)
+        plan = dns_plan.compute_plan(desired_after(owned, changes), provider.list_records(ZONE), SUFFIXES, OWNER)
+        report = dns_plan.apply(provider, ZONE, plan)
         elapsed = time.perf_counter() - started
         assert report.ok, [str(o) for o in report.failed]
         pages = sum(1 for r in emulator.requests if r.startswith("GET "))

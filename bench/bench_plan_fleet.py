@@ -133,10 +133,10 @@ def namespaces(count: int, client: KeyPair, fakes: dict[str, Path]) -> Iterator[
 
 def make_state(root: Path, client: KeyPair, hosts: list[Namespace]) -> list[str]:
     """A state whose hosts are the namespaces' sshds, ready, host keys pinned."""
-    from infr.core.config import init_state
     from infr.state import history, schema
+    from infr.state.config import init_state
+    from infr.state.files import dump_toml
     from infr.state.model import Host
-    from infr.state.store import dump_toml
 
     settings = {
         "vnetNetwork": "10.8.0.0/16",

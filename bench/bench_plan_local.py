@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_cli import Row, Run, Series, make_state, print_table, run, timed_row  # noqa: E402
 
 from infr import reconcile  # noqa: E402
-from infr.core.session import Session  # noqa: E402
 from infr.hosts import feature as host_feature  # noqa: E402
 from infr.state.model import Host, Inventory  # noqa: E402
+from infr.state.session import Session  # noqa: E402
 
 # Feature name -> its pure desired state of one host; features registered without one
 # here are named as not measured.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from infr.backups.feature import FEATURE as BACKUPS
 from infr.engine import run
 from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
 from infr.engine.run import Context, Feature, Scope
@@ -22,11 +23,11 @@ from infr.routing.feature import FEATURE as ROUTING
 from infr.vnet.feature import FEATURE as VNET
 
 if TYPE_CHECKING:
-    from infr.core.dns import Reconcile
-    from infr.core.session import Session
+    from infr.dns.sync import Reconcile
     from infr.state.model import Inventory
+    from infr.state.session import Session
 
-FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING)
+FEATURES: tuple[Feature, ...] = (HOST_BASE, CONTAINERS, VNET, ROUTING, BACKUPS)
 DNS = "dns"
 NAMES = (*(f.name for f in FEATURES), DNS)
 
@@ -85,7 +86,7 @@ def converge_scope(
 
 
 def _reconcile_dns(session: Session) -> Reconcile | None:
-    from infr.core import dns
+    from infr.dns import sync as dns
 
     return dns.reconcile(session) if dns.provider_configured(session) else None
 
@@ -101,7 +102,7 @@ def _dns_steps(session: Session) -> tuple[list[Step], str]:
 
 
 def _apply_dns(session: Session) -> list[Outcome]:
-    from infr.core import dns
+    from infr.dns import sync as dns
 
     try:
         found = _reconcile_dns(session)

@@ -38,9 +38,9 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from infr.core.config import init_state
-from infr.core.session import Session
+from infr.state.config import init_state
 from infr.state.model import Host, Lxc
+from infr.state.session import Session
 from infr.state.settings import SETTINGS
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:

@@ -18,9 +18,9 @@ from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 if TYPE_CHECKING:
-    from infr.core.backupops import PairStatus
-    from infr.core.restore import At
-    from infr.core.session import Session
+    from infr.backups.status import PairStatus
+    from infr.restore.choose import At
+    from infr.state.session import Session
 
 COLUMNS = (("from_host", "FROM"), ("to_host", "TO"), ("status", "STATUS"), ("started", "STARTED"))
 AGE_COLUMNS = (*COLUMNS, ("newest", "NEWEST BACKUP"), ("age", "AGE"), ("health", "HEALTH"))
@@ -65,7 +65,7 @@ def _age(age: timedelta) -> str:
 
 
 def _at(text: str | None) -> At | None:
-    from infr.core.restore import parse_at
+    from infr.restore.choose import parse_at
 
     return None if text is None else parse_at(text)
 
@@ -94,10 +94,10 @@ def list_(app: App, fmt: str | None, ages: bool) -> None:
     """List backup pairs (with -a, the age of each active pair's newest backup)."""
     rows = [asdict(b) for b in app.session.inventory().backups]
     if ages:
-        from infr.core import backupops
+        from infr.backups import status as backups_status
 
         now = datetime.now(UTC)
-        fresh = {(p.from_host, p.to_host): _freshness(p, now) for p in backupops.status(app.session, now)}
+        fresh = {(p.from_host, p.to_host): _freshness(p, now) for p in backups_status.status(app.session, now)}
         rows = [{**row, **fresh.get((row["from_host"], row["to_host"]), NO_FRESHNESS)} for row in rows]
     columns = AGE_COLUMNS if ages else COLUMNS
     emit_rows(rows, columns, fmt, empty="no backups yet: start one with 'infr backup start FROM TO'")
@@ -110,13 +110,13 @@ def list_(app: App, fmt: str | None, ages: bool) -> None:
 @pass_app
 def start(app: App, from_host: str, to_host: str, dry: bool) -> None:
     """Back FROM up onto TO every five minutes (TO pulls; FROM only lets it)."""
-    from infr.core import backupops
+    from infr.backups import pairs as backups_pairs
 
     if dry:
-        _dry(app, lambda session: backupops.record_start(session, from_host, to_host), from_host, to_host)
+        _dry(app, lambda session: backups_pairs.record_start(session, from_host, to_host), from_host, to_host)
         return
     pair = f"{from_host} -> {to_host}"
-    changes = backupops.start(app.session, from_host, to_host, _reporter(pair))
+    changes = backups_pairs.start(app.session, from_host, to_host, _reporter(pair))
     click.echo(f"{pair}: {'started' if changes else 'already running; nothing changed'}")
 
 
@@ -132,10 +132,10 @@ def _dry(app: App, record: Callable[[Session], object], from_host: str, to_host:
 def run(app: App, from_host: str, to_host: str) -> None:
     """Run a backup now instead of waiting for TO's timer, and wait for it (TO pulls every
     host it backs up). Exits 1, naming what went wrong, if the run fails."""
-    from infr.core import backupops
+    from infr.backups import status as backups_status
 
     pair = f"{from_host} -> {to_host}"
-    newest = backupops.run_now(app.session, from_host, to_host, _reporter(pair))
+    newest = backups_status.run_now(app.session, from_host, to_host, _reporter(pair))
     click.echo(f"{pair}: newest backup {newest.name if newest else '(none yet)'}")
 
 
@@ -146,13 +146,13 @@ def run(app: App, from_host: str, to_host: str) -> None:
 @pass_app
 def stop(app: App, from_host: str, to_host: str, dry: bool) -> None:
     """Stop backing FROM up onto TO; TO keeps its backups, archived."""
-    from infr.core import backupops
+    from infr.backups import pairs as backups_pairs
 
     if dry:
-        _dry(app, lambda session: backupops.record_stop(session, from_host, to_host), from_host, to_host)
+        _dry(app, lambda session: backups_pairs.record_stop(session, from_host, to_host), from_host, to_host)
         return
     pair = f"{from_host} -> {to_host}"
-    changes = backupops.stop(app.session, from_host, to_host, _reporter(pair))
+    changes = backups_pairs.stop(app.session, from_host, to_host, _reporter(pair))
     click.echo(f"{pair}: {'stopped' if changes else 'already stopped; nothing changed'}")
 
 
@@ -161,11 +161,11 @@ def stop(app: App, from_host: str, to_host: str, dry: bool) -> None:
 @pass_app
 def status(app: App, fmt: str | None) -> None:
     """One line per active pair; exits 1 if any newest backup is older than backupMaxAgeMinutes."""
-    from infr.core import backupops
+    from infr.backups import status as backups_status
 
     now = datetime.now(UTC)
     pairs = {(b.from_host, b.to_host): b for b in app.session.inventory().backups}
-    rows = backupops.status(app.session, now)
+    rows = backups_status.status(app.session, now)
     table = [{**asdict(pairs[r.from_host, r.to_host]), **_freshness(r, now)} for r in rows]
     emit_rows(table, HEALTH_COLUMNS, fmt, empty="no active backups")
     if any(r.status != "ok" for r in rows):
@@ -181,12 +181,12 @@ def drill(app: App, from_host: str, to_host: str, fmt: str | None) -> None:
     """Rehearse a restore: FROM's newest backups become writable snapshots in a scratch
     directory on TO, are looked at (files, /etc/os-release, a write, age) and deleted.
     Exits 1 if a check fails."""
-    from infr.core import restoreops
-    from infr.core.restore import age_text
+    from infr.restore import drill as restore_drill
+    from infr.restore.choose import age_text
 
     now = datetime.now(UTC)
     pair = f"{from_host} -> {to_host}"
-    checks = restoreops.drill(
+    checks = restore_drill.drill(
         app.session, from_host, to_host, lambda line: click.echo(f"{pair}: {line}", err=True), now
     )
     rows = [
@@ -206,11 +206,11 @@ def drill(app: App, from_host: str, to_host: str, fmt: str | None) -> None:
 
 
 def _emit_points(app: App, from_host: str | None, subvol: str | None, fmt: str | None, what: str) -> None:
-    from infr.core import backupops
-    from infr.core.restore import age_text
+    from infr.backups import find
+    from infr.restore.choose import age_text
 
     now = datetime.now(UTC)
-    found = backupops.find_points(app.session, from_host=from_host, subvol=subvol)
+    found = find.find_points(app.session, from_host=from_host, subvol=subvol)
     for skipped in found.skipped:
         click.echo(f"infr: warning: {skipped} is marked down (-D): its backups are not listed", err=True)
     rows = [
@@ -234,7 +234,7 @@ def _emit_points(app: App, from_host: str | None, subvol: str | None, fmt: str |
 @pass_app
 def host_backups(app: App, fmt: str | None) -> None:
     """Restore points of the host (its root and its containers), newest first."""
-    from infr.core.fleet import get_host
+    from infr.engine.fleet import get_host
 
     name = get_host(app.session.inventory(), target_name()).name
     _emit_points(app, name, None, fmt, name)
@@ -245,8 +245,8 @@ def host_backups(app: App, fmt: str | None) -> None:
 @pass_app
 def lxc_backups(app: App, fmt: str | None) -> None:
     """Restore points of the container, on every backup host, newest first."""
-    from infr.core.backups import lxc_subvol
-    from infr.core.lxcs import get_lxc
+    from infr.backups.btrbk import lxc_subvol
+    from infr.engine.fleet import get_lxc
 
     name = get_lxc(app.session.inventory(), target_name()).name
     _emit_points(app, None, lxc_subvol(name), fmt, name)
@@ -268,11 +268,12 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
     """Bring the container back from a backup, onto its own host or (--to) another ready
     host: same vnet address, names and routes. The current container runs until the
     restored one is ready, and is destroyed only once that one runs."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups, restoreops
+    from infr.restore import container
 
     name = target_name()
-    plan = restoreops.plan_lxc(app.session, name, _at(at_text), to_host)
+    plan = container.plan_lxc(app.session, name, _at(at_text), to_host)
     for line in plan.lines(datetime.now(UTC)):
         click.echo(f"{name}: {line}")
     if dry:
@@ -301,9 +302,9 @@ def lxc_restore(app: App, at_text: str | None, to_host: str | None, assume_yes: 
 def host_restore_files(app: App, path: str, at_text: str | None, into: Path) -> None:
     """Copy PATH (as it was on the host) out of a backup into INTO here, byte for byte:
     contents, modes, times, symlinks, ACLs and xattrs (owners too when run as root)."""
-    from infr.core import restoreops
+    from infr.restore import files
 
     name = target_name()
-    copied = restoreops.restore_files(app.session, name, path, _at(at_text), into, _reporter(name))
+    copied = files.restore_files(app.session, name, path, _at(at_text), into, _reporter(name))
     mib = copied.size / (1024 * 1024)
     click.echo(f"{name}: {copied.path} restored from {copied.point.point.name} ({mib:.1f} MiB)")

@@ -21,9 +21,9 @@ def certs(app: App, fmt: str | None) -> None:
 
     Exits 1 if a host did not answer.
     """
-    from infr.core import certops
+    from infr.routing import certificates
 
-    rows, failed = certops.fleet(app.session)
+    rows, failed = certificates.fleet(app.session)
     now = datetime.now(UTC)
     table = [
         {

@@ -22,7 +22,7 @@ def config() -> None:
 @pass_app
 def show(app: App, fmt: str | None, name: str | None = None) -> None:
     """Every setting, its value (secrets masked) and where it comes from."""
-    from infr.core.config import show as rows_of
+    from infr.state.config import show as rows_of
     from infr.state.settings import lookup
 
     session = app.session
@@ -53,8 +53,8 @@ def set_(app: App, name: str, words: tuple[str, ...]) -> None:
     Without VALUE, a secret key's value is asked for without echo, so it stays out of
     the shell's history.
     """
-    from infr.core.config import is_secret, set_value
     from infr.errors import UsageError
+    from infr.state.config import is_secret, set_value
 
     if len(words) > 1:
         raise UsageError(f"config set takes one VALUE, and got {len(words)} words", "quote a value with spaces")
@@ -72,7 +72,7 @@ def set_(app: App, name: str, words: tuple[str, ...]) -> None:
 @pass_app
 def unset(app: App, name: str) -> None:
     """Remove NAME, so its default applies."""
-    from infr.core.config import unset_value
+    from infr.state.config import unset_value
 
     with changing(app) as change:
         unset_value(change, app.state_dir, name)

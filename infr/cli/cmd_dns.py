@@ -28,7 +28,7 @@ def dns() -> None:
 @pass_app
 def list_(app: App, fmt: str | None) -> None:
     """The records infr wants, with their status at the DNS provider."""
-    from infr.core import dns as core
+    from infr.dns import sync as core
 
     emit_rows(core.rows(app.session), COLUMNS, fmt)
     if not core.provider_configured(app.session) and fmt in (None, "table"):
@@ -49,7 +49,7 @@ def fix(app: App, dry_run: bool, force: bool, adopt: bool) -> None:
 
 
 def run_fix(app: App, *, dry_run: bool = False, force: bool = False, adopt: bool = False) -> None:
-    from infr.core import dns as core
+    from infr.dns import sync as core
     from infr.errors import ProviderError
 
     found = core.reconcile(app.session, adopt=adopt)
@@ -76,7 +76,7 @@ def run_fix(app: App, *, dry_run: bool = False, force: bool = False, adopt: bool
 
 def fix_after_change(app: App) -> None:
     """Infr fixed DNS after every host or LXC change; so do we, when a provider is set."""
-    from infr.core import dns as core
+    from infr.dns import sync as core
     from infr.errors import InfrError
 
     if not core.provider_configured(app.session):

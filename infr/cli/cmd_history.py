@@ -32,8 +32,8 @@ def history(app: App, limit: int | None, fmt: str | None) -> None:
 @pass_app
 def sync(app: App) -> None:
     """Pull your team's changes (rebase) and push yours; conflicts are reported, never merged silently."""
-    from infr.core.keys import require_admin_key
     from infr.state import history as git_history
+    from infr.state.admin import require_admin_key
 
     session = app.session
     session.store.require()

@@ -19,8 +19,8 @@ from infr.cli.output import emit_object, emit_rows, format_option
 from infr.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from infr.core.reinstall import ReinstallOptions
-    from infr.core.session import Session
+    from infr.hosts.reinstall import ReinstallOptions
+    from infr.state.session import Session
 
 LIST_COLUMNS = (("name", "NAME"), ("public_ip", "PUBLIC IP"), ("vnet_ip", "PRIVATE IP"), ("status", "STATUS"))
 SHOW_FIELDS = (
@@ -79,7 +79,7 @@ def show(app: App, fmt: str | None) -> None:
 
 def _fingerprint_text(host_key: str) -> str | None:
     """"ssh-ed25519 SHA256:...", as ssh shows a host key when it asks whether to trust it."""
-    from infr.core.keys import fingerprint
+    from infr.hosts.keys import fingerprint
 
     if not host_key:
         return None
@@ -154,8 +154,9 @@ def add(
 
     Everything is checked before anything is asked, recorded or done to the server.
     """
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups, hostops
+    from infr.hosts import adopt as hosts_adopt
 
     if root_password is not None and password_stdin:
         raise click.UsageError("give the root password one way: -p or --password-stdin")
@@ -163,7 +164,7 @@ def add(
         _dry_add(app, name, ip, adopt, **reinstall)
         return
     if adopt:
-        hostops.check_add(app.session, name, ip)
+        hosts_adopt.check_add(app.session, name, ip)
         password = _root_password(root_password, password_stdin)
         if not assume_yes:
             click.confirm(
@@ -179,10 +180,10 @@ def add(
 
 def _dry_add(app: App, name: str, ip: str, adopt: bool, **reinstall: Any) -> None:
     """Everything `hosts add` checks, what it would record, and what it would do to the server."""
-    from infr.core import hostops
+    from infr.hosts import adopt as hosts_adopt
 
     if adopt:
-        hostops.check_add(app.session, name, ip)
+        hosts_adopt.check_add(app.session, name, ip)
         would = [f"would log in to {ip} (as manager, else as root) and set up manager with the admin keys"]
     else:
         _check_reinstall(app, name, ip, **reinstall)
@@ -196,7 +197,7 @@ def _dry_add(app: App, name: str, ip: str, adopt: bool, **reinstall: Any) -> Non
     ]
 
     def record(session: Session) -> None:
-        hostops.record_host(session, name, ip)
+        hosts_adopt.record_host(session, name, ip)
 
     dry_run.show(app, record=record, would=would, dns=True)
 
@@ -236,7 +237,7 @@ def _check_reinstall(
     nameservers: tuple[str, ...],
 ) -> ReinstallOptions:
     """The reinstall's options, every problem in them found before anything is asked or done."""
-    from infr.core import reinstall
+    from infr.hosts import reinstall
 
     opts = reinstall.ReinstallOptions(
         None,
@@ -259,7 +260,7 @@ def _reinstall(
     assume_yes: bool,
     **options: Any,
 ) -> None:
-    from infr.core import reinstall
+    from infr import followups
 
     opts = _check_reinstall(app, name, ip, **options)
     opts = replace(opts, root_password=_root_password(root_password, password_stdin))
@@ -273,7 +274,7 @@ def _reinstall(
     def report(phase: str, elapsed: float, message: str) -> None:
         click.echo(f"{name}: [{elapsed:4.0f} s] {phase}: {message}")
 
-    reinstall.reinstall(app.session, name, ip, opts, report)
+    followups.reinstall_host(app.session, name, ip, opts, report)
 
 
 @host.command()
@@ -288,8 +289,9 @@ def reconfigure(
     app: App, network: bool, software: bool, rekey: bool, no_haproxy: bool, assume_yes: bool, dry: bool
 ) -> None:
     """Make the host match state again: keys, sshd, names, HAProxy (and network, software)."""
-    from infr.core import followups, hostops
-    from infr.core.fleet import get_host
+    from infr import followups
+    from infr.engine.fleet import get_host
+    from infr.hosts import adopt as hosts_adopt
 
     name = get_host(app.session.inventory(), target_name()).name
     if dry:
@@ -298,7 +300,7 @@ def reconfigure(
         return
     if network and not assume_yes:
         click.confirm(f"Rewriting {name}'s network drops its containers off the network briefly. Go on?", abort=True)
-    steps = hostops.Steps(network=network, software=software, haproxy=not no_haproxy)
+    steps = hosts_adopt.Steps(network=network, software=software, haproxy=not no_haproxy)
     changes = followups.reconfigure_host(app.session, name, steps, rekey, _reporter(name))
     click.echo(f"{name}: {len(changes)} change(s)" if changes else f"{name}: nothing changed")
 
@@ -309,13 +311,15 @@ def reconfigure(
 @pass_app
 def remove(app: App, force: bool, dry: bool) -> None:
     """Forget the host (nothing on the machine is touched)."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups, hostops
+    from infr.hosts import adopt as hosts_adopt
+
 
     if dry:  # the mesh members drop it
         name = target_name()
         every = app.session.inventory().hosts
-        edit = partial(hostops.record_removal, name=name, force=force)
+        edit = partial(hosts_adopt.record_removal, name=name, force=force)
         dry_run.show(app, edit, hosts=every, features=["vnet"], dns=True)
         return
     for note in followups.remove_host(app.session, target_name(), force):
@@ -328,9 +332,9 @@ def remove(app: App, force: bool, dry: bool) -> None:
 @pass_app
 def ssh(app: App, command: tuple[str, ...]) -> None:
     """Open a shell on the host as manager (or run COMMAND there)."""
-    from infr.core import sshexec
+    from infr.hosts import ssh as hosts_ssh
 
-    sshexec.exec_ssh(app.session, target_name(), list(command))
+    hosts_ssh.exec_ssh(app.session, target_name(), list(command))
 
 
 host.add_command(host_backups)

@@ -60,8 +60,8 @@ def init(
     assume_yes: bool,
 ) -> None:
     """Set up infr in the state directory (refuses to overwrite an existing setup)."""
-    from infr.core.config import init_state
-    from infr.core.keys import key_name_for
+    from infr.hosts.keys import key_name_for
+    from infr.state.config import init_state
     from infr.state.store import Store
 
     if Store(app.state_dir).exists():
@@ -90,6 +90,6 @@ def init(
 
 
 def _fingerprint(key_text: str) -> str:
-    from infr.core.keys import fingerprint
+    from infr.hosts.keys import fingerprint
 
     return f"{key_text.split()[0]} {fingerprint(key_text)}"

@@ -28,7 +28,7 @@ def keys() -> None:
 @pass_app
 def list_(app: App, fmt: str | None) -> None:
     """List the admin keys."""
-    from infr.core.keys import fingerprint
+    from infr.hosts.keys import fingerprint
 
     rows = []
     for key in sorted(app.session.inventory().keys.values(), key=lambda k: k.name):
@@ -46,7 +46,7 @@ def list_(app: App, fmt: str | None) -> None:
 @pass_app
 def add(app: App, file: Path, name: str | None, dry: bool) -> None:
     """Add the public key in FILE ('-': read it from standard input)."""
-    from infr.core.keys import add_key
+    from infr.hosts.keys import add_key
 
     text = _read_key(file)  # before the state lock: a slow or endless file holds up nobody
     source = "standard input" if str(file) == "-" else file.name
@@ -79,7 +79,7 @@ def _read_key(file: Path) -> str:
 @pass_app
 def remove(app: App, name: str, dry: bool) -> None:
     """Remove the key called NAME."""
-    from infr.core.keys import remove_key
+    from infr.hosts.keys import remove_key
 
     if dry:
         _dry(app, lambda change: remove_key(change, name))
@@ -96,13 +96,13 @@ def _dry(app: App, edit: Callable[[Change], object]) -> None:
 
 def _push(app: App) -> None:
     """Every host gets the new key list now (Infr only wrote keys at install time)."""
-    from infr.core import hostops
+    from infr.hosts import adopt
 
     hosts = sorted(app.session.inventory().hosts)
     if not hosts:
         return
     with app.session.locked():
-        failed = hostops.push_keys(app.session, hosts, lambda host, result: click.echo(f"{host}: {result}"))
+        failed = adopt.push_keys(app.session, hosts, lambda host, result: click.echo(f"{host}: {result}"))
     if failed:
         from infr.errors import RemoteError
 

@@ -95,7 +95,7 @@ def rootfs(app: App, use: bool) -> None:
     tarball = ensure_rootfs(default_cache_dir())
     if use:
         from infr.cli.common import changing
-        from infr.core.config import set_value
+        from infr.state.config import set_value
 
         with changing(app) as change:
             set_value(change, app.state_dir, "lxcImageSource", str(tarball))

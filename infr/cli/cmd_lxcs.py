@@ -7,6 +7,7 @@ Every routing change is applied to the LXC's host at once (HAProxy re-deployed);
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,7 +20,7 @@ from infr.cli.output import emit_object, emit_rows, format_option
 from infr.state.schema import to_dict
 
 if TYPE_CHECKING:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
 LIST_COLUMNS = (
     ("name", "NAME"),
@@ -80,8 +81,8 @@ def add(
     app: App, name: str, distro: str, release: str, host: str, ip: str | None, record_image_os: bool, dry: bool
 ) -> None:
     """Create the container NAME (e.g. debian bookworm) on HOST, with sshd and manager inside."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups
 
     if dry:
         _dry_add(app, name, distro, release, host, ip, record_image_os)
@@ -92,7 +93,7 @@ def add(
 
 
 def _dry_add(app: App, name: str, distro: str, release: str, host: str, ip: str | None, any_os: bool) -> None:
-    from infr.core import lxcops
+    from infr.lxcs import containers
     from infr.state.model import LXC_READY
 
     saved = dry_run.begin(app).saved_inventory().lxcs.get(name)
@@ -107,7 +108,7 @@ def _dry_add(app: App, name: str, distro: str, release: str, host: str, ip: str 
         would.append(f"would mark {name} ready")
 
     def record(session: Session) -> None:
-        lxcops.record_lxc(session, name, distro, release, host, ip, any_os=any_os)
+        containers.record_lxc(session, name, distro, release, host, ip, any_os=any_os)
 
     dry_run.show(app, record=record, would=would, hosts=[host], dns=True)
 
@@ -128,7 +129,7 @@ def lxc(ctx: click.Context, name: str, no_apply: bool, fmt: str | None) -> None:
 @pass_app
 def show(app: App, fmt: str | None) -> None:
     """How traffic reaches the LXC (Infr's layout)."""
-    from infr.core.lxcs import get_lxc
+    from infr.engine.fleet import get_lxc
 
     item = get_lxc(app.session.inventory(), target_name())
     record: dict[str, Any] = to_dict(item)
@@ -149,7 +150,7 @@ def _change(app: App, dry: bool, edit: Callable[..., None], *args: Any) -> None:
     State is applied even when the change was already recorded: a change saved while
     the host could not be reached is applied by running the same command again.
     """
-    from infr.core.lxcs import get_lxc
+    from infr.engine.fleet import get_lxc
 
     name = target_name()
     if dry:
@@ -163,12 +164,12 @@ def _change(app: App, dry: bool, edit: Callable[..., None], *args: Any) -> None:
         for host in sorted(hosts):
             click.echo(f"not applied (--no-apply); apply with: infr host {host} reconfigure")
         return
-    from infr.core import haproxy_deploy
     from infr.errors import RemoteError
+    from infr.routing import deploy
 
     try:
         with app.session.locked():
-            haproxy_deploy.apply_routing(app.session, hosts, click.echo)
+            deploy.apply_routing(app.session, hosts, click.echo)
     except RemoteError as exc:
         host = ", ".join(sorted(hosts))
         raise RemoteError(
@@ -199,7 +200,7 @@ def _no_apply() -> bool:
 @pass_app
 def add_alias(app: App, fqdn: str, dry: bool) -> None:
     """Route another domain name (e.g. www.example.org) to this LXC."""
-    from infr.core.lxcs import add_alias as edit
+    from infr.routing.edits import add_alias as edit
 
     _change(app, dry, edit, fqdn)
 
@@ -210,7 +211,7 @@ def add_alias(app: App, fqdn: str, dry: bool) -> None:
 @pass_app
 def remove_alias(app: App, fqdn: str, dry: bool) -> None:
     """Stop routing FQDN to this LXC."""
-    from infr.core.lxcs import remove_alias as edit
+    from infr.routing.edits import remove_alias as edit
 
     _change(app, dry, edit, fqdn)
 
@@ -221,7 +222,7 @@ def remove_alias(app: App, fqdn: str, dry: bool) -> None:
 @pass_app
 def http(app: App, mode: str, dry: bool) -> None:
     """HTTP on port 80: NONE, FORWARD (by Host header) or REDIRECT-HTTPS."""
-    from infr.core.lxcs import set_http
+    from infr.routing.edits import set_http
 
     _change(app, dry, set_http, mode)
 
@@ -232,7 +233,7 @@ def http(app: App, mode: str, dry: bool) -> None:
 @pass_app
 def https(app: App, mode: str, dry: bool) -> None:
     """HTTPS on port 443: NONE, FORWARD (by SNI, TLS untouched) or TERMINATE (Let's Encrypt)."""
-    from infr.core.lxcs import set_https
+    from infr.routing.edits import set_https
 
     _change(app, dry, set_https, mode)
 
@@ -243,7 +244,7 @@ def https(app: App, mode: str, dry: bool) -> None:
 @pass_app
 def http_port(app: App, port: int, dry: bool) -> None:
     """The LXC's port that HTTP goes to (default 80)."""
-    from infr.core.lxcs import set_port
+    from infr.routing.edits import set_port
 
     _change(app, dry, set_port, "http", port)
 
@@ -254,7 +255,7 @@ def http_port(app: App, port: int, dry: bool) -> None:
 @pass_app
 def https_port(app: App, port: int, dry: bool) -> None:
     """The LXC's port that forwarded HTTPS goes to (default 443)."""
-    from infr.core.lxcs import set_port
+    from infr.routing.edits import set_port
 
     _change(app, dry, set_port, "https", port)
 
@@ -266,7 +267,7 @@ def https_port(app: App, port: int, dry: bool) -> None:
 @pass_app
 def add_tcp_forward(app: App, host_port: int, lxc_port: int, dry: bool) -> None:
     """Forward TCP HOST_PORT on the host to LXC_PORT on this LXC."""
-    from infr.core.lxcs import add_tcp_forward as edit
+    from infr.routing.edits import add_tcp_forward as edit
 
     _change(app, dry, edit, host_port, lxc_port)
 
@@ -282,7 +283,7 @@ lxc.add_command(lxc_restore)
 @pass_app
 def remove_tcp_forward(app: App, host_port: int, dry: bool) -> None:
     """Stop forwarding HOST_PORT."""
-    from infr.core.lxcs import remove_tcp_forward as edit
+    from infr.routing.edits import remove_tcp_forward as edit
 
     _change(app, dry, edit, host_port)
 
@@ -293,7 +294,7 @@ def remove_tcp_forward(app: App, host_port: int, dry: bool) -> None:
 @pass_app
 def zone(app: App, zone: str, dry: bool) -> None:
     """Put the LXC in ZONE: it reaches only its zone, hosts and admins ('none' to leave)."""
-    from infr.core.meshops import set_zone
+    from infr.vnet.peers import set_zone
 
     if dry:  # the zone's rules are on every host of the mesh
         every = app.session.inventory().hosts
@@ -304,10 +305,10 @@ def zone(app: App, zone: str, dry: bool) -> None:
     if _no_apply():
         click.echo("not applied (--no-apply); apply with: infr vnet apply")
         return
-    from infr.core import meshops
     from infr.errors import RemoteError
+    from infr.vnet import members
 
-    failed = meshops.deploy(app.session, click.echo)  # each failure is reported as it happens
+    failed = members.deploy(app.session, click.echo)  # each failure is reported as it happens
     if failed:
         raise RemoteError(
             f"saved, not applied to {', '.join(sorted(failed))}",
@@ -321,15 +322,17 @@ def zone(app: App, zone: str, dry: bool) -> None:
 @pass_app
 def remove(app: App, assume_yes: bool, dry: bool) -> None:
     """Destroy the container and forget it (its address and routes go too)."""
+    from infr import followups
     from infr.cli.cmd_dns import fix_after_change
-    from infr.core import followups, lxcops
-    from infr.core.lxcs import get_lxc
+    from infr.engine.fleet import get_lxc
+    from infr.lxcs import containers
 
     lxc = get_lxc(app.session.inventory(), target_name())
     name = lxc.name
     if dry:
         would = [f"would destroy the container {name} on {lxc.host}, and everything in it"]
-        dry_run.show(app, lambda change: lxcops.record_removal(change, lxc), would=would, hosts=[lxc.host], dns=True)
+        edit = partial(containers.record_removal, lxc=lxc)
+        dry_run.show(app, edit, would=would, hosts=[lxc.host], dns=True)
         return
     if not assume_yes and click.prompt(f"This destroys {name} and everything in it. Type its name to go on") != name:
         raise click.Abort()
@@ -339,10 +342,10 @@ def remove(app: App, assume_yes: bool, dry: bool) -> None:
 
 
 def _power(app: App, action: str) -> None:
-    from infr.core import lxcops
+    from infr.lxcs import containers
 
     name = target_name()
-    click.echo(f"{name}: {lxcops.power(app.session, name, action)}")
+    click.echo(f"{name}: {containers.power(app.session, name, action)}")
 
 
 @lxc.command()
@@ -373,7 +376,7 @@ def ssh(app: App, command: tuple[str, ...]) -> None:
     """Open a shell in the container as manager, through its host (or run COMMAND there)."""
     import os
 
-    from infr.core import lxcops
+    from infr.lxcs import containers
 
-    argv = lxcops.ssh_argv(app.session, target_name(), list(command))
+    argv = containers.ssh_argv(app.session, target_name(), list(command))
     os.execvp(argv[0], argv)

@@ -25,7 +25,7 @@ def _context(app: App) -> object:
 
 
 def _check(app: App, hosts: tuple[str, ...], features: tuple[str, ...]) -> None:
-    from infr.core.fleet import get_host
+    from infr.engine.fleet import get_host
     from infr.errors import UsageError
     from infr.reconcile import NAMES
 

@@ -40,10 +40,10 @@ def vnet() -> None:
 
 def apply(app: App) -> None:
     """Put the mesh on every ready host; a host that could not be reached is an error."""
-    from infr.core import meshops
     from infr.errors import RemoteError
+    from infr.vnet import members
 
-    failed = meshops.deploy(app.session, click.echo)
+    failed = members.deploy(app.session, click.echo)
     if failed:
         raise RemoteError(
             f"the change is saved but did not reach {', '.join(sorted(failed))}",
@@ -76,9 +76,9 @@ def join(app: App, name: str, ip: str | None) -> None:
 
     Again on the same machine: same key, config rewritten. On another: new key, same address.
     """
-    from infr.core import meshops
+    from infr.vnet import join as vnet_join
 
-    path, notes = meshops.join(app.session, name, ip)
+    path, notes = vnet_join.join(app.session, name, ip)
     for note in notes:
         click.echo(note)
     click.echo(f"{name}: config written to {path} (private: it holds this machine's key)")
@@ -109,13 +109,13 @@ def list_(app: App, fmt: str | None) -> None:
 @pass_app
 def add(app: App, name: str, public_key: str, ip: str | None, dry: bool) -> None:
     """Add someone's machine from its public key; for an existing NAME, a new key, same address."""
-    from infr.core import meshops
+    from infr.vnet import peers as vnet_peers
 
     if dry:
-        _dry(app, lambda change: meshops.add_peer(change, name, public_key.strip(), ip))
+        _dry(app, lambda change: vnet_peers.add_peer(change, name, public_key.strip(), ip))
         return
     with changing(app) as change:
-        meshops.add_peer(change, name, public_key.strip(), ip)
+        vnet_peers.add_peer(change, name, public_key.strip(), ip)
     apply(app)
 
 
@@ -125,13 +125,13 @@ def add(app: App, name: str, public_key: str, ip: str | None, dry: bool) -> None
 @pass_app
 def remove(app: App, name: str, dry: bool) -> None:
     """Take the peer NAME off the network (every host drops it at once)."""
-    from infr.core import meshops
+    from infr.vnet import peers as vnet_peers
 
     if dry:
-        _dry(app, lambda change: meshops.remove_peer(change, name))
+        _dry(app, lambda change: vnet_peers.remove_peer(change, name))
         return
     with changing(app) as change:
-        meshops.remove_peer(change, name)
+        vnet_peers.remove_peer(change, name)
     apply(app)
 
 
@@ -140,9 +140,9 @@ def remove(app: App, name: str, dry: bool) -> None:
 @pass_app
 def status(app: App, fmt: str | None) -> None:
     """Every tunnel as each host sees it: last handshake (stale after 3 minutes), bytes in and out."""
-    from infr.core import meshops
+    from infr.vnet import status as vnet_status
 
-    rows, failed = meshops.status(app.session)
+    rows, failed = vnet_status.status(app.session)
     emit_rows(rows, STATUS_COLUMNS, fmt, empty="no tunnels: is any host ready?")
     for host, error in sorted(failed.items()):
         click.echo(f"{host}: unreachable: {error}", err=True)
@@ -154,6 +154,6 @@ def status(app: App, fmt: str | None) -> None:
 @pass_app
 def hosts(app: App) -> None:
     """Print an /etc/hosts block with every vnet name, for machines without infr's DNS."""
-    from infr.core import mesh
+    from infr.vnet import desired
 
-    click.echo(mesh.hosts_block(app.session.inventory(), app.session.settings()), nl=False)
+    click.echo(desired.hosts_block(app.session.inventory(), app.session.settings()), nl=False)

@@ -18,10 +18,10 @@ import click
 from infr.cli.main import App, printable
 
 if TYPE_CHECKING:
-    from infr.core.session import Session
     from infr.engine.plan import FleetPlan
     from infr.engine.run import Scope
     from infr.state.change import Change
+    from infr.state.session import Session
 
 _HELP = "Show what would be saved and done on the hosts; change nothing."
 option = click.option("-n", "--dry-run", "dry", is_flag=True, help=_HELP)

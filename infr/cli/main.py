@@ -88,7 +88,7 @@ class App:
     @property
     def session(self) -> Any:
         if self._session is None:
-            from infr.core.session import Session
+            from infr.state.session import Session
 
             self._session = Session(
                 self.state_dir,

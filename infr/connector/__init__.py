@@ -8,15 +8,10 @@ with ConnectionPool() as pool:
 """
 
 from infr.connector import command
+from infr.connector.hostkeys import default_key_files, fingerprint
 from infr.connector.parallel import Event, EventKind, Outcome, run_parallel
-from infr.connector.ssh import (
-    ConnectionPool,
-    Result,
-    SSHConnection,
-    Target,
-    default_key_files,
-    fingerprint,
-)
+from infr.connector.ssh import ConnectionPool, SSHConnection
+from infr.connector.target import Result, Target
 
 __all__ = [
     "ConnectionPool",

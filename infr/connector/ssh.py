@@ -9,39 +9,33 @@ by chunk, `open_writer` feeds a command's stdin, and `pipe` joins the two across
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import errno
-import hashlib
 import logging
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 import paramiko
 
 from infr.connector import command, sshconfig
-from infr.errors import HostKeyError, RemoteError, UsageError
-from infr.oplog import get_logger, mask, register_secret
-
-DEFAULT_CONNECT_TIMEOUT = 15.0
-DEFAULT_COMMAND_TIMEOUT = 300.0
-# Below the idle timeouts of common NAT gateways and firewalls (often 60 s or more).
-KEEPALIVE_INTERVAL = 15
-_CHUNK = 32768
-# Output beyond this per stream is cut in the log: a `cat` of a large file or a noisy
-# apt run should not swamp the operation log.
-_LOG_LIMIT = 64 * 1024
-_ERROR_TAIL = 800
-_TIMEOUT_HINT = "the host may be overloaded or the command stuck; see the operation log"
-_LOG_HINT = "full output in the operation log"
-
-log = get_logger("remote")
+from infr.connector.channel import (
+    _CHUNK,
+    _LOG_HINT,
+    _TIMEOUT_HINT,
+    _collect,
+    _failure,
+    _feed,
+    _keep_tail,
+    _log_output,
+    _recv,
+    _Timeout,
+)
+from infr.connector.hostkeys import _key_line, fingerprint
+from infr.connector.reach import _auth_args, _cause, _connect_error, _connect_jumps, _new_client, _timeouts, _where
+from infr.connector.target import DEFAULT_COMMAND_TIMEOUT, KEEPALIVE_INTERVAL, Result, Target, log
+from infr.errors import RemoteError
+from infr.oplog import mask
 
 
 class _IntoOperationLog(logging.Handler):
@@ -53,256 +47,12 @@ class _IntoOperationLog(logging.Handler):
 
 
 _paramiko_log = logging.getLogger("paramiko")
+
+
 _paramiko_log.addHandler(_IntoOperationLog())
+
+
 _paramiko_log.propagate = False
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a remote command returned."""
-
-    exit_status: int
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def text(self) -> str:
-        """stdout as text."""
-        return self.stdout.decode("utf-8", "replace")
-
-
-@dataclass(frozen=True)
-class Target:
-    """How to reach one host: address, login and the host key pinned in state.
-
-    Authentication: `password` if given (and only it: `-p` means the admin wants a
-    password login); otherwise `key_file` and ~/.ssh/config's IdentityFile (or the
-    default keys), and the ssh-agent. `first_login` (logging in to a server infr does
-    not manage yet) lets ~/.ssh/config's User replace `user`.
-    """
-
-    name: str
-    host: str
-    port: int = 22
-    user: str = "manager"
-    key_file: Path | None = None
-    password: str | None = field(default=None, repr=False)
-    use_agent: bool = True
-    pinned_key: str | None = None
-    timeout: float = DEFAULT_CONNECT_TIMEOUT
-    first_login: bool = False
-
-
-def server_host_key(ip: str, port: int) -> str:
-    """The key the SSH server presents ("<type> <base64>"), without logging in; "" if none."""
-    try:
-        with socket.create_connection((ip, port), timeout=10.0) as sock:
-            transport = paramiko.Transport(sock)
-            try:
-                transport.start_client(timeout=10.0)
-                key = transport.get_remote_server_key()
-                return f"{key.get_name()} {key.get_base64()}"
-            finally:
-                transport.close()
-    except (OSError, paramiko.SSHException, EOFError):
-        return ""
-
-
-def fingerprint(key: str) -> str:
-    """OpenSSH's SHA256 fingerprint of a public key given as "<type> <base64>"."""
-    blob = base64.b64decode(key.split()[1])
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode()
-    return f"SHA256:{digest.rstrip('=')}"
-
-
-def default_key_files(home: Path | None = None) -> list[Path]:
-    """The admin's default private keys that exist, in OpenSSH's order of preference."""
-    ssh_dir = (home or Path.home()) / ".ssh"
-    return [p for p in (ssh_dir / "id_ed25519", ssh_dir / "id_rsa") if p.is_file()]
-
-
-def _parse_key(key: str) -> paramiko.PKey:
-    try:
-        key_type, data = key.split()[:2]
-        return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
-    except (ValueError, paramiko.SSHException) as e:
-        raise ValueError(f"unreadable host key {key!r}: {e}") from e
-
-
-def _key_line(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.get_base64()}"
-
-
-def _repin_hint(name: str) -> str:
-    return f"if the host was reinstalled, re-pin its key with: infr host {name} reconfigure -k"
-
-
-def _auth_args(target: Target, key_files: Sequence[Path]) -> dict[str, Any]:
-    if target.password is not None:
-        register_secret(target.password)
-        return {"password": target.password, "allow_agent": False, "look_for_keys": False}
-    if target.key_file is not None and not target.key_file.is_file():
-        raise UsageError(
-            f"key file {target.key_file} not found",
-            "pass -i with a private key (it replaces a remembered one that is gone)",
-        )
-    keys = list(key_files) or default_key_files()
-    return {
-        "key_filename": [str(k) for k in keys] or None,
-        "allow_agent": target.use_agent,
-        "look_for_keys": False,
-    }
-
-
-def _new_client(target: Target) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    if target.pinned_key is None:
-        # First contact: accept what the host offers; the caller pins it.
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        return client
-    try:
-        key = _parse_key(target.pinned_key)
-    except ValueError as e:
-        raise HostKeyError(f"{target.name}: pinned {e}", _repin_hint(target.name)) from None
-    client.get_host_keys().add(_as_known(target.host, target.port), key.get_name(), key)
-    # Belt and braces: should the lookup ever miss, refuse rather than accept.
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    return client
-
-
-def _where(target: Target) -> str:
-    return f"{target.name} ({target.user}@{target.host}:{target.port})"
-
-
-def _skip_hint(name: str) -> str:
-    return f"if {name} is down, skip it with: infr -D {name} ..."
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def why_unreachable(e: BaseException, port: int, timeout: float) -> tuple[str, str]:
-    """What failed when connecting, in a few words, and what to check."""
-    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) and e.errors:
-        e = next(iter(e.errors.values()))  # one socket error per address tried
-    code = getattr(e, "errno", None)
-    if isinstance(e, ConnectionRefusedError) or code == errno.ECONNREFUSED:
-        return "connection refused", f"is the host up, with sshd listening on port {port}?"
-    if isinstance(e, TimeoutError) or code == errno.ETIMEDOUT:
-        return f"no answer within {timeout:g}s", f"is the host up? a firewall may drop port {port}"
-    if code == errno.EHOSTUNREACH:
-        return "no route to host", "is the host up, and its address right?"
-    if code == errno.ENETUNREACH:
-        return "network unreachable", "is this machine online?"
-    if isinstance(e, socket.gaierror):
-        return f"the address does not resolve ({e.strerror})", "check the address"
-    if isinstance(e, ConnectionResetError | EOFError):
-        return "the connection was closed before login", "sshd refused it: a firewall, or too many connections?"
-    if isinstance(e, paramiko.SSHException):
-        said = _one_line(str(e))
-        # What paramiko says when the server's banner or key exchange did not come in time.
-        if not said or said.startswith(("No existing session", "Error reading SSH protocol banner")):
-            what = f"no SSH handshake within {timeout:g}s"
-        else:
-            what = f"SSH handshake failed: {said}"
-        return what, f"port {port} answers, but not as an SSH server, or the host is overloaded"
-    return _one_line(str(e)) or type(e).__name__, "is the host up?"
-
-
-def _connect_error(target: Target, e: BaseException, via: str = "") -> RemoteError:
-    where = _where(target) + via
-    if isinstance(e, paramiko.BadHostKeyException):
-        return HostKeyError(
-            f"host key of {where} changed: pinned {fingerprint(_key_line(e.expected_key))}, "
-            f"offered {fingerprint(_key_line(e.key))}; refusing to connect",
-            f"{_repin_hint(target.name)}; {_skip_hint(target.name)}",
-        )
-    if isinstance(e, paramiko.AuthenticationException):
-        return RemoteError(
-            f"login to {where} refused: {_one_line(str(e))}",
-            f"pass -i KEY, add the key to ssh-agent, or set IdentityFile in ~/.ssh/config; {_skip_hint(target.name)}",
-        )
-    what, check = why_unreachable(e, target.port, target.timeout)
-    sep = " " if check.endswith("?") else "; "
-    return RemoteError(f"cannot reach {where}: {what}", f"{check}{sep}{_skip_hint(target.name)}")
-
-
-def _cause(client: paramiko.SSHClient, e: BaseException) -> BaseException:
-    """The transport thread's own error behind a vague "No existing session", if it kept one."""
-    if type(e) is not paramiko.SSHException:
-        return e
-    transport = client.get_transport()
-    saved = getattr(transport, "saved_exception", None)
-    return saved if isinstance(saved, Exception) else e
-
-
-def _known_hosts(home: Path | None = None) -> paramiko.HostKeys:
-    known = paramiko.HostKeys()
-    path = (home or Path.home()) / ".ssh" / "known_hosts"
-    with contextlib.suppress(FileNotFoundError):
-        known.load(str(path))
-    return known
-
-
-def _as_known(host: str, port: int) -> str:
-    # paramiko (like OpenSSH) looks keys up under "[host]:port" for non-standard ports.
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def _jump_client(hop: sshconfig.Hop, target: Target) -> paramiko.SSHClient:
-    """A client for a jump host that trusts only the keys ~/.ssh/known_hosts has for it."""
-    known = _known_hosts()
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    server = _as_known(hop.host, hop.port)
-    for name in dict.fromkeys([_as_known(hop.name, hop.port), server]):
-        for key in (known.lookup(name) or {}).values():
-            client.get_host_keys().add(server, key.get_name(), key)
-    if not client.get_host_keys().lookup(server):
-        raise HostKeyError(
-            f"jump host {hop.label} (on the way to {target.name}) is not in ~/.ssh/known_hosts",
-            f"ssh to it once with OpenSSH to check and record its key; {_skip_hint(target.name)}",
-        )
-    return client
-
-
-def _connect_jumps(target: Target, jumps: Sequence[sshconfig.Hop]) -> tuple[list[paramiko.SSHClient], Any]:
-    """Log in to each jump host through the one before; returns them and a channel to the target."""
-    clients: list[paramiko.SSHClient] = []
-    sock: Any = None
-    try:
-        for i, hop in enumerate(jumps):
-            client = _jump_client(hop, target)
-            clients.append(client)
-            via = f" via jump host {hop.label} ({hop.user}@{hop.host}:{hop.port})"
-            hop_target = replace(target, host=hop.host, port=hop.port, user=hop.user, key_file=None, password=None)
-            try:
-                client.connect(
-                    hop.host,
-                    port=hop.port,
-                    username=hop.user,
-                    sock=sock,
-                    **_timeouts(target.timeout),
-                    **_auth_args(hop_target, hop.key_files),
-                )
-                transport = client.get_transport()
-                assert transport is not None, "connect() returned without a transport"
-                transport.set_keepalive(KEEPALIVE_INTERVAL)
-                nxt = jumps[i + 1] if i + 1 < len(jumps) else None
-                dest = (nxt.host, nxt.port) if nxt else (target.host, target.port)
-                sock = transport.open_channel("direct-tcpip", dest, ("127.0.0.1", 0), timeout=target.timeout)
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                raise _connect_error(target, _cause(client, e), via) from None
-    except BaseException:
-        for client in reversed(clients):
-            client.close()
-        raise
-    return clients, sock
-
-
-def _timeouts(timeout: float) -> dict[str, Any]:
-    return {"timeout": timeout, "banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout}
 
 
 class SSHConnection:
@@ -666,80 +416,3 @@ class ConnectionPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Timeout(Exception):
-    def __init__(self, partial: Result) -> None:
-        super().__init__("timeout")
-        self.partial = partial
-
-
-def _feed(chan: paramiko.Channel, data: bytes) -> None:
-    try:
-        chan.sendall(data)
-        chan.shutdown_write()
-    except OSError:
-        pass  # the command exited without reading everything; its exit status tells why
-
-
-def _recv(chan: paramiko.Channel, what: str, timeout: float) -> bytes:
-    """The next chunk of stdout; b"" at its end."""
-    try:
-        return bytes(chan.recv(_CHUNK))
-    except TimeoutError:  # socket.timeout
-        raise RemoteError(f"{what} sent nothing for {timeout:g}s", _TIMEOUT_HINT) from None
-    except (paramiko.SSHException, OSError, EOFError) as e:
-        raise RemoteError(mask(f"{what}: connection lost: {e or type(e).__name__}")) from None
-
-
-def _keep_tail(buffer: bytearray, data: bytes) -> None:
-    """Append, keeping only the last _LOG_LIMIT bytes: a streamed command may talk a lot."""
-    buffer += data
-    if len(buffer) > _LOG_LIMIT:
-        del buffer[: len(buffer) - _LOG_LIMIT]
-
-
-def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:
-    while chan.recv_ready():
-        out += chan.recv(_CHUNK)
-    while chan.recv_stderr_ready():
-        err += chan.recv_stderr(_CHUNK)
-
-
-def _collect(chan: paramiko.Channel, deadline: float) -> Result:
-    """Read stdout and stderr until the command exits, or raise _Timeout at `deadline`."""
-    out, err = bytearray(), bytearray()
-    while True:
-        _drain(chan, out, err)
-        if chan.eof_received and chan.exit_status_ready():
-            _drain(chan, out, err)  # data that arrived between the drain and the EOF
-            return Result(chan.recv_exit_status(), bytes(out), bytes(err))
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout(Result(-1, bytes(out), bytes(err)))
-        if chan.eof_received:
-            chan.status_event.wait(remaining)  # output is done; only the exit status is due
-        else:
-            # The channel's fileno becomes readable when stdout or stderr has data.
-            select.select([chan], [], [], remaining)
-
-
-def _clip(data: bytes, limit: int) -> str:
-    text = data.decode("utf-8", "replace")
-    return text if len(text) <= limit else f"...({len(text) - limit} chars cut){text[-limit:]}"
-
-
-def _failure(what: str, result: Result, secret_output: bool, hint: str) -> RemoteError:
-    """A RemoteError that shows the tail of what the command printed, secrets masked."""
-    shown = (result.stderr or (b"" if secret_output else result.stdout)).strip()
-    seen = f": {_clip(shown, _ERROR_TAIL)}" if shown else " (no output)"
-    return RemoteError(mask(what + seen), hint)
-
-
-def _log_output(name: str, result: Result, secret_output: bool) -> None:
-    if secret_output and result.stdout:
-        log.debug("%s: stdout: %d bytes, not logged", name, len(result.stdout))
-    elif result.stdout:
-        log.debug("%s: stdout:\n%s", name, _clip(result.stdout, _LOG_LIMIT))
-    if result.stderr:
-        log.debug("%s: stderr:\n%s", name, _clip(result.stderr, _LOG_LIMIT))

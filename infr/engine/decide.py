@@ -1,7 +1,7 @@
 """The decisions most features share, pure: wanted files, packages and units against facts.
 
 Each function takes what a host should hold and what it holds (from `facts`) and returns
-the `Step`s between them; each step's `run` goes through `converge`, which checks a file
+the `Step`s between them; each step's `run` goes through `infr.engine.steps`, which checks a file
 before it goes live and puts the old one back if its check fails.
 """
 
@@ -11,10 +11,10 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from infr.core import converge
-from infr.core.converge import FileSpec
+from infr.engine import steps as engine_steps
 from infr.engine.facts import FileFact, UnitFact
 from infr.engine.plan import Runner, Step
+from infr.engine.steps import FileSpec
 
 MAX_DIFF_LINES = 200
 
@@ -62,15 +62,15 @@ def file_steps(
     return steps
 
 
-def _writer(spec: FileSpec) -> converge.Apply:
-    return lambda runner: converge.ensure_file(runner, spec)
+def _writer(spec: FileSpec) -> engine_steps.Apply:
+    return lambda runner: engine_steps.ensure_file(runner, spec)
 
 
 def package_steps(feature: str, host: str, wanted: Sequence[str], installed: set[str]) -> list[Step]:
     missing = [p for p in wanted if p not in installed]
     if not missing:
         return []
-    return [Step(feature, host, f"install {' '.join(missing)}", run=lambda r: converge.ensure_packages(r, missing))]
+    return [Step(feature, host, f"install {' '.join(missing)}", run=lambda r: engine_steps.ensure_packages(r, missing))]
 
 
 def unit_steps(feature: str, host: str, wants: Sequence[UnitWant], facts: Mapping[str, UnitFact]) -> list[Step]:
@@ -88,7 +88,7 @@ def unit_steps(feature: str, host: str, wants: Sequence[UnitWant], facts: Mappin
     return steps
 
 
-def _runs(argv: Sequence[str], done: str) -> converge.Apply:
+def _runs(argv: Sequence[str], done: str) -> engine_steps.Apply:
     def run(runner: Runner) -> list[str]:
         runner.run(list(argv))
         return [done]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 
 
 class Runner(Protocol):

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from infr.connector import SSHConnection, run_parallel
-from infr.core import fleet
+from infr.engine import fleet
 from infr.engine.plan import FleetPlan, HostPlan, Outcome, Runner, Status, Step
 from infr.errors import InfrError
 from infr.state.model import HOST_READY, Host, Inventory
 
 if TYPE_CHECKING:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
 MAX_ROUNDS = 3
 Report = Callable[[str], None]

@@ -1,6 +1,6 @@
 """The host base feature: what every ready host holds whatever else it runs.
 
-Desired state is `provision`'s (pure, from state); facts are the files, packages and the
+Desired state is `infr.hosts.desired`'s (pure, from state); facts are the files, packages and the
 ssh unit as the host has them; the plan is the difference, each file checked before it
 goes live (`visudo -c` for sudoers, `sshd -t` for sshd's drop-in, with the old file back
 if the check fails).
@@ -8,12 +8,12 @@ if the check fails).
 
 from __future__ import annotations
 
-from infr.core import provision
-from infr.core.converge import FileSpec
 from infr.engine import facts
 from infr.engine.decide import UnitWant, file_steps, package_steps, unit_steps
 from infr.engine.plan import Runner, Step
 from infr.engine.run import Context
+from infr.engine.steps import FileSpec
+from infr.hosts import desired
 from infr.state.model import Host, Inventory
 
 NAME = "host"
@@ -23,10 +23,10 @@ _SETTINGS = ("dnsDomain", "dnsPrefix", "vnetNetwork")
 
 def desired_files(inv: Inventory, host: Host, settings: dict) -> list[FileSpec]:
     return [
-        *provision.manager_files(inv),
-        provision.sshd_file(),
-        *provision.name_files(host.name, settings),
-        *provision.network_files(host, settings),
+        *desired.manager_files(inv),
+        desired.sshd_file(),
+        *desired.name_files(host.name, settings),
+        *desired.network_files(host, settings),
     ]
 
 
@@ -38,8 +38,8 @@ class HostBase:
 
     def plan(self, ctx: Context, host: Host, runner: Runner) -> list[Step]:
         specs = desired_files(ctx.inv, host, ctx.session.settings())
-        installed = facts.read_packages(runner, provision.HOST_PACKAGES)
-        steps = package_steps(NAME, host.name, provision.HOST_PACKAGES, installed)
+        installed = facts.read_packages(runner, desired.HOST_PACKAGES)
+        steps = package_steps(NAME, host.name, desired.HOST_PACKAGES, installed)
         steps += file_steps(NAME, host.name, specs, facts.read_files(runner, [s.path for s in specs]))
         return steps + unit_steps(NAME, host.name, [UnitWant("ssh")], facts.read_units(runner, ["ssh"]))
 

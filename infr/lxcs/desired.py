@@ -1,6 +1,6 @@
 """What a container infr keeps looks like, as data: its LXC config and the files set up inside.
 
-Pure, from state. `infr lxcs add` makes a container to this (infr.core.lxcops) and the
+Pure, from state. `infr lxcs add` makes a container to this (infr.lxcs.containers) and the
 lxcs feature compares each container on its host with it, so the two never disagree.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from infr.core import provision
-from infr.core.converge import FileSpec
-from infr.core.templating import fill
+from infr.engine.steps import FileSpec
+from infr.engine.templating import fill
+from infr.hosts import desired as hosts_desired
 from infr.state.model import LXC_READY, Host, Inventory, Lxc
 
 LXC_ROOT = "/var/lib/lxc"
@@ -45,7 +45,7 @@ def container_config(lxc: Lxc, host: Host, settings: dict) -> bytes:
         distro=lxc.distro,
         release=lxc.release,
         root=LXC_ROOT,
-        bridge=provision.BRIDGE,
+        bridge=hosts_desired.BRIDGE,
         mac=mac,
         vnet_ip=lxc.vnet_ip,
         prefix=prefix,
@@ -62,12 +62,12 @@ def system_files(lxc: Lxc, host: Host, settings: dict) -> list[FileSpec]:
     """The host's dnsmasq as resolver, and the container's own names (an image carries the
     name of the machine that built it; systemd would set that at boot)."""
     resolv = FileSpec("/etc/resolv.conf", fill("nameserver {vnet_ip}\n", vnet_ip=host.vnet_ip).encode())
-    return [resolv, *provision.name_files(lxc.name, settings)]
+    return [resolv, *hosts_desired.name_files(lxc.name, settings)]
 
 
 def account_files(inv: Inventory) -> list[FileSpec]:
     """The manager account's admin keys and sudo, and sshd's drop-in: as on the hosts."""
-    return [*provision.manager_files(inv), provision.sshd_file()]
+    return [*hosts_desired.manager_files(inv), hosts_desired.sshd_file()]
 
 
 @dataclass(frozen=True)

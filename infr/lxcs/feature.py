@@ -5,7 +5,7 @@ up inside (resolv.conf, names, the manager account's admin keys and sudo, sshd's
 Facts: one `lxc-ls` listing of the host's containers and their states, their configs in one
 read, and the files inside each running container in one read through lxc-attach. A stopped
 container is started; its inside is planned in the next round, once it runs. A container
-missing from its host is made by the code `infr lxcs add` runs (infr.core.lxcops.make).
+missing from its host is made by the code `infr lxcs add` runs (infr.lxcs.containers.make).
 
 Containers state does not name are left alone, even those infr made: a clone of the state
 that is behind (a teammate's new LXC not pulled yet) would otherwise destroy a container
@@ -17,15 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from infr.core import converge, lxcops
-from infr.core.attach import Attached
-from infr.core.converge import FileSpec
 from infr.engine import facts
+from infr.engine import steps as engine_steps
+from infr.engine.container import Attached
 from infr.engine.decide import file_steps
 from infr.engine.facts import FileFact
 from infr.engine.plan import Runner, Step
 from infr.engine.run import Context
+from infr.engine.steps import FileSpec
 from infr.errors import RemoteError
+from infr.lxcs import containers as lxcs_containers
 from infr.lxcs.desired import Container, containers
 from infr.state.model import LXC_READY, Host, Inventory, Lxc
 
@@ -38,7 +39,7 @@ LIST = ("lxc-ls", "--fancy", "--fancy-format", "NAME,STATE")
 
 Files = Mapping[str, FileFact | None]
 # The step that makes a missing container (it needs the session: settings, the record).
-Maker = Callable[[Lxc], converge.Apply]
+Maker = Callable[[Lxc], engine_steps.Apply]
 
 
 @dataclass(frozen=True)
@@ -118,30 +119,30 @@ def _inside_steps(host: str, container: Container, inside: Files | None) -> list
     ]
 
 
-def _starter(name: str) -> converge.Apply:
-    return lambda runner: lxcops.start(runner, name)
+def _starter(name: str) -> engine_steps.Apply:
+    return lambda runner: lxcs_containers.start(runner, name)
 
 
-def _rewrite_and_restart(spec: FileSpec, name: str) -> converge.Apply:
-    def run(runner: converge.Runner) -> list[str]:
-        changes = converge.ensure_file(runner, spec)
+def _rewrite_and_restart(spec: FileSpec, name: str) -> engine_steps.Apply:
+    def run(runner: engine_steps.Runner) -> list[str]:
+        changes = engine_steps.ensure_file(runner, spec)
         if changes:
-            changes += lxcops.restart_if_running(runner, name)
+            changes += lxcs_containers.restart_if_running(runner, name)
         return changes
 
     return run
 
 
-def _writer_inside(name: str, spec: FileSpec) -> converge.Apply:
-    return lambda runner: [f"{name}: {line}" for line in converge.ensure_file(Attached(runner, name), spec)]
+def _writer_inside(name: str, spec: FileSpec) -> engine_steps.Apply:
+    return lambda runner: [f"{name}: {line}" for line in engine_steps.ensure_file(Attached(runner, name), spec)]
 
 
 def _maker(ctx: Context) -> Maker:
-    def maker(lxc: Lxc) -> converge.Apply:
+    def maker(lxc: Lxc) -> engine_steps.Apply:
         # Recorded and ready already: an image that is not what state says is refused
         # (nothing left on the host), never recorded, and the record is kept.
-        refusal = lxcops.Refusal(record_image_os=False, cursor=None)
-        return lambda runner: lxcops.make(runner, ctx.session, lxc, ctx.report, refusal)
+        refusal = lxcs_containers.Refusal(record_image_os=False, cursor=None)
+        return lambda runner: lxcs_containers.make(runner, ctx.session, lxc, ctx.report, refusal)
 
     return maker
 

@@ -1,7 +1,7 @@
 """What every DNS provider is: a `Record` model, the `Provider` interface and a shared HTTP client.
 
 A provider only lists, creates, updates and deletes single records. What to change is decided
-elsewhere (`infr.core.dnsplan`), from what the provider lists, so a provider holds no state
+elsewhere (`infr.dns.plan`), from what the provider lists, so a provider holds no state
 beyond the record ids its API needs, which it learns from `list_records`.
 """
 

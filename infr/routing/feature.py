@@ -1,6 +1,6 @@
 """The routing feature: HAProxy and its certificates on each ready host.
 
-Desired state is what `haproxy_deploy.deploy` puts on a host (pure, from state): the
+Desired state is what `infr.routing.deploy.deploy` puts on a host (pure, from state): the
 rendered haproxy.cfg, the packaged host files (apply script, certbot's deploy hook, infr's
 renewal timer), HAProxy and infr's timer running but not Debian's certbot.timer, and one
 certificate per TERMINATE LXC. Facts are those files in one read, the units in one
@@ -14,23 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from infr.core import certops, haproxy_deploy
-from infr.core.certs import CertbotSettings, CertInfo, CertRequest, Resolver
-from infr.core.converge import FileSpec
-from infr.core.haproxy import HaproxySettings, certificate_requests, summarize_changes
 from infr.engine import facts
 from infr.engine.decide import UnitWant, file_diff, file_steps, unit_steps
 from infr.engine.facts import FileFact, UnitFact
 from infr.engine.plan import Runner, Step
 from infr.engine.run import Context
+from infr.engine.steps import FileSpec
+from infr.routing import certificates, deploy
+from infr.routing.certs import CertbotSettings, CertInfo, CertRequest, Resolver
+from infr.routing.haproxy import HaproxySettings, certificate_requests, summarize_changes
 from infr.state.model import Host, Inventory, Lxc
 
 NAME = "routing"
-CONFIG = haproxy_deploy.CONFIG
+CONFIG = deploy.CONFIG
 UNITS = (
     UnitWant("haproxy"),
-    UnitWant(haproxy_deploy.RENEW_TIMER),
-    UnitWant(haproxy_deploy.DEBIAN_RENEW_TIMER, running=False),
+    UnitWant(deploy.RENEW_TIMER),
+    UnitWant(deploy.DEBIAN_RENEW_TIMER, running=False),
 )
 # Settings the config or the certificates follow: a change to one touches every host.
 _SETTINGS = ("dnsDomain", "dnsPrefix", "vnetPrefix", "acmeServer", "acmeCaCert", "adminEmail")
@@ -72,15 +72,15 @@ class Certbot:
 
 def desired(inv: Inventory, host: Host, settings: HaproxySettings, ca: bytes | None = None) -> Desired:
     """Pure: the config, host files and certificates state asks for on `host`."""
-    config = haproxy_deploy.desired_config(inv, host, settings)
-    return Desired(config, haproxy_deploy.host_files(), certificate_requests(inv.lxcs_on(host.name), settings), ca)
+    config = deploy.desired_config(inv, host, settings)
+    return Desired(config, deploy.host_files(), certificate_requests(inv.lxcs_on(host.name), settings), ca)
 
 
 def read(runner: Runner, want: Desired, certbot: CertbotSettings) -> Found:
     """The host's routing facts: files in one read, units in one `systemctl show`, certbot's listing."""
-    paths = [CONFIG, *(spec.path for spec in want.files), certops.CA_FILE]
+    paths = [CONFIG, *(spec.path for spec in want.files), certificates.CA_FILE]
     units = facts.read_units(runner, [unit.name for unit in want.units])
-    return Found(facts.read_files(runner, paths), units, certops.installed(runner, certbot))
+    return Found(facts.read_files(runner, paths), units, certificates.installed(runner, certbot))
 
 
 def decide(host: Host, want: Desired, found: Found, certbot: Certbot) -> list[Step]:
@@ -104,13 +104,13 @@ def config_steps(host: str, new: str, have: FileFact | None) -> list[Step]:
 
 
 def _puts_live(host: str, old: str, new: str) -> Callable[[Runner], list[str]]:
-    return lambda runner: haproxy_deploy.put_live(runner, host, old, new)
+    return lambda runner: deploy.put_live(runner, host, old, new)
 
 
 def cert_steps(host: Host, want: Desired, found: Found, certbot: Certbot) -> list[Step]:
-    """Trust the private CA, drop certificates no LXC wants, obtain missing ones (as certops.ensure)."""
-    steps = _ca_steps(host.name, want.ca, found.files.get(certops.CA_FILE)) if want.certs else []
-    todo = certops.plan(list(want.certs), list(found.certs))
+    """Trust the private CA, drop certificates no LXC wants, obtain missing ones (as certificates.ensure)."""
+    steps = _ca_steps(host.name, want.ca, found.files.get(certificates.CA_FILE)) if want.certs else []
+    todo = certificates.plan(list(want.certs), list(found.certs))
     steps += [
         Step(NAME, host.name, f"delete certificate {name}", run=_deleter(name, certbot.settings))
         for name in todo.delete
@@ -122,23 +122,23 @@ def cert_steps(host: Host, want: Desired, found: Found, certbot: Certbot) -> lis
 
 
 def _ca_steps(host: str, ca: bytes | None, have: FileFact | None) -> list[Step]:
-    path = certops.CA_FILE
+    path = certificates.CA_FILE
     if ca is None:
         return [Step(NAME, host, f"stop trusting a private ACME CA: remove {path}", run=_trusts(None))] if have else []
-    return [replace(step, run=_trusts(ca)) for step in file_steps(NAME, host, [certops.ca_spec(ca)], {path: have})]
+    return [replace(step, run=_trusts(ca)) for step in file_steps(NAME, host, [certificates.ca_spec(ca)], {path: have})]
 
 
 def _trusts(ca: bytes | None) -> Callable[[Runner], list[str]]:
-    return lambda runner: certops.trust_ca(runner, ca)
+    return lambda runner: certificates.trust_ca(runner, ca)
 
 
 def _deleter(name: str, settings: CertbotSettings) -> Callable[[Runner], list[str]]:
-    return lambda runner: certops.delete(runner, name, settings)
+    return lambda runner: certificates.delete(runner, name, settings)
 
 
 def _obtainer(host: Host, request: CertRequest, certbot: Certbot) -> Callable[[Runner], list[str]]:
     def run(runner: Runner) -> list[str]:
-        return certops.obtain(runner, host, request, certbot.settings, certbot.resolver(), certbot.report)
+        return certificates.obtain(runner, host, request, certbot.settings, certbot.resolver(), certbot.report)
 
     return run
 
@@ -161,9 +161,9 @@ class Routing:
 
     def plan(self, ctx: Context, host: Host, runner: Runner) -> list[Step]:
         session = ctx.session
-        want = desired(ctx.inv, host, haproxy_deploy.settings_for(session), certops.ca_content(session))
-        settings = certops.certbot_settings(session)
-        certbot = Certbot(settings, lambda: certops.resolver_for(session), _prefixed(ctx.report, host.name))
+        want = desired(ctx.inv, host, deploy.settings_for(session), certificates.ca_content(session))
+        settings = certificates.certbot_settings(session)
+        certbot = Certbot(settings, lambda: certificates.resolver_for(session), _prefixed(ctx.report, host.name))
         return decide(host, want, read(runner, want, settings), certbot)
 
     def touched(self, before: Inventory, after: Inventory) -> set[str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from infr.state.files import dump_toml
 from infr.state.model import Backup, Config, Host, Inventory, Key, Lxc, Peer
-from infr.state.store import dump_toml, entity_path
+from infr.state.store import entity_path
 
 if TYPE_CHECKING:
     from infr.state.settings import Value

@@ -1,11 +1,14 @@
-"""Atomic file writes: a crash at any instant leaves the old content or the new, never a torn file."""
+"""State files on disk: atomic writes (a crash at any instant leaves the old content or the new,
+never a torn file), and reads that name the file when it is not what it should be."""
 
 from __future__ import annotations
 
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from infr.errors import StateError
 
 
 def fsync_dir(path: Path) -> None:
@@ -89,3 +92,40 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"is larger than {limit} bytes")
     return data
+
+
+def _toml(path: str | Path) -> dict[str, Any]:
+    import tomllib
+
+    from infr.state import tomlread
+
+    try:
+        return tomlread.loads(read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise StateError(f"{path} is not valid TOML: {exc}", "fix the file or restore it from git") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A state file's text; a file that is not UTF-8 is an error naming it and the first bad byte."""
+    with open(path, "rb") as handle:  # not Path.read_bytes: a Path per file cost 0.1 s of 11,000
+        data = handle.read()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise StateError(
+            f"{path} is not UTF-8 text (byte {exc.start} is {data[exc.start : exc.start + 1]!r})",
+            "fix the file or restore it from git",
+        ) from None
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def dump_toml(data: dict[str, Any]) -> bytes:
+    import tomli_w
+
+    return tomli_w.dumps(data).encode()

@@ -1,10 +1,10 @@
 """The vnet feature: each ready host's WireGuard key, mesh files, unit and live peers.
 
-Desired state is `mesh`'s (pure, from state): the config (no private key: that stays
+Desired state is `infr.vnet.desired`'s (pure, from state): the config (no private key: that stays
 on the host), the up script, the unit and the zones ruleset. Facts are those files,
 the unit, and what WireGuard runs now (`live`): the live peers are compared too, so a
 peer removed by hand with `wg set` shows although the config file is right. Applying
-reuses meshops: the key is made on the host and its public half recorded in state (the
+reuses infr.vnet.members: the key is made on the host and its public half recorded in state (the
 engine then plans again, and every other member gets the new peer); files are checked
 before they go live (`nft -c` for the zones); the unit's up script runs `wg syncconf`.
 """
@@ -15,16 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infr.core import mesh, meshops
-from infr.core.converge import Apply, FileSpec
-from infr.core.session import Session
 from infr.engine import facts
 from infr.engine.decide import file_steps
 from infr.engine.facts import FileFact, UnitFact
 from infr.engine.plan import Runner, Step
 from infr.engine.run import Context
+from infr.engine.steps import Apply, FileSpec
 from infr.state.model import Host, Inventory
-from infr.vnet import live
+from infr.state.session import Session
+from infr.vnet import desired, live, members
 from infr.vnet.live import Live
 
 NAME = "vnet"
@@ -49,13 +48,13 @@ def desired_peers(inv: Inventory, host: Host, port: int) -> dict[str, WantedPeer
     """The peers the host's config lists: the other members, then the admins' machines."""
     wanted = {
         p["public_key"]: WantedPeer(p["endpoint"].rpartition(":")[0], frozenset(p["allowed"]))
-        for p in mesh.host_peers(inv, host, port)
+        for p in desired.host_peers(inv, host, port)
     }
     wanted.update({a.public_key: WantedPeer("", frozenset({f"{a.vnet_ip}/32"})) for a in inv.peers.values()})
     return wanted
 
 
-def _same(want: WantedPeer, have: mesh.DumpPeer) -> bool:
+def _same(want: WantedPeer, have: desired.DumpPeer) -> bool:
     # Only the address of an endpoint: behind NAT the port a peer comes from is not its
     # own, and WireGuard follows a peer that roams (that is not drift).
     endpoint_ok = not want.endpoint_host or have.endpoint.rpartition(":")[0] == want.endpoint_host
@@ -96,7 +95,7 @@ def unit_step(host: str, unit: UnitFact, found: Live, changed: bool, drift: Sequ
     elif changed:
         what = f"restart the vnet on {host}"
     elif not found.up:
-        what = f"restart the vnet on {host} ({mesh.INTERFACE} is gone)"
+        what = f"restart the vnet on {host} ({desired.INTERFACE} is gone)"
     elif drift:
         what = f"reload the live peers on {host} ({', '.join(drift)})"
     elif not unit.enabled:
@@ -107,7 +106,7 @@ def unit_step(host: str, unit: UnitFact, found: Live, changed: bool, drift: Sequ
 
 
 def _unit_runner(*, reload: bool, restart: bool) -> Apply:
-    return lambda runner: meshops.run_unit(runner, reload=reload, restart=restart)
+    return lambda runner: members.run_unit(runner, reload=reload, restart=restart)
 
 
 def decide(
@@ -127,8 +126,8 @@ def decide(
 
 def _learner(session: Session, name: str) -> Apply:
     def learn(runner: Runner) -> list[str]:
-        key = meshops.host_public_key(runner)  # made there first when the host has none
-        meshops.record_key(session, name, key)
+        key = members.host_public_key(runner)  # made there first when the host has none
+        members.record_key(session, name, key)
         return [f"WireGuard public key {key}"]
 
     return learn
@@ -156,9 +155,9 @@ class Vnet:
     def plan(self, ctx: Context, host: Host, runner: Runner) -> list[Step]:
         inv = ctx.inv
         port = int(ctx.session.settings()["vnetListenPort"])
-        specs = mesh.host_files(inv, host, port)
+        specs = desired.host_files(inv, host, port)
         files = facts.read_files(runner, [s.path for s in specs])
-        unit = facts.read_units(runner, [mesh.UNIT_NAME])[mesh.UNIT_NAME]
+        unit = facts.read_units(runner, [desired.UNIT_NAME])[desired.UNIT_NAME]
         wanted = Wanted(host.wg_public_key, port, desired_peers(inv, host, port))
         return decide(host.name, specs, files, unit, live.read(runner), wanted, _learner(ctx.session, host.name))
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infr.core import mesh
 from infr.engine.plan import Runner
 from infr.errors import RemoteError
+from infr.vnet import desired
 
 NO_KEY = ""
 UNREADABLE = "?"  # a key file that `wg pubkey` could not read (wireguard-tools missing, garbage)
@@ -19,11 +19,11 @@ UNREADABLE = "?"  # a key file that `wg pubkey` could not read (wireguard-tools 
 # Line 1: the key file's public half (empty when there is none); then "down", or "up",
 # the interface's own public key and listen port, and its peer lines of the dump.
 READ = (
-    f"if [ -s {mesh.KEY_PATH} ]; then wg pubkey < {mesh.KEY_PATH} 2>/dev/null || echo '{UNREADABLE}';"
+    f"if [ -s {desired.KEY_PATH} ]; then wg pubkey < {desired.KEY_PATH} 2>/dev/null || echo '{UNREADABLE}';"
     " else echo; fi;"
-    f" if ip link show dev {mesh.INTERFACE} >/dev/null 2>&1; then echo up;"
-    f" wg show {mesh.INTERFACE} public-key || echo; wg show {mesh.INTERFACE} listen-port || echo;"
-    f" wg show all dump | awk -F '\\t' '$1 == \"{mesh.INTERFACE}\" && NF == 9';"
+    f" if ip link show dev {desired.INTERFACE} >/dev/null 2>&1; then echo up;"
+    f" wg show {desired.INTERFACE} public-key || echo; wg show {desired.INTERFACE} listen-port || echo;"
+    f" wg show all dump | awk -F '\\t' '$1 == \"{desired.INTERFACE}\" && NF == 9';"
     " else echo down; fi"
 )
 
@@ -34,7 +34,7 @@ class Live:
     up: bool = False  # the interface exists
     interface_key: str = ""  # the public key the interface runs with
     port: int = 0
-    peers: dict[str, mesh.DumpPeer] = field(default_factory=dict)  # public key -> peer
+    peers: dict[str, desired.DumpPeer] = field(default_factory=dict)  # public key -> peer
 
 
 def parse(text: str) -> Live:
@@ -45,7 +45,7 @@ def parse(text: str) -> Live:
     if lines[1] == "down" or len(lines) < 4:
         return Live(key)
     port = lines[3].strip()
-    peers = {p.public_key: p for p in mesh.dump_peers("\n".join(lines[4:]))}
+    peers = {p.public_key: p for p in desired.dump_peers("\n".join(lines[4:]))}
     return Live(key, True, lines[2].strip(), int(port) if port.isdigit() else 0, peers)
 
 

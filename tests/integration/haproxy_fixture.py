@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy
+from infr.routing.haproxy import APPLY_SCRIPT, HOST_FILES, HaproxySettings, render_haproxy
 from infr.state.model import Host, Lxc
 
 TOOLS = ("haproxy", "socat", "openssl", "flock")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.certs import dns_resolver
+from infr.routing.certs import dns_resolver
 from tests.integration.haproxy_fixture import free_port, make_cert, require_tools
 
 

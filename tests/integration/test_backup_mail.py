@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.backups import NOTIFY_SCRIPT, BackupSettings, render_units
+from infr.backups.btrbk import NOTIFY_SCRIPT, BackupSettings, render_units
 from infr.errors import ValidationError
 from infr.state.model import Host
 from tests.integration.dnsservers import free_port

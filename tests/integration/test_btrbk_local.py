@@ -30,28 +30,24 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.backups import (
+from infr.backups.btrbk import (
     HOST_SUBVOL,
     LXC_DIR,
     SNAPSHOT_DIR,
     BackupSettings,
-    RestorePoint,
-    backup_age_status,
     backup_dir,
-    list_restore_points_argv,
     lxc_rootfs,
     lxc_subvol,
-    parse_restore_points,
-    pick_restore_point,
     render_authorized_key,
     render_btrbk_conf,
     render_source_files,
     render_units,
     setup_commands,
     snapshot_dir,
-    snapshots_to_cull,
 )
-from infr.core.restore import (
+from infr.backups.points import RestorePoint, list_restore_points_argv, parse_restore_points, pick_restore_point
+from infr.backups.retention import backup_age_status, snapshots_to_cull
+from infr.restore.commands import (
     LxcPaths,
     clear_argv,
     delete_subvolume_argv,
@@ -341,7 +337,7 @@ def pipe_here(send: tuple[str, ...], receive: tuple[str, ...]) -> None:
 
 
 def restore_here(point: Path, name: str, root: Path, *, same_filesystem: bool) -> LxcPaths:
-    """The btrfs steps of restoreops.restore_container, run here (no LXC in this lab; the
+    """The btrfs steps of restore.container.restore_container, run here (no LXC in this lab; the
     whole restore over SSH: test_restore_local.py): stage (a snapshot, or received from
     the other filesystem first), swap in, delete the replaced rootfs."""
     paths = LxcPaths(name, str(root / LXC_DIR))

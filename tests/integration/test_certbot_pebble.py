@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.certs import (
+from infr.routing.certs import (
     DEPLOY_HOOK,
     CertbotSettings,
     certificates_argv,
@@ -19,7 +19,7 @@ from infr.core.certs import (
     parse_certbot_certificates,
     renew_argv,
 )
-from infr.core.haproxy import certificate_requests
+from infr.routing.haproxy import certificate_requests
 from tests.integration.haproxy_fixture import (  # noqa: F401  (the *_fixture names register pytest fixtures)
     Containers,
     Haproxy,

@@ -9,7 +9,7 @@ import dns.message
 import dns.query
 import pytest
 
-from infr.core import dnsplan
+from infr.dns import plan as dns_plan
 from infr.errors import ProviderError
 from infr.providers import load_provider
 from infr.providers.base import Provider, Record
@@ -115,8 +115,8 @@ def test_load_provider_builds_working_providers(dns_server: DnsServer) -> None:
         }
     provider: Provider = load_provider(name, settings)
     desired = hosts(("web1", "192.0.2.1"))
-    plan = dnsplan.compute_plan(desired, provider.list_records(ZONE), ("infr.example.com", "vnet.example.com"), "c")
-    assert dnsplan.apply(provider, ZONE, plan).ok
+    plan = dns_plan.compute_plan(desired, provider.list_records(ZONE), ("infr.example.com", "vnet.example.com"), "c")
+    assert dns_plan.apply(provider, ZONE, plan).ok
 
 
 def test_a_record_the_server_cannot_take_fails_alone(dns_server: DnsServer, dns_env: DnsEnv) -> None:

@@ -26,12 +26,14 @@ from pathlib import Path
 
 import pytest
 
+from infr.backups import find
 from infr.connector import SSHConnection, Target
 from infr.connector.ssh import pipe
-from infr.core import backupops
-from infr.core.restore import LxcPaths, drill_check_argv, parse_drill, receive_argv, send_argv
-from infr.core.restoreops import copy_out, drill_on, restore_container
 from infr.errors import NotFoundError, RemoteError, UsageError
+from infr.restore.commands import LxcPaths, receive_argv, send_argv
+from infr.restore.container import restore_container
+from infr.restore.drill import drill_check_argv, drill_on, parse_drill
+from infr.restore.files import copy_out
 from tests.integration.btrfs_loop import (
     MIB,
     loop_filesystems,
@@ -235,10 +237,10 @@ def _send_receive(snapshot: Path, directory: Path) -> None:
 
 def test_listing_over_ssh_shows_this_directorys_backups_only(world: World) -> None:
     tom = world.tom.conn
-    assert [p.name for p in backupops.read_points(tom, str(world.backups))] == [f"host.{STAMP}", f"lxc-web.{STAMP}"]
-    archive = backupops.read_points(tom, str(world.tom.mount / "var/lib/backups/archive/bob"))
+    assert [p.name for p in find.read_points(tom, str(world.backups))] == [f"host.{STAMP}", f"lxc-web.{STAMP}"]
+    archive = find.read_points(tom, str(world.tom.mount / "var/lib/backups/archive/bob"))
     assert [p.name for p in archive] == ["host.20261101T1000"]
-    assert backupops.read_points(tom, str(world.tom.mount / "var/lib/backups/backups/nobody")) == []
+    assert find.read_points(tom, str(world.tom.mount / "var/lib/backups/backups/nobody")) == []
 
 
 # --- containers --------------------------------------------------------------------------------
@@ -330,7 +332,7 @@ def test_restore_files_refuses_what_is_not_in_the_backup(world: World) -> None:
 
 def test_drill_restores_checks_and_deletes(world: World) -> None:
     tom = world.tom.conn
-    points = backupops.read_points(tom, str(world.backups))
+    points = find.read_points(tom, str(world.backups))
     scratch = str(world.tom.mount / "var/lib/backups/drill/bob")
     taken = points[0].at
     started = time.monotonic()

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core import certops, haproxy_deploy
-from infr.core.certs import DEPLOY_HOOK, CertbotSettings, CertRequest
-from infr.core.haproxy import certificate_requests
+from infr.connector.target import Result
 from infr.engine import facts
 from infr.engine.plan import Step
 from infr.errors import RemoteError
+from infr.routing import certificates, deploy
+from infr.routing.certs import DEPLOY_HOOK, CertbotSettings, CertRequest
 from infr.routing.feature import Certbot, Desired, Found, cert_steps, config_steps
+from infr.routing.haproxy import certificate_requests
 from tests.integration.haproxy_fixture import (  # noqa: F401  (the *_fixture names register pytest fixtures)
     HOST,
     Containers,
@@ -45,9 +45,9 @@ class LocalHost:
         self.env = {**proxy.env(), **env}
         self.certs = proxy.settings.certs_dir
         self.paths = {
-            haproxy_deploy.CONFIG: str(proxy.config),
-            haproxy_deploy.APPLY_SCRIPT: str(proxy.apply_script),
-            haproxy_deploy.STAGED: str(proxy.dir / "staged.cfg"),
+            deploy.CONFIG: str(proxy.config),
+            deploy.APPLY_SCRIPT: str(proxy.apply_script),
+            deploy.STAGED: str(proxy.dir / "staged.cfg"),
         }
 
     def run(
@@ -61,8 +61,8 @@ class LocalHost:
         return Result(done.returncode, done.stdout, done.stderr)
 
     def _local(self, path: str) -> str:
-        if path.startswith(f"{certops.CERTS_DIR}/"):
-            return self.certs + path.removeprefix(certops.CERTS_DIR)
+        if path.startswith(f"{certificates.CERTS_DIR}/"):
+            return self.certs + path.removeprefix(certificates.CERTS_DIR)
         return self.paths.get(path, path)
 
     def put_file(self, path: str, data: bytes, *, owner: str, group: str, mode: int) -> None:
@@ -70,8 +70,8 @@ class LocalHost:
 
 
 def plan_config(runner: LocalHost, config: str) -> list[Step]:
-    found = facts.read_files(runner, [haproxy_deploy.CONFIG])
-    return config_steps(HOST.name, config, found[haproxy_deploy.CONFIG])
+    found = facts.read_files(runner, [deploy.CONFIG])
+    return config_steps(HOST.name, config, found[deploy.CONFIG])
 
 
 def test_a_planned_config_goes_live_and_a_hand_edit_is_found_and_undone(
@@ -136,7 +136,7 @@ def test_certificate_steps_obtain_through_haproxy_then_delete(
     certbot = Certbot(settings, lambda: ca.resolve, said.append)
 
     def plan(certs: list[CertRequest]) -> list[Step]:
-        found = Found({}, {}, certops.installed(runner, settings))
+        found = Found({}, {}, certificates.installed(runner, settings))
         return cert_steps(host, Desired("", (), certs), found, certbot)
 
     wanted = certificate_requests(lxcs, haproxy.settings)

@@ -14,10 +14,10 @@ import pytest
 
 from infr.cli.main import choose_identity
 from infr.connector import SSHConnection, Target
-from infr.core import fleet
-from infr.core.session import Session
+from infr.engine import fleet
 from infr.errors import HostKeyError
 from infr.state.model import HOST_READY
+from infr.state.session import Session
 from tests.conftest import clone_state, run_infr, seed_host
 from tests.integration.sshd import (  # noqa: F401  (the *_fixture names register pytest fixtures)
     KeyPair,

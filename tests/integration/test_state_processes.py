@@ -33,7 +33,7 @@ WRITER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     root = Path(sys.argv[1])
     lxcs = sys.argv[2].split(",")
@@ -60,7 +60,7 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     with Session(Path(sys.argv[1]), command_line="infr lxc c1 http FORWARD").locked():
         print("locked", flush=True)
@@ -294,7 +294,7 @@ KILLED_CHANGE = textwrap.dedent(
         killable(os, name)
     killable(subprocess, "run")
 
-    from infr.core.session import Session
+    from infr.state.session import Session
     from infr.state.model import Lxc
 
     with Session(root, command_line=f"infr change {kind}").change() as change:

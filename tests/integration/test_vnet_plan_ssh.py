@@ -14,10 +14,10 @@ from typing import cast
 import pytest
 
 from infr.connector import SSHConnection, Target
-from infr.core import mesh
-from infr.core.session import Session
 from infr.engine.run import Context
 from infr.state.model import HOST_READY, Host, Inventory
+from infr.state.session import Session
+from infr.vnet import desired
 from infr.vnet.feature import FEATURE
 from tests.integration.sshd import (  # noqa: F401  (the *_fixture names register pytest fixtures)
     KeyPair,
@@ -28,7 +28,7 @@ from tests.integration.sshd import (  # noqa: F401  (the *_fixture names registe
 
 pytestmark = pytest.mark.integration
 
-FILES = (mesh.ZONES_PATH, mesh.CONF_PATH, mesh.UP_SCRIPT, mesh.UNIT_PATH)
+FILES = (desired.ZONES_PATH, desired.CONF_PATH, desired.UP_SCRIPT, desired.UNIT_PATH)
 
 
 class StateOnly:
@@ -45,7 +45,7 @@ class StateOnly:
 
 
 def test_plan_of_a_host_without_the_mesh_over_real_ssh(sshd_factory: Callable[..., Sshd], client_key: KeyPair) -> None:
-    if any(Path(p).exists() for p in (mesh.KEY_PATH, *FILES)):
+    if any(Path(p).exists() for p in (desired.KEY_PATH, *FILES)):
         pytest.skip("this machine holds an infr mesh")
     if shutil.which("wg") is None:
         pytest.skip("wireguard-tools is not installed")
@@ -61,4 +61,4 @@ def test_plan_of_a_host_without_the_mesh_over_real_ssh(sshd_factory: Callable[..
     described = [s.description for s in steps]
     assert described == ["generate the WireGuard key on a", *(f"create {p}" for p in FILES), "start the vnet on a"]
     assert "PublicKey = " + "B" * 43 + "=" in steps[2].diff  # the config's diff names b
-    assert not any(Path(p).exists() for p in (mesh.KEY_PATH, *FILES))  # planning wrote nothing
+    assert not any(Path(p).exists() for p in (desired.KEY_PATH, *FILES))  # planning wrote nothing

@@ -212,7 +212,7 @@ def _in_thread(work: Callable[[], object]) -> Callable[[], object]:
 
 
 def _cut_off_then_repair(state: Path, key: LabKey, tom: LabHost) -> CutOff:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     evidence = CutOff()
     command = [*INFR, "-w", str(state), "-i", str(key.private), "hosts", "add", "--adopt", "--yes", "tom", tom.ip]
@@ -235,8 +235,8 @@ def _cut_off_then_repair(state: Path, key: LabKey, tom: LabHost) -> CutOff:
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lab_key: LabKey, lab: Lab, lab_hosts: list[LabHost]) -> Fleet:
     """Bob and tom adopted into one state; tom first through a cut-off adopt in a scratch state."""
-    from infr.core.config import init_state
     from infr.lab.rootfs import ensure_rootfs
+    from infr.state.config import init_state
     from tests.conftest import DEFAULT_SETTINGS
 
     bob, tom = lab_hosts[0], lab_hosts[1]

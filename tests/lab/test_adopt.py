@@ -12,8 +12,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from infr.core.session import Session
 from infr.lab import Lab, LabHost
+from infr.state.session import Session
 from tests.conftest import make_key, seed_lxc
 from tests.lab.conftest import Fleet, LabKey, infr
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import backupops
-from infr.core.backups import HOST_SUBVOL, RestorePoint, parse_restore_points
-from infr.core.session import Session
+from infr.backups import find
+from infr.backups.btrbk import HOST_SUBVOL
+from infr.backups.points import RestorePoint, parse_restore_points
 from infr.lab import Lab, LabHost
+from infr.state.session import Session
 from tests.integration.dnsservers import free_port
 from tests.integration.smtp_server import smtp_server
 from tests.lab.conftest import Fleet, LabKey, infr
@@ -182,7 +183,7 @@ def test_an_incremental_run_carries_a_new_file(started: Path, lab_key: LabKey, h
     assert len(after) > len(before) and after[-1] not in before
     code, out = manager(tom, lab_key, f"sudo -n cat {BACKUPS}/{after[-1].name}/root/backup-probe")
     assert (code, out.strip()) == (0, token)
-    listed = backupops.restore_points(Session(started, identity_file=str(lab_key.private)), "bob")
+    listed = find.restore_points(Session(started, identity_file=str(lab_key.private)), "bob")
     assert [p for _, p in listed if p.subvol == HOST_SUBVOL] == after
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.session import Session
 from infr.lab import Lab, LabHost
+from infr.state.session import Session
 from tests.conftest import DEFAULT_SETTINGS, make_key
 from tests.integration.pebble import Pebble, start_pebble
 from tests.lab.conftest import Fleet, LabKey, infr

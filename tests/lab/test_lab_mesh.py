@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.meshops import join_config_path
-from infr.core.session import Session
 from infr.lab import Lab
 from infr.lab.lab import lab_id
+from infr.state.session import Session
+from infr.vnet.join import join_config_path
 from tests.conftest import DEFAULT_SETTINGS
 from tests.lab.conftest import Fleet, LabKey, infr, wait_for_manager
 from tests.lab.test_adopt import run_as_manager

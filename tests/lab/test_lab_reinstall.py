@@ -22,7 +22,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from infr.core import bootmedium
+from infr.hosts.boot import preseed as hosts_preseed
 from infr.lab import Lab, LabHost
 from infr.lab.lab import lab_id
 from infr.lab.mirror import configured_mirror
@@ -63,7 +63,7 @@ def installer_server(
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "http.server", address.split(":")[1], "--bind", address.split(":")[0],
-             "--directory", str(bootmedium.PACKAGE_INSTALLER_DIR)],
+             "--directory", str(hosts_preseed.PACKAGE_INSTALLER_DIR)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:
@@ -102,7 +102,7 @@ def reinstall(
     lab_hosts: list[LabHost],
     installer_server: tuple[str, Path],
 ) -> Reinstall:
-    from infr.core.config import init_state
+    from infr.state.config import init_state
 
     host = lab_hosts[-1]
     fresh_vps(host, lab_key)

@@ -22,8 +22,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from infr.core.session import Session
 from infr.lab import LabHost
+from infr.state.session import Session
 from tests.conftest import DEFAULT_SETTINGS, make_key
 from tests.lab.conftest import Fleet, LabKey, infr
 from tests.lab.test_adopt import login, run_as_manager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping, Sequence
 
-from infr.connector.ssh import Result
+from infr.connector.target import Result
 from infr.engine import facts
 
 Reply = tuple[int, bytes]  # exit status, stdout

@@ -174,8 +174,8 @@ def has_control(text: str) -> bool:
 
 def seed_fuzz_state(root: Path) -> None:
     """Two hosts with pinned keys, an LXC with routing and an alias, a peer, a backup pair, a second key."""
-    from infr.core.session import Session
     from infr.state.model import Backup, Key, Peer, TcpForward
+    from infr.state.session import Session
 
     host_key = "ssh-ed25519 " + next((root / "keys").glob("*.pub")).read_text().split()[1]
     seed_host(root, "bob", "203.0.113.10", status="ready", host_key=host_key, wg_public_key=WG_KEY)

@@ -15,22 +15,24 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.backups import (
+from infr.backups.btrbk import (
     BTRBK_FILTER,
     BackupSettings,
     Command,
-    RestorePoint,
-    list_restore_points_argv,
-    newest_by_subvol,
-    parse_backup_name,
-    parse_restore_points,
-    pick_restore_point,
     render_authorized_key,
     render_btrbk_conf,
     render_known_hosts,
     render_source_files,
     render_units,
     setup_commands,
+)
+from infr.backups.points import (
+    RestorePoint,
+    list_restore_points_argv,
+    newest_by_subvol,
+    parse_backup_name,
+    parse_restore_points,
+    pick_restore_point,
 )
 from infr.errors import ValidationError
 from infr.state.model import BACKUP_ARCHIVED, Backup, Host, Lxc

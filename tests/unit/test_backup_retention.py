@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infr.core.backups import STATUS_OK, STATUS_STALE, backup_age_status, snapshots_to_cull
+from infr.backups.retention import STATUS_OK, STATUS_STALE, backup_age_status, snapshots_to_cull
 
 HOUR, DAY, WEEK = timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)
 BASE = datetime(2026, 11, 23, 14, 7, tzinfo=UTC)  # a Monday

@@ -1,4 +1,4 @@
-"""infr.core.backupops against a fake host: authorized_keys edits, timers, archive moves, freshness."""
+"""infr.backups.pairs against a fake host: authorized_keys edits, timers, archive moves, freshness."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core import backupops
-from infr.core.backups import BackupSettings, RestorePoint
+from infr.backups import pairs
+from infr.backups import status as backups_status
+from infr.backups.btrbk import BackupSettings
+from infr.backups.points import RestorePoint
+from infr.connector.target import Result
 from infr.errors import ConflictError
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFdlbGwsIHRoaXMgaXMgbm90IHRoZSByZWFsIGtleSE="
@@ -51,29 +53,29 @@ def test_authorized_keys_keep_other_backup_hosts_and_swap_our_line() -> None:
     other = f'command="x",restrict {KEY} infr-backup@ann\n'.encode()
     host = FakeHost({AUTH: other + f"restrict {KEY} infr-backup@tom\n".encode()})
     line = f'command="y",restrict {KEY} infr-backup@tom'
-    assert backupops._edit_authorized_keys(host, "tom", line, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
+    assert pairs._edit_authorized_keys(host, "tom", line, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
     assert host.files[AUTH] == other + f"{line}\n".encode()
-    assert backupops._edit_authorized_keys(host, "tom", None, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
+    assert pairs._edit_authorized_keys(host, "tom", None, BackupSettings()) == [f"wrote {AUTH}"]  # type: ignore[arg-type]
     assert host.files[AUTH] == other
 
 
 def test_timers_are_switched_only_when_they_differ() -> None:
     off = FakeHost(answers={("systemctl", "is-enabled"): 1, ("systemctl", "is-active"): 1})
-    assert backupops._ensure_timers(off, enabled=False) == []  # type: ignore[arg-type]
-    assert backupops._ensure_timers(off, enabled=True) == ["enabled infr-backup.timer"]  # type: ignore[arg-type]
+    assert pairs._ensure_timers(off, enabled=False) == []  # type: ignore[arg-type]
+    assert pairs._ensure_timers(off, enabled=True) == ["enabled infr-backup.timer"]  # type: ignore[arg-type]
     on = FakeHost()
-    assert backupops._ensure_timers(on, enabled=True) == ["disabled btrbk.timer"]  # type: ignore[arg-type]
+    assert pairs._ensure_timers(on, enabled=True) == ["disabled btrbk.timer"]  # type: ignore[arg-type]
 
 
 def test_move_refuses_to_merge_two_sets_of_backups() -> None:
-    assert backupops._move(FakeHost(answers={("sh",): 3}), "/a", "/b") == []  # type: ignore[arg-type]
-    assert backupops._move(FakeHost(), "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
+    assert pairs._move(FakeHost(answers={("sh",): 3}), "tom", "/a", "/b") == []  # type: ignore[arg-type]
+    assert pairs._move(FakeHost(), "tom", "/a", "/b") == ["moved /a to /b"]  # type: ignore[arg-type]
     with pytest.raises(ConflictError):
-        backupops._move(FakeHost(answers={("sh",): 4}), "/a", "/b")  # type: ignore[arg-type]
+        pairs._move(FakeHost(answers={("sh",): 4}), "tom", "/a", "/b")  # type: ignore[arg-type]
 
 
 def test_archive_sits_beside_the_live_backups() -> None:
-    assert backupops.archive_dir("bob", BackupSettings()) == "/var/lib/backups/archive/bob"
+    assert pairs.archive_dir("bob", BackupSettings()) == "/var/lib/backups/archive/bob"
 
 
 def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
@@ -81,8 +83,8 @@ def test_a_pair_is_as_fresh_as_its_stalest_subvolume() -> None:
         return RestorePoint(datetime(2026, 1, 1, 12, minute, tzinfo=UTC), 0, subvol, f"{subvol}.x")
 
     found = [point("host", 0), point("host", 10), point("lxc-web", 5)]
-    assert backupops._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
-    assert backupops._newest_complete(found, ["host", "lxc-db"]) is None
+    assert backups_status._newest_complete(found, ["host", "lxc-web"]) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
+    assert backups_status._newest_complete(found, ["host", "lxc-db"]) is None
 
 
 SHOW = """@rootfs
@@ -94,7 +96,7 @@ SHOW = """@rootfs
 
 
 def test_root_subvolume_uuid_is_read_from_subvolume_show() -> None:
-    from infr.core.backups import root_subvolume_uuid
+    from infr.backups.points import root_subvolume_uuid
 
     assert root_subvolume_uuid(SHOW.format(uuid="067c11f4-60d1-f749-9d85-8734eeb4e5c8")) == (
         "067c11f4-60d1-f749-9d85-8734eeb4e5c8"
@@ -131,27 +133,27 @@ class ShowHost:
 def test_hosts_cloned_from_one_image_are_refused_before_anything_is_recorded(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch, bob: tuple[str, str], tom: tuple[str, str], refused: bool
 ) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
     seed_host(state_dir, "tom", "203.0.113.11", status="ready")
     uuids = {"203.0.113.10": bob, "203.0.113.11": tom}
-    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: ShowHost(*uuids[target.host]))
+    monkeypatch.setattr(pairs.SSHConnection, "connect", lambda target: ShowHost(*uuids[target.host]))
     session = Session(state_dir)
     if refused:
         with pytest.raises(ConflictError, match="cloned from one image"):
-            backupops._refuse_clones(session, "bob", "tom")
+            pairs._refuse_clones(session, "bob", "tom")
     else:
-        backupops._refuse_clones(session, "bob", "tom")
+        pairs._refuse_clones(session, "bob", "tom")
     assert Session(state_dir).inventory().backups == []
 
 
 def test_a_backup_host_out_of_reach_is_reported_not_raised(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After `lxcs add` or `lxc remove` the change is done; a TO that does not answer is told."""
-    from infr.core.session import Session
     from infr.errors import RemoteError
     from infr.state.model import Backup
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
@@ -162,9 +164,9 @@ def test_a_backup_host_out_of_reach_is_reported_not_raised(state_dir: Path, monk
     def unreachable(target: object) -> None:
         raise RemoteError("tom: connection refused")
 
-    monkeypatch.setattr(backupops.SSHConnection, "connect", unreachable)
+    monkeypatch.setattr(pairs.SSHConnection, "connect", unreachable)
     said: list[str] = []
-    assert backupops.redeploy_targets(Session(state_dir), {"bob"}, said.append) == []
+    assert pairs.redeploy_targets(Session(state_dir), {"bob"}, said.append) == []
     assert said == ["tom: btrbk.conf not updated (tom: connection refused); later: infr backup start bob tom"]
 
 
@@ -180,11 +182,11 @@ infr-backup.service: Main process exited, code=exited, status=10/n/a
 
 
 def test_a_failed_run_is_told_by_its_last_detail_line() -> None:
-    assert backupops._last_error(FAILED_RUN) == "Host key verification failed."
-    assert backupops._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
+    assert backups_status._last_error(FAILED_RUN) == "Host key verification failed."
+    assert backups_status._last_error("ERROR: Error while resuming backups, aborting\nfinished\n") == (
         "ERROR: Error while resuming backups, aborting"
     )
-    assert backupops._last_error("") == "the journal is empty"
+    assert backups_status._last_error("") == "the journal is empty"
 
 
 class RunHost(FakeHost):
@@ -215,24 +217,24 @@ class RunHost(FakeHost):
 def test_run_now_starts_the_service_on_to_and_tells_a_failure(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch, status: int
 ) -> None:
-    from infr.core.session import Session
     from infr.errors import RemoteError
     from infr.state.model import Backup
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
     seed_host(state_dir, "tom", "203.0.113.11", status="ready")
     with pytest.raises(ConflictError, match="bob is not being backed up onto tom"):
-        backupops.run_now(Session(state_dir), "bob", "tom", print)
+        backups_status.run_now(Session(state_dir), "bob", "tom", print)
     with Session(state_dir).change() as change:
         change.set_backups([Backup("bob", "tom")])
     host = RunHost(status)
-    monkeypatch.setattr(backupops.SSHConnection, "connect", lambda target: host)
+    monkeypatch.setattr(pairs.SSHConnection, "connect", lambda target: host)
     if status:
         with pytest.raises(RemoteError, match="the backup run on tom failed: Host key verification failed"):
-            backupops.run_now(Session(state_dir), "bob", "tom", print)
+            backups_status.run_now(Session(state_dir), "bob", "tom", print)
     else:
-        newest = backupops.run_now(Session(state_dir), "bob", "tom", print)
+        newest = backups_status.run_now(Session(state_dir), "bob", "tom", print)
         assert newest is not None and newest.name == "host.20261123T0310"
     assert ("systemctl", "start", "infr-backup.service") in host.ran
 
@@ -256,9 +258,9 @@ class Reached(FakeHost):
 @pytest.fixture
 def pair(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Reached | None]:
     """bob backed up onto tom; hosts by address: a Reached, or None for one that does not answer."""
-    from infr.core.session import Session
     from infr.errors import RemoteError
     from infr.state.model import Backup
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     seed_host(state_dir, "bob", "203.0.113.10", status="ready")
@@ -274,7 +276,7 @@ def pair(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Reached 
             raise RemoteError(f"cannot connect to {name}: connection refused")
         return host
 
-    monkeypatch.setattr(backupops.SSHConnection, "connect", connect)
+    monkeypatch.setattr(pairs.SSHConnection, "connect", connect)
     return hosts
 
 

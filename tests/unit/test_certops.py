@@ -1,4 +1,4 @@
-"""What a host's certificates need (certops.plan) and the settings that steer certbot."""
+"""What a host's certificates need (certificates.plan) and the settings that steer certbot."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.certops import plan
-from infr.core.certs import CertInfo, CertRequest
+from infr.routing.certificates import plan
+from infr.routing.certs import CertInfo, CertRequest
 from infr.state.settings import SETTINGS
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)

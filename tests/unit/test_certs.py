@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from infr.core.certs import (
+from infr.errors import ValidationError
+from infr.routing.certs import (
     LETSENCRYPT,
     CertbotSettings,
     CertRequest,
@@ -21,7 +22,6 @@ from infr.core.certs import (
     renew_argv,
     x509_text_argv,
 )
-from infr.errors import ValidationError
 
 REQUEST = CertRequest("shop", ("shop.infr.example.com", "www.shop.example.org"))
 DIRS = ["--config-dir", "/etc/letsencrypt", "--work-dir", "/var/lib/letsencrypt", "--logs-dir", "/var/log/letsencrypt"]

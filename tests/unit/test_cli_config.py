@@ -187,8 +187,8 @@ def test_a_plain_setting_without_a_value_is_refused(state_dir: Path) -> None:
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from infr.core.session import Session  # noqa: E402
 from infr.errors import InfrError, MissingSettingError  # noqa: E402
+from infr.state.session import Session  # noqa: E402
 from infr.state.settings import REQUIRED  # noqa: E402
 from tests.conftest import DEFAULT_SETTINGS, seed_host  # noqa: E402
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infr.core.session import Session
 from infr.state.model import HOST_READY, Backup
+from infr.state.session import Session
 from tests.conftest import run_infr, seed_host
 
 

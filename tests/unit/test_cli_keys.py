@@ -11,8 +11,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infr.core.keys import fingerprint
 from infr.errors import ConflictError, NotFoundError, UsageError
+from infr.hosts.keys import fingerprint
 from infr.state.store import Store
 from tests.conftest import make_key, run_cli, snapshot
 

@@ -230,8 +230,8 @@ def test_backups_takes_the_options_of_backups_list(world: Path) -> None:
 
 
 def seed_backup(root: Path) -> None:
-    from infr.core.session import Session
     from infr.state.model import HOST_READY, Backup
+    from infr.state.session import Session
 
     with Session(root, command_line="test: ready hosts and a backup pair").change() as change:
         for name in ("bob", "tom"):
@@ -283,12 +283,12 @@ def test_completion_on_a_broken_or_missing_state_offers_nothing(world: Path, tmp
 def test_a_bug_is_one_line_with_the_traceback_in_the_state_log(
     world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import infr.core.lxcs
+    import infr.routing.edits
 
     def boom(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(infr.core.lxcs, "set_http", boom)
+    monkeypatch.setattr(infr.routing.edits, "set_http", boom)
     with pytest.raises(SystemExit) as done:
         main(["-w", str(world), "lxc", "fozzie", "http", "FORWARD"])
     assert done.value.code == 70

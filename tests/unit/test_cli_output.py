@@ -17,10 +17,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infr.backups import status as backups_status
 from infr.cli.output import emit_rows
-from infr.core import backupops
-from infr.core.session import Session
 from infr.state.model import Backup, Host, Lxc
+from infr.state.session import Session
 from tests.conftest import clone_state, run_cli, seed_host, seed_lxc
 
 HOST_KEYS = [f.name for f in dataclasses.fields(Host)]
@@ -135,9 +135,9 @@ def test_an_unknown_format_is_a_usage_error(world: Path) -> None:
 
 
 def pair_health(monkeypatch: pytest.MonkeyPatch, newest: datetime | None, health: str, error: str = "") -> None:
-    """What `backupops.status` would read from tom over SSH."""
-    pair = backupops.PairStatus("bob", "tom", newest, health, error)
-    monkeypatch.setattr(backupops, "status", lambda session, now=None: [pair])
+    """What `backups_status.status` would read from tom over SSH."""
+    pair = backups_status.PairStatus("bob", "tom", newest, health, error)
+    monkeypatch.setattr(backups_status, "status", lambda session, now=None: [pair])
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_a_pairs_freshness_reads_the_same_in_list_and_status(
 
 
 def test_an_archived_pair_has_null_freshness(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backupops, "status", lambda session, now=None: [])
+    monkeypatch.setattr(backups_status, "status", lambda session, now=None: [])
     with Session(world, command_line="test: archive").change() as change:
         change.set_backups([Backup("bob", "tom", status="archived", started="2026-01-01T00:00:00+00:00")])
     [row] = json.loads(out(world, "backups", "-a", "-o", "json"))

@@ -18,9 +18,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from infr.cli.main import command_line
-from infr.core import bootmedium as bm
-from infr.core import hostops
 from infr.errors import RemoteError
+from infr.hosts import adopt as hosts_adopt
+from infr.hosts.boot import preseed as hosts_preseed
 from infr.state.settings import SETTINGS
 from tests.conftest import run_cli, seed_host, seed_lxc, snapshot
 
@@ -113,15 +113,15 @@ def test_config_set_with_a_miscased_secret_key_logs_no_value(state_dir: Path, mo
 
 @pytest.fixture
 def adopt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """hostops.adopt records the host (a commit with the command line), then fails to connect."""
+    """adopt.adopt records the host (a commit with the command line), then fails to connect."""
     calls: list[str | None] = []
 
     def adopt(session: Any, name: str, ip: str, password: str | None, report: Any, features: Any) -> list[str]:
         calls.append(password)
-        hostops.record_host(session, name, ip)
+        hosts_adopt.record_host(session, name, ip)
         raise RemoteError(f"{name}: cannot connect (test)")
 
-    monkeypatch.setattr(hostops, "adopt", adopt)
+    monkeypatch.setattr(hosts_adopt, "adopt", adopt)
     return calls
 
 
@@ -220,8 +220,8 @@ BAD_CHARACTER = st.characters(blacklist_categories=("L", "N"), blacklist_charact
 @given(tail=URL_TAIL, bad=BAD_CHARACTER, at=st.integers(0, 40))
 def test_an_installer_or_proxy_url_with_any_other_character_is_refused(tail: str, bad: str, at: int) -> None:
     good = f"http://mirror.example:8080/debian/{tail}"
-    assert bm.installer_problems(bm.InstallerSource(good)) == []
+    assert hosts_preseed.installer_problems(hosts_preseed.InstallerSource(good)) == []
     url = good[: 7 + at % (len(good) - 6)] + bad + good[7 + at % (len(good) - 6) :]
-    assert bm.installer_problems(bm.InstallerSource(url)) != []
-    preseed = bm.PreseedSettings("web1", "example.com", ("ssh-ed25519 AAAA",), "/dev/vda", mirror_proxy=url)
-    assert any("proxy URL" in p for p in bm.input_problems(preseed))
+    assert hosts_preseed.installer_problems(hosts_preseed.InstallerSource(url)) != []
+    preseed = hosts_preseed.PreseedSettings("web1", "example.com", ("ssh-ed25519 AAAA",), "/dev/vda", mirror_proxy=url)
+    assert any("proxy URL" in p for p in hosts_preseed.input_problems(preseed))

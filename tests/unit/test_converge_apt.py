@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core.converge import apt_update
+from infr.connector.target import Result
+from infr.engine.steps import apt_update
 from infr.errors import RemoteError
 
 LOCKED = b"E: Could not get lock /var/lib/apt/lists/lock. It is held by process 380 (apt-get)\n"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infr.core import dnsplan
-from infr.core.dnsplan import Plan, Status, compute_plan, marker_for
+from infr.dns import plan as dns_plan
+from infr.dns.plan import Plan, Status, compute_plan, marker_for
 from infr.errors import InfrError, ProviderError
 from infr.providers.base import Provider, Record
 
@@ -212,10 +212,10 @@ def test_changing_more_than_30_percent_of_10_records_needs_force() -> None:
     assert p.unsafe_reason() == ("the plan updates or deletes 4 of 10 managed records (more than 30%)")
     provider = MemoryProvider(actual)
     with pytest.raises(InfrError, match="refusing to apply") as refused:
-        dnsplan.apply(provider, "example.com", p)
+        dns_plan.apply(provider, "example.com", p)
     assert refused.value.hint == "check the plan, then run again with --force"
     assert provider.calls == []
-    assert dnsplan.apply(provider, "example.com", p, force=True).ok
+    assert dns_plan.apply(provider, "example.com", p, force=True).ok
 
 
 def test_30_percent_or_small_zones_or_creations_pass_the_guard() -> None:
@@ -234,7 +234,7 @@ def test_apply_carries_out_the_plan_and_a_second_plan_is_empty() -> None:
     provider = MemoryProvider([a("www.example.com"), a("old.infr.example.com"), mark("old.infr.example.com")])
     desired = [a("web1.infr.example.com"), a("web1.vnet.example.com", "10.8.1.1")]
     p = plan(desired, provider.records)
-    report = dnsplan.apply(provider, "example.com", p)
+    report = dns_plan.apply(provider, "example.com", p)
     assert report.ok and len(report.done) == len(p.changes) == 6
     assert provider.calls == [
         "create _infr-owner.a.web1.infr.example.com",
@@ -250,7 +250,7 @@ def test_apply_carries_out_the_plan_and_a_second_plan_is_empty() -> None:
 def test_partial_failure_is_reported_per_record_and_the_next_run_finishes() -> None:
     provider = MemoryProvider(fail={"web2.infr.example.com", "_infr-owner.a.web3.infr.example.com"})
     desired = [a(f"web{i}.infr.example.com") for i in (1, 2, 3)]
-    report = dnsplan.apply(provider, "example.com", plan(desired, []))
+    report = dns_plan.apply(provider, "example.com", plan(desired, []))
     assert not report.ok
     assert [str(o) for o in report.failed] == [
         "failed: create ownership marker _infr-owner.a.web3.infr.example.com 300 TXT "
@@ -265,13 +265,13 @@ def test_partial_failure_is_reported_per_record_and_the_next_run_finishes() -> N
     assert Status.FOREIGN not in statuses(plan(desired, provider.records)).values()
 
     provider.fail.clear()
-    assert dnsplan.apply(provider, "example.com", plan(desired, provider.records)).ok
+    assert dns_plan.apply(provider, "example.com", plan(desired, provider.records)).ok
     assert plan(desired, provider.records).empty
 
 
 def test_a_failed_delete_keeps_the_marker() -> None:
     provider = MemoryProvider(owned(1), fail={"h0.infr.example.com"})
-    report = dnsplan.apply(provider, "example.com", plan([], provider.records))
+    report = dns_plan.apply(provider, "example.com", plan([], provider.records))
     assert [o.result for o in report.outcomes] == ["failed", "skipped"]
     assert mark("h0.infr.example.com") in provider.records
 
@@ -304,16 +304,16 @@ def actual_records(draw: st.DrawFn) -> list[Record]:
 
 
 def rrset_of(record: Record) -> tuple[str, str]:
-    return dnsplan.marked_rrset(record) or (record.name, record.type)
+    return dns_plan.marked_rrset(record) or (record.name, record.type)
 
 
 def foreign_rrsets(actual: list[Record]) -> set[tuple[str, str]]:
     """The RRsets the module docstring calls foreign, restated independently."""
     result = set()
-    for key in {rrset_of(r) for r in actual if dnsplan.is_managed(r.name, SUFFIXES)}:
-        markers = [r for r in actual if dnsplan.marked_rrset(r) == key]
-        data = [r for r in actual if (r.name, r.type) == key and dnsplan.marked_rrset(r) is None]
-        ours = [m for m in markers if dnsplan.marker_owner(m) == ME]
+    for key in {rrset_of(r) for r in actual if dns_plan.is_managed(r.name, SUFFIXES)}:
+        markers = [r for r in actual if dns_plan.marked_rrset(r) == key]
+        data = [r for r in actual if (r.name, r.type) == key and dns_plan.marked_rrset(r) is None]
+        ours = [m for m in markers if dns_plan.marker_owner(m) == ME]
         if len(ours) < len(markers) or (data and not ours):
             result.add(key)
     return result
@@ -329,16 +329,16 @@ def test_applying_the_plan_yields_the_desired_records(desired: list[Record], act
     def part(records: list[Record], key: tuple[str, str]) -> Counter[Record]:
         return Counter(r for r in records if rrset_of(r) == key)
 
-    outside = Counter(r for r in actual if not dnsplan.is_managed(r.name, SUFFIXES))
-    assert Counter(r for r in after if not dnsplan.is_managed(r.name, SUFFIXES)) == outside
-    for key in {rrset_of(r) for r in actual + desired if dnsplan.is_managed(r.name, SUFFIXES)}:
+    outside = Counter(r for r in actual if not dns_plan.is_managed(r.name, SUFFIXES))
+    assert Counter(r for r in after if not dns_plan.is_managed(r.name, SUFFIXES)) == outside
+    for key in {rrset_of(r) for r in actual + desired if dns_plan.is_managed(r.name, SUFFIXES)}:
         if key in untouchable:
             assert part(after, key) == part(actual, key)
             continue
-        data = Counter(r for r in after if (r.name, r.type) == key and not dnsplan.marked_rrset(r))
+        data = Counter(r for r in after if (r.name, r.type) == key and not dns_plan.marked_rrset(r))
         assert data == Counter(set(part(desired, key)))
-        markers = [r for r in after if dnsplan.marked_rrset(r) == key]
-        assert [dnsplan.marker_owner(m) for m in markers] == ([ME] if data else [])
+        markers = [r for r in after if dns_plan.marked_rrset(r) == key]
+        assert [dns_plan.marker_owner(m) for m in markers] == ([ME] if data else [])
     assert plan(desired, after, adopt=adopt).empty
 
 
@@ -346,8 +346,8 @@ def test_applying_the_plan_yields_the_desired_records(desired: list[Record], act
 @given(desired_records(), actual_records(), st.booleans())
 def test_nothing_outside_the_suffixes_is_ever_touched(desired: list[Record], actual: list[Record], adopt: bool) -> None:
     p = plan(desired, actual, adopt=adopt)
-    assert all(dnsplan.is_managed(c.record.name, SUFFIXES) for c in p.changes)
-    assert all(dnsplan.is_managed(r.record.name, SUFFIXES) for r in p.rows)
+    assert all(dns_plan.is_managed(c.record.name, SUFFIXES) for c in p.changes)
+    assert all(dns_plan.is_managed(r.record.name, SUFFIXES) for r in p.rows)
     for change in p.changes:
         if change.old is not None:
             assert change.old in actual

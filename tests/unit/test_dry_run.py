@@ -21,11 +21,11 @@ import pytest
 from infr import reconcile
 from infr.cli.main import cli
 from infr.connector import SSHConnection, Target
-from infr.core.session import Session
 from infr.engine.plan import Runner, Step
 from infr.engine.run import Context
 from infr.errors import RemoteError, ValidationError
 from infr.state.model import Host, Inventory, Lxc
+from infr.state.session import Session
 from tests.conftest import clone_state, make_key, seed_lxc
 from tests.unit.fuzzing import WG_KEY, Run, run_main, seed_fuzz_state
 
@@ -409,19 +409,19 @@ def test_the_same_key_under_another_name_is_still_refused(fleet: Path, tmp_path:
 def test_the_dry_run_of_a_routing_change_shows_haproxys_config_diff_from_the_host(
     fleet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.core import haproxy_deploy
     from infr.engine.facts import FileFact
+    from infr.routing import deploy
     from infr.routing.feature import CONFIG
     from infr.routing.feature import FEATURE as ROUTING
     from tests.unit.test_plan_routing import FakeHost
 
     session = Session(fleet)
     bob = session.inventory().hosts["bob"]
-    config = haproxy_deploy.desired_config(session.inventory(), bob, haproxy_deploy.settings_for(session))
-    files = {s.path: FileFact(s.content, f"{s.owner}:{s.group}:{s.mode:o}") for s in haproxy_deploy.host_files()}
+    config = deploy.desired_config(session.inventory(), bob, deploy.settings_for(session))
+    files = {s.path: FileFact(s.content, f"{s.owner}:{s.group}:{s.mode:o}") for s in deploy.host_files()}
     files[CONFIG] = FileFact(config.encode(), "root:haproxy:640")  # bob holds what state says now
-    units = {u: "enabled active" for u in ("haproxy", haproxy_deploy.RENEW_TIMER)}
-    host = FakeHost(files, units | {haproxy_deploy.DEBIAN_RENEW_TIMER: "disabled inactive"})
+    units = {u: "enabled active" for u in ("haproxy", deploy.RENEW_TIMER)}
+    host = FakeHost(files, units | {deploy.DEBIAN_RENEW_TIMER: "disabled inactive"})
     monkeypatch.setattr(reconcile, "FEATURES", (ROUTING,))
     monkeypatch.setattr(SSHConnection, "connect", staticmethod(lambda target: nullcontext(host)))
     assert infr(fleet, "lxc", "web", "http", "FORWARD", "-n").stdout.splitlines()[-2:] == [

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.session import Session
 from infr.errors import ValidationError
 from infr.state import schema
+from infr.state.cache import _Files, _fingerprint
 from infr.state.model import Host, Inventory, Lxc, TcpForward
-from infr.state.store import Store, _Files, _fingerprint
+from infr.state.session import Session
+from infr.state.store import Store
 from tests.conftest import DEFAULT_SETTINGS, seed_host, seed_lxc
 
 

@@ -23,15 +23,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infr.backups import btrbk, points
 from infr.connector import command
-from infr.core import backups, bootmedium, certs, restore
 from infr.errors import InfrError
+from infr.hosts.boot import grub, medium
+from infr.restore import commands, drill
+from infr.routing import certs
 from tests.unit.fuzzing import hostile
 
 EXAMPLES = 80
 Builder = Callable[[str], Sequence[Sequence[str]]]
-BACKUP = backups.BackupSettings()
-PATHS = restore.LxcPaths
+BACKUP = btrbk.BackupSettings()
+PATHS = commands.LxcPaths
 
 
 def _one(argv: Sequence[str]) -> list[Sequence[str]]:
@@ -54,29 +57,29 @@ BUILDERS: dict[str, tuple[Builder, bool]] = {
         lambda v: command.write_file_cmds(v, "root", "root", 0o600, command.tmp_path_for(v)),
         True,
     ),
-    "backups.list_restore_points_argv": (lambda v: _one(backups.list_restore_points_argv(v, BACKUP)), False),
-    "backups.list_points_argv": (lambda v: _one(backups.list_points_argv(v)), False),
-    "bootmedium.upload_argv": (lambda v: _one(bootmedium.upload_argv(bootmedium.Upload(Path("/x"), v))), False),
-    "bootmedium.write_image_argv": (lambda v: _one(bootmedium.write_image_argv(v)), False),
-    "bootmedium.write_image_argv(image)": (lambda v: _one(bootmedium.write_image_argv("/dev/vda", v)), False),
-    "restore.make_dirs_argv": (lambda v: _one(restore.make_dirs_argv(PATHS(v))), False),
-    "restore.clear_argv": (lambda v: _one(restore.clear_argv(v)), False),
-    "restore.send_argv": (lambda v: _one(restore.send_argv(v)), True),
-    "restore.receive_argv": (lambda v: _one(restore.receive_argv(v)), True),
-    "restore.snapshot_argv": (lambda v: _one(restore.snapshot_argv(v, v)), True),
-    "restore.delete_subvolume_argv": (lambda v: _one(restore.delete_subvolume_argv(v)), True),
-    "restore.mark_argv": (lambda v: _one(restore.mark_argv(PATHS("web"), v)), True),
-    "restore.lxc_state_argv": (lambda v: _one(restore.lxc_state_argv(v)), False),
-    "restore.stop_argv": (lambda v: _one(restore.stop_argv(v, kill=True)), False),
-    "restore.start_argv": (lambda v: _one(restore.start_argv(v)), False),
-    "restore.wait_running_argv": (lambda v: _one(restore.wait_running_argv(v)), False),
-    "restore.destroy_argv": (lambda v: _one(restore.destroy_argv(v)), False),
-    "restore.swap_in_argv": (lambda v: _one(restore.swap_in_argv(PATHS(v))), False),
-    "restore.swap_back_argv": (lambda v: _one(restore.swap_back_argv(PATHS(v))), False),
-    "restore.check_path_argv": (lambda v: _one(restore.check_path_argv(v, restore.relative_path(v))), False),
-    "restore.tar_create_argv": (lambda v: _one(restore.tar_create_argv("/b", restore.relative_path(v))), True),
-    "restore.tar_extract_argv": (lambda v: _one(restore.tar_extract_argv(v)), False),
-    "restore.drill_check_argv": (lambda v: _one(restore.drill_check_argv(v)), False),
+    "backups.list_restore_points_argv": (lambda v: _one(points.list_restore_points_argv(v, BACKUP)), False),
+    "backups.list_points_argv": (lambda v: _one(points.list_points_argv(v)), False),
+    "bootmedium.upload_argv": (lambda v: _one(medium.upload_argv(grub.Upload(Path("/x"), v))), False),
+    "bootmedium.write_image_argv": (lambda v: _one(medium.write_image_argv(v)), False),
+    "bootmedium.write_image_argv(image)": (lambda v: _one(medium.write_image_argv("/dev/vda", v)), False),
+    "restore.make_dirs_argv": (lambda v: _one(commands.make_dirs_argv(PATHS(v))), False),
+    "restore.clear_argv": (lambda v: _one(commands.clear_argv(v)), False),
+    "restore.send_argv": (lambda v: _one(commands.send_argv(v)), True),
+    "restore.receive_argv": (lambda v: _one(commands.receive_argv(v)), True),
+    "restore.snapshot_argv": (lambda v: _one(commands.snapshot_argv(v, v)), True),
+    "restore.delete_subvolume_argv": (lambda v: _one(commands.delete_subvolume_argv(v)), True),
+    "restore.mark_argv": (lambda v: _one(commands.mark_argv(PATHS("web"), v)), True),
+    "restore.lxc_state_argv": (lambda v: _one(commands.lxc_state_argv(v)), False),
+    "restore.stop_argv": (lambda v: _one(commands.stop_argv(v, kill=True)), False),
+    "restore.start_argv": (lambda v: _one(commands.start_argv(v)), False),
+    "restore.wait_running_argv": (lambda v: _one(commands.wait_running_argv(v)), False),
+    "restore.destroy_argv": (lambda v: _one(commands.destroy_argv(v)), False),
+    "restore.swap_in_argv": (lambda v: _one(commands.swap_in_argv(PATHS(v))), False),
+    "restore.swap_back_argv": (lambda v: _one(commands.swap_back_argv(PATHS(v))), False),
+    "restore.check_path_argv": (lambda v: _one(commands.check_path_argv(v, commands.relative_path(v))), False),
+    "restore.tar_create_argv": (lambda v: _one(commands.tar_create_argv("/b", commands.relative_path(v))), True),
+    "restore.tar_extract_argv": (lambda v: _one(commands.tar_extract_argv(v)), False),
+    "restore.drill_check_argv": (lambda v: _one(drill.drill_check_argv(v)), False),
     "certs.delete_argv": (lambda v: _one(certs.delete_argv(v, certs.CertbotSettings())), False),
     "certs.x509_text_argv": (lambda v: _one(certs.x509_text_argv(v)), False),
 }

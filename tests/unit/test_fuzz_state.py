@@ -1,7 +1,7 @@
 """Every field of every state file, fed hostile values: refused naming file and field, or harmless.
 
 Issue 12, "Done means" (and item 2: a hand-edited or merged state file is input too). For each
-field of hosts/*.toml, lxcs/*.toml, peers/*.toml, keys/*.pub, backups.toml, ipam.toml,
+field of hosts/*.toml, lxcs/*.toml, peers/*.toml, keys/*.pub, btrbk.toml, ipam.toml,
 config.toml (every setting), infr.toml, .cache/inventory.json and .journal/manifest.json a
 hostile value is written into an otherwise valid state, which is then loaded in-process
 (Store.load) and through `infr config validate`, `infr hosts` and `infr lxcs`. Either
@@ -148,7 +148,7 @@ def _template_fields() -> list[Field]:
     from tests.conftest import DEFAULT_SETTINGS, _author_env, make_key
 
     with tempfile.TemporaryDirectory() as tmp, _author_env():
-        from infr.core.config import init_state
+        from infr.state.config import init_state
         from infr.state.store import Store
 
         key = make_key(Path(tmp) / "k")
@@ -256,44 +256,48 @@ def values(field: Field) -> st.SearchStrategy[Any]:
 
 def render_everything(root: Path) -> dict[str, str]:
     """Every file infr renders from this state, by a name for the failure message."""
-    from infr.core import backups, dnsnames, haproxy, mesh, provision
-    from infr.core.backupops import _pull_view
-    from infr.core.haproxy_deploy import settings_for
-    from infr.core.session import Session
-    from infr.lxcs import desired
+    from infr.backups import btrbk
+    from infr.backups.desired import pull_view
+    from infr.dns import wanted
+    from infr.hosts import desired
+    from infr.lxcs import desired as lxcs_desired
+    from infr.routing import haproxy
+    from infr.routing.deploy import settings_for
     from infr.state.model import BACKUP_ACTIVE
+    from infr.state.session import Session
+    from infr.vnet import desired as vnet_desired
 
     session = Session(root, command_line="fuzz: render")
     inv, values = session.inventory(), session.settings()
     port = int(values.get("vnetListenPort", 51820))
-    out: dict[str, str] = {"authorized_keys": provision.authorized_keys(inv).decode()}
-    out["vnet hosts block"] = mesh.hosts_block(inv, values)
-    out["nftables zones"] = mesh.zones_ruleset(inv)
-    out["dns records"] = "\n".join(f"{r.fqdn} {r.type} {r.value} {r.ttl}" for r in dnsnames.wanted_records(inv, values))
+    out: dict[str, str] = {"authorized_keys": desired.authorized_keys(inv).decode()}
+    out["vnet hosts block"] = vnet_desired.hosts_block(inv, values)
+    out["nftables zones"] = vnet_desired.zones_ruleset(inv)
+    out["dns records"] = "\n".join(f"{r.fqdn} {r.type} {r.value} {r.ttl}" for r in wanted.wanted_records(inv, values))
     for peer in inv.peers.values():
-        out[f"admin wg {peer.name}"] = mesh.admin_config(inv, peer, "x" * 43 + "=", port)
+        out[f"admin wg {peer.name}"] = vnet_desired.admin_config(inv, peer, "x" * 43 + "=", port)
     for host in inv.hosts.values():
         out[f"haproxy {host.name}"] = haproxy.render_haproxy(host, inv.lxcs_on(host.name), settings_for(session))
-        for spec in mesh.host_files(inv, host, port) + provision.name_files(host.name, values):
+        for spec in vnet_desired.host_files(inv, host, port) + desired.name_files(host.name, values):
             out[f"{spec.path} on {host.name}"] = spec.content.decode()
     for lxc in inv.lxcs.values():
         host = inv.hosts[lxc.host]
-        out[f"lxc config {lxc.name}"] = desired.container_config(lxc, host, values).decode()
-        for spec in provision.name_files(lxc.name, values):
+        out[f"lxc config {lxc.name}"] = lxcs_desired.container_config(lxc, host, values).decode()
+        for spec in desired.name_files(lxc.name, values):
             out[f"{spec.path} in {lxc.name}"] = spec.content.decode()
-    bsettings = backups.BackupSettings.from_config({k: str(v) for k, v in values.items()})
+    bsettings = btrbk.BackupSettings.from_config({k: str(v) for k, v in values.items()})
     for to_name in {b.to_host for b in inv.backups}:
-        pairs = [(b, _pull_view(inv.hosts[b.from_host])) for b in inv.backups if b.to_host == to_name]
+        pairs = [(b, pull_view(inv.hosts[b.from_host])) for b in inv.backups if b.to_host == to_name]
         lxcs = {h.name: inv.lxcs_on(h.name) for _, h in pairs}
         to = inv.hosts[to_name]
-        out[f"btrbk.conf on {to_name}"] = backups.render_btrbk_conf(to, pairs, lxcs, bsettings)
+        out[f"btrbk.conf on {to_name}"] = btrbk.render_btrbk_conf(to, pairs, lxcs, bsettings)
         active = [h for b, h in pairs if b.status == BACKUP_ACTIVE]
-        for path, text in backups.render_units(to, active, bsettings).items():
+        for path, text in btrbk.render_units(to, active, bsettings).items():
             out[f"{path} on {to_name}"] = text
-        out[f"backup key for {to_name}"] = backups.render_authorized_key(
+        out[f"backup key for {to_name}"] = btrbk.render_authorized_key(
             to_name, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIARNgjONO37+KCGTP/7oT3XJ8FCWJU7CmFKqf3Ok9MXY x", bsettings
         )
-    for path, text in backups.render_source_files(bsettings).items():
+    for path, text in btrbk.render_source_files(bsettings).items():
         out[path] = text
     return out
 

@@ -18,9 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infr.core import haproxy, templating
-from infr.core.certs import CertbotSettings, CertRequest, renew_argv
-from infr.core.haproxy import (
+from infr.engine import templating
+from infr.errors import ValidationError
+from infr.routing import haproxy
+from infr.routing.certs import CertbotSettings, CertRequest, renew_argv
+from infr.routing.haproxy import (
     HOST_FILES,
     HaproxySettings,
     certificate_requests,
@@ -29,7 +31,6 @@ from infr.core.haproxy import (
     render_haproxy,
     summarize_changes,
 )
-from infr.errors import ValidationError
 from infr.state.model import HTTP_MODES, HTTPS_MODES, Host, Lxc, TcpForward
 
 GOLDEN = Path(__file__).parent / "golden" / "haproxy"
@@ -135,7 +136,7 @@ def test_strict_undefined_rejects_a_missing_attribute() -> None:
 
 
 def test_importing_the_modules_does_not_import_jinja2() -> None:
-    code = "import sys, infr.core.haproxy, infr.core.certs; print('jinja2' in sys.modules)"
+    code = "import sys, infr.routing.haproxy, infr.routing.certs; print('jinja2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

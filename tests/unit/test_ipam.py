@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infr.core.session import Session
 from infr.errors import ConflictError, InfrError, UsageError
 from infr.state import ipam
 from infr.state.model import Host, Inventory, Lxc, Peer
+from infr.state.session import Session
 from tests.conftest import seed_host, seed_lxc
 
 # (network, pool start): small pools so that wrapping and filling up happen often,

@@ -108,9 +108,9 @@ def _in(module: str, package: str) -> bool:
 
 
 def test_the_graph_sees_function_level_and_from_imports() -> None:
-    # hostops imports provision at module level; cmd_hosts imports hostops inside its commands.
-    assert "infr.core.provision" in graph()["infr.core.hostops"]
-    assert "infr.core.hostops" in graph()["infr.cli.cmd_hosts"]
+    # adopt imports desired at module level; cmd_hosts imports adopt inside its commands.
+    assert "infr.hosts.desired" in graph()["infr.hosts.adopt"]
+    assert "infr.hosts.adopt" in graph()["infr.cli.cmd_hosts"]
     assert "infr.connector.ssh" in graph()["infr.connector"]  # from infr.connector.ssh import (...)
 
 
@@ -139,15 +139,64 @@ def test_paramiko_only_under_connector() -> None:
     assert not outside, f"paramiko imported outside infr/connector: {outside}"
 
 
+# The house's floors, top to bottom: a module imports its own package and the floors below,
+# never a floor above nor a neighbour on its own floor (features import features only downward).
+# followups runs the imperative commands' consequences; reconcile runs the plan engine over
+# every feature: both stand on the features, beside each other.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("infr.cli",),
+    ("infr.followups", "infr.reconcile"),
+    ("infr.restore",),
+    ("infr.lxcs",),
+    ("infr.hosts", "infr.routing", "infr.backups", "infr.vnet"),
+    ("infr.dns",),
+    ("infr.engine",),
+    ("infr.state", "infr.connector", "infr.providers"),
+    ("infr.errors", "infr.oplog"),
+)
+# Outside the floors: the package itself, the lab (a tool beside infr) and the user's settings.
+UNLAYERED = ("infr", "infr.lab", "infr.userconfig")
+TOP = ("infr.followups", "infr.reconcile")
+FEATURES = ("infr.restore", "infr.lxcs", "infr.hosts", "infr.routing", "infr.backups", "infr.vnet", "infr.dns")
 FORBIDDEN = {
-    "infr.state": ("infr.core", "infr.connector", "infr.cli", "infr.providers"),
-    "infr.connector": ("infr.core", "infr.cli"),
-    "infr.providers": ("infr.core", "infr.cli"),
+    **{feature: ("infr.cli", *TOP) for feature in FEATURES},
+    "infr.engine": ("infr.cli", *TOP, *FEATURES),
+    "infr.state": ("infr.cli", *TOP, *FEATURES, "infr.engine", "infr.connector", "infr.providers"),
+    "infr.connector": ("infr.cli", *TOP, *FEATURES, "infr.engine"),
+    "infr.providers": ("infr.cli", *TOP, *FEATURES, "infr.engine"),
 }
 # The one allowed exception: the settings registry takes each DNS provider's settings from
 # the provider registry (infr/providers/__init__.py: names and settings, no API code; it
 # imports only errors and oplog), so a provider's settings are declared once.
 ALLOWED = {("infr.state.settings", "infr.providers")}
+
+
+def _room(module: str) -> tuple[int, str] | None:
+    """(floor, package) of a module; None outside the floors."""
+    for floor, packages in enumerate(LAYERS):
+        for package in packages:
+            if _in(module, package):
+                return floor, package
+    return None
+
+
+def test_every_module_is_on_a_floor() -> None:
+    lost = [m for m in modules() if _room(m) is None and m != "infr" and not any(_in(m, u) for u in UNLAYERED[1:])]
+    assert not lost, f"modules on no floor of LAYERS: {lost}"
+
+
+def test_each_floor_imports_only_the_floors_below() -> None:
+    wrong = []
+    for module, targets in graph().items():
+        if (here := _room(module)) is None:
+            continue
+        for target, line in targets.items():
+            there = _room(target)
+            if there is None or there[1] == here[1] or (module, there[1]) in ALLOWED:
+                continue
+            if there[0] <= here[0]:
+                wrong.append(f"{module} imports {target} (line {line}): {there[1]} is not below {here[1]}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_lower_layers_import_nothing_from_the_layers_above() -> None:

@@ -12,9 +12,12 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from infr.core import backupops, converge, lxcops, meshops, osrelease
+from infr.backups import pairs
+from infr.engine import steps
 from infr.errors import ConflictError
+from infr.lxcs import containers, osrelease
 from infr.state.store import Store
+from infr.vnet import members
 from tests.conftest import run_cli, seed_host, snapshot
 from tests.unit.fake_host import FakeHost
 
@@ -112,7 +115,8 @@ UBUNTU = 'NAME="Ubuntu"\nVERSION_ID="16.04"\nVERSION_CODENAME=xenial\nID=ubuntu\
 
 
 def read(rootfs: Path) -> str:
-    return subprocess.run(["sh", "-c", lxcops._OS_RELEASE, "sh", str(rootfs)], capture_output=True, text=True).stdout
+    argv = ["sh", "-c", containers._OS_RELEASE, "sh", str(rootfs)]
+    return subprocess.run(argv, capture_output=True, text=True).stdout
 
 
 def test_os_release_is_read_from_etc_through_its_relative_link(tmp_path: Path) -> None:
@@ -143,7 +147,7 @@ def test_a_link_out_of_the_image_is_not_followed(tmp_path: Path) -> None:
 
 def image_host(os_release: str) -> FakeHost:
     """A host that unpacks anything and whose unpacked image has `os_release`."""
-    return FakeHost({("sh", "-c", lxcops._OS_RELEASE): (0, os_release.encode()), ("test",): (1, b"")})
+    return FakeHost({("sh", "-c", containers._OS_RELEASE): (0, os_release.encode()), ("test",): (1, b"")})
 
 
 @pytest.fixture
@@ -153,17 +157,17 @@ def tarball_world(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     image.write_bytes(b"not really a tarball")
     assert run_cli(state_dir, "config", "set", "lxcImageSource", str(image)).exit_code == 0
     # After the rootfs: config, start and inside are not what these tests are about.
-    monkeypatch.setattr(converge, "ensure_file", lambda conn, spec: [])
-    monkeypatch.setattr(lxcops, "start", lambda conn, name: [])
-    monkeypatch.setattr(lxcops, "_inside", lambda conn, session, lxc, host: [])
-    monkeypatch.setattr(meshops, "after_lxc_change", lambda session, report: [])
-    monkeypatch.setattr(backupops, "redeploy_targets", lambda session, hosts, report: [])
+    monkeypatch.setattr(steps, "ensure_file", lambda conn, spec: [])
+    monkeypatch.setattr(containers, "start", lambda conn, name: [])
+    monkeypatch.setattr(containers, "_inside", lambda conn, session, lxc, host: [])
+    monkeypatch.setattr(members, "after_lxc_change", lambda session, report: [])
+    monkeypatch.setattr(pairs, "redeploy_targets", lambda session, hosts, report: [])
     return state_dir
 
 
 def on(monkeypatch: pytest.MonkeyPatch, os_release: str) -> FakeHost:
     host = image_host(os_release)
-    monkeypatch.setattr(lxcops.SSHConnection, "connect", lambda target: host)
+    monkeypatch.setattr(containers.SSHConnection, "connect", lambda target: host)
     return host
 
 
@@ -189,7 +193,7 @@ def test_an_image_that_is_not_what_was_asked_is_refused_with_nothing_left(
     assert not any(a[0] == "touch" for a in host.ran)  # never marked created
     assert "left 'creating'" not in result.stdout
     # The address it had is the next LXC's.
-    host.answers[("sh", "-c", lxcops._OS_RELEASE)] = (0, UBUNTU.encode())
+    host.answers[("sh", "-c", containers._OS_RELEASE)] = (0, UBUNTU.encode())
     assert run_cli(tarball_world, "lxcs", "add", "gonzo", "ubuntu", "xenial", "bob").exit_code == 0
     assert Store(tarball_world).load().lxcs["gonzo"].vnet_ip == "10.8.1.2"
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from infr.connector import SSHConnection
-from infr.core import haproxy_deploy, meshops
 from infr.errors import RemoteError
+from infr.routing import deploy as routing_deploy
 from infr.state.model import TcpForward
 from infr.state.store import Store
+from infr.vnet import members
 from tests.conftest import run_cli, seed_host, seed_lxc, snapshot
 
 # (command, the field it sets, its value after the change)
@@ -62,7 +63,7 @@ class Reachable:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.deployed: list[str] = []
         monkeypatch.setattr(SSHConnection, "connect", lambda target: self)
-        monkeypatch.setattr(haproxy_deploy, "deploy", self.deploy)
+        monkeypatch.setattr(routing_deploy, "deploy", self.deploy)
 
     def __enter__(self) -> Reachable:
         return self
@@ -108,7 +109,7 @@ def test_zone_change_the_hosts_did_not_get_says_saved_and_the_rerun_applies_it(
     )
     assert Store(world).load().lxcs["fozzie"].zone == "shop"
     applied: list[str] = []
-    monkeypatch.setattr(meshops, "deploy", lambda session, report: applied.append("mesh") or {})
+    monkeypatch.setattr(members, "deploy", lambda session, report: applied.append("mesh") or {})
     again = run_cli(world, "lxc", "fozzie", "zone", "shop")
     assert again.exit_code == 0 and applied == ["mesh"], again.output
     assert again.stdout.splitlines()[0] == "fozzie: already in zone shop"

@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
-from infr.core import backupops, haproxy_deploy, lxcops, meshops
+from infr.backups import pairs
 from infr.errors import RemoteError, ValidationError
+from infr.lxcs import containers
+from infr.routing import deploy
 from infr.state.store import Store
+from infr.vnet import members
 from tests.conftest import run_cli, seed_host, seed_lxc
 from tests.unit.fake_host import FakeHost
 
@@ -55,8 +58,8 @@ def test_a_status_that_is_not_creating_or_ready_is_refused_at_load(bob: Path) ->
 
 def _quiet_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mesh and backups after an add or remove: not what these tests are about."""
-    monkeypatch.setattr(meshops, "after_lxc_change", lambda session, report: [])
-    monkeypatch.setattr(backupops, "redeploy_targets", lambda session, hosts, report: [])
+    monkeypatch.setattr(members, "after_lxc_change", lambda session, report: [])
+    monkeypatch.setattr(pairs, "redeploy_targets", lambda session, hosts, report: [])
 
 
 def test_a_failed_add_stays_creating_and_its_rerun_makes_it_ready(
@@ -67,14 +70,14 @@ def test_a_failed_add_stays_creating_and_its_rerun_makes_it_ready(
     def unreachable(target: Any) -> FakeHost:
         raise RemoteError("cannot connect to bob: connection refused")
 
-    monkeypatch.setattr(lxcops.SSHConnection, "connect", unreachable)
+    monkeypatch.setattr(containers.SSHConnection, "connect", unreachable)
     failed = run_cli(bob, "lxcs", "add", "gonzo", "debian", "bookworm", "bob")
     assert isinstance(failed.exception, RemoteError)
     assert "gonzo: left 'creating' in state: run the same command again to finish it" in failed.stdout
     assert statuses(bob) == {"gonzo": "creating"}
 
-    monkeypatch.setattr(lxcops.SSHConnection, "connect", lambda target: FakeHost())
-    monkeypatch.setattr(lxcops, "_make", lambda session, lxc, report, refusal: ["created container gonzo"])
+    monkeypatch.setattr(containers.SSHConnection, "connect", lambda target: FakeHost())
+    monkeypatch.setattr(containers, "_make", lambda session, lxc, report, refusal: ["created container gonzo"])
     again = run_cli(bob, "lxcs", "add", "gonzo", "debian", "bookworm", "bob")
     assert again.exit_code == 0, (again.output, again.exception)
     assert statuses(bob) == {"gonzo": "ready"}
@@ -85,8 +88,8 @@ def test_remove_cleans_up_what_a_failed_add_left(bob: Path, monkeypatch: pytest.
     _quiet_neighbours(monkeypatch)
     seed_lxc(bob, "gonzo", "bob", status="creating")
     host = FakeHost({("lxc-info",): (1, b"")})  # LXC does not know it: no config was written yet
-    monkeypatch.setattr(lxcops.SSHConnection, "connect", lambda target: host)
-    monkeypatch.setattr(haproxy_deploy, "deploy", lambda conn, session, host, report: [])
+    monkeypatch.setattr(containers.SSHConnection, "connect", lambda target: host)
+    monkeypatch.setattr(deploy, "deploy", lambda conn, session, host, report: [])
     result = run_cli(bob, "lxc", "gonzo", "remove", "--yes")
     assert result.exit_code == 0, (result.output, result.exception)
     assert "gonzo: removed what the unfinished add of gonzo left" in result.stdout.splitlines()

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import mesh
-from infr.core.meshops import new_key_pair, public_key_of
 from infr.state.model import Host, Inventory, Lxc, Peer
+from infr.vnet import desired, status
+from infr.vnet.join import public_key_of
+from infr.vnet.members import new_key_pair
 
 KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="
@@ -38,7 +39,7 @@ def inventory() -> Inventory:
 
 def test_host_config_lists_other_members_with_their_containers_and_the_admins() -> None:
     inv = inventory()
-    lines = mesh.host_config(inv, inv.hosts["a"], 51820).splitlines()
+    lines = desired.host_config(inv, inv.hosts["a"], 51820).splitlines()
     assert lines[1:3] == ["[Interface]", "ListenPort = 51820"]
     assert "PrivateKey" not in "\n".join(lines)
     peer_b = lines.index(f"PublicKey = {KEY_B}")
@@ -55,8 +56,8 @@ def test_host_config_lists_other_members_with_their_containers_and_the_admins() 
 
 def test_routes_cover_everything_behind_other_hosts_and_admins_only() -> None:
     inv = inventory()
-    assert mesh.routed_addresses(inv, inv.hosts["a"]) == ["10.8.1.2", "10.8.1.9", "10.8.1.20", "10.8.1.100"]
-    script = mesh.up_script(inv, inv.hosts["a"])
+    assert desired.routed_addresses(inv, inv.hosts["a"]) == ["10.8.1.2", "10.8.1.9", "10.8.1.20", "10.8.1.100"]
+    script = desired.up_script(inv, inv.hosts["a"])
     assert 'wanted="10.8.1.2 10.8.1.9 10.8.1.20 10.8.1.100"' in script.splitlines()
     assert '    ip route replace "$address/32" dev "$dev" src 10.8.1.1' in script.splitlines()
     assert "sysctl -q -w net.ipv4.conf.infrbr0.proxy_arp=1 net.ipv4.neigh.infrbr0.proxy_delay=0" in script
@@ -66,13 +67,13 @@ def test_routes_cover_everything_behind_other_hosts_and_admins_only() -> None:
 def test_script_is_valid_sh(tmp_path: Path) -> None:
     inv = inventory()
     script = tmp_path / "up"
-    script.write_text(mesh.up_script(inv, inv.hosts["b"]))
+    script.write_text(desired.up_script(inv, inv.hosts["b"]))
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
 
 
 def test_script_forwards_and_loads_the_zones_last() -> None:
     inv = inventory()
-    lines = mesh.up_script(inv, inv.hosts["a"]).splitlines()
+    lines = desired.up_script(inv, inv.hosts["a"]).splitlines()
     assert "sysctl -q -w net.ipv4.ip_forward=1" in lines
     assert lines[-1] == "nft -f /etc/infr/zones.nft"
     # syncconf makes the interface exactly the file: the key joins a private copy first
@@ -85,29 +86,29 @@ def test_script_of_a_lone_host_routes_nothing_but_admins() -> None:
     inv = inventory()
     inv.hosts = {"a": inv.hosts["a"]}
     inv.peers = {}
-    assert 'wanted=""' in mesh.up_script(inv, inv.hosts["a"]).splitlines()
+    assert 'wanted=""' in desired.up_script(inv, inv.hosts["a"]).splitlines()
 
 
 def test_unit_runs_the_script_once_at_boot_and_again_with_lxc_net() -> None:
-    lines = mesh.unit().splitlines()
+    lines = desired.unit().splitlines()
     assert "Type=oneshot" in lines and "RemainAfterExit=yes" in lines
     assert "ExecStart=/usr/local/sbin/infr-mesh-up" in lines
     # enabled: at boot; PartOf + WantedBy lxc-net: again when lxc-net makes the bridge anew
     assert "WantedBy=multi-user.target lxc-net.service" in lines and "PartOf=lxc-net.service" in lines
-    assert "ExecStop" not in mesh.unit()  # stopping the unit leaves the tunnels up
+    assert "ExecStop" not in desired.unit()  # stopping the unit leaves the tunnels up
 
 
 def test_host_files_keep_the_config_private_and_check_the_rules() -> None:
     inv = inventory()
-    specs = {s.path: s for s in mesh.host_files(inv, inv.hosts["a"], 51820)}
-    assert specs[mesh.CONF_PATH].mode == 0o600
-    assert specs[mesh.UP_SCRIPT].mode == 0o755
-    assert specs[mesh.ZONES_PATH].precheck == ("nft", "-c", "-f", "{}")
+    specs = {s.path: s for s in desired.host_files(inv, inv.hosts["a"], 51820)}
+    assert specs[desired.CONF_PATH].mode == 0o600
+    assert specs[desired.UP_SCRIPT].mode == 0o755
+    assert specs[desired.ZONES_PATH].precheck == ("nft", "-c", "-f", "{}")
 
 
 def test_admin_config_reaches_every_host_and_its_containers() -> None:
     inv = inventory()
-    lines = mesh.admin_config(inv, inv.peers["alice"], "secret-key", 51999).splitlines()
+    lines = desired.admin_config(inv, inv.peers["alice"], "secret-key", 51999).splitlines()
     assert lines[1:4] == ["[Interface]", "PrivateKey = secret-key", "Address = 10.8.1.100/32"]
     assert "AllowedIPs = 10.8.1.1/32, 10.8.1.30/32, 10.8.1.31/32" in lines
     assert "Endpoint = 203.0.113.1:51999" in lines and "Endpoint = 203.0.113.2:51999" in lines
@@ -118,7 +119,7 @@ def test_admin_config_reaches_every_host_and_its_containers() -> None:
 
 def test_configs_end_in_one_newline_and_take_a_peer_per_block() -> None:
     inv = inventory()
-    for text in (mesh.host_config(inv, inv.hosts["b"], 1), mesh.admin_config(inv, inv.peers["alice"], "k", 1)):
+    for text in (desired.host_config(inv, inv.hosts["b"], 1), desired.admin_config(inv, inv.peers["alice"], "k", 1)):
         assert text.endswith("\n") and not text.endswith("\n\n")
         assert text.count("\n\n[Peer]") == 0 and text.count("\n\n# ") == text.count("[Peer]")
 
@@ -126,7 +127,7 @@ def test_configs_end_in_one_newline_and_take_a_peer_per_block() -> None:
 def test_host_config_is_wg_format_not_wg_quick() -> None:
     """`wg syncconf` reads wg's own format: the parts wg-quick adds (Address) are not in it."""
     inv = inventory()
-    text = mesh.host_config(inv, inv.hosts["a"], 51820)
+    text = desired.host_config(inv, inv.hosts["a"], 51820)
     assert "Address" not in text and "PrivateKey" not in text
     sections = [line for line in text.splitlines() if line.startswith("[")]
     assert sections == ["[Interface]", "[Peer]", "[Peer]"]
@@ -135,7 +136,7 @@ def test_host_config_is_wg_format_not_wg_quick() -> None:
 
 
 def test_zones_ruleset_isolates_zones_in_both_families() -> None:
-    text = mesh.zones_ruleset(inventory())
+    text = desired.zones_ruleset(inventory())
     lines = [line.strip() for line in text.splitlines()]
     containers = "set containers { type ipv4_addr; elements = { 10.8.1.9, 10.8.1.20, 10.8.1.30, 10.8.1.31 }; }"
     assert lines.count(containers) == 2
@@ -149,7 +150,7 @@ def test_zones_ruleset_isolates_zones_in_both_families() -> None:
 
 
 def test_zones_ruleset_replaces_its_tables_whole() -> None:
-    lines = mesh.zones_ruleset(inventory()).splitlines()
+    lines = desired.zones_ruleset(inventory()).splitlines()
     for family in ("inet", "bridge"):
         at = lines.index(f"table {family} infr_zones")
         assert lines[at + 1 : at + 3] == [f"delete table {family} infr_zones", f"table {family} infr_zones {{"]
@@ -160,7 +161,7 @@ def test_no_zones_no_rules() -> None:
     inv = inventory()
     for lxc in inv.lxcs.values():
         lxc.zone = ""
-    text = mesh.zones_ruleset(inv)
+    text = desired.zones_ruleset(inv)
     assert "drop" not in text and "accept\n" not in text.replace("policy accept;", "")
 
 
@@ -172,7 +173,7 @@ def test_zones_ruleset_passes_nft_check(tmp_path: Path, zoned: bool) -> None:
     if not zoned:
         inv.lxcs = {}
     rules = tmp_path / "zones.nft"
-    rules.write_text(mesh.zones_ruleset(inv))
+    rules.write_text(desired.zones_ruleset(inv))
     checked = subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True, text=True)
     if "Operation not permitted" in checked.stderr:
         pytest.skip("nft -c needs CAP_NET_ADMIN")
@@ -181,8 +182,8 @@ def test_zones_ruleset_passes_nft_check(tmp_path: Path, zoned: bool) -> None:
 
 def test_hosts_block_names_hosts_containers_and_admins_in_address_order() -> None:
     settings = {"dnsPrefix": "infr", "vnetPrefix": "vnet", "dnsDomain": "example.com"}
-    block = mesh.hosts_block(inventory(), settings).splitlines()
-    assert block[0] == mesh.HOSTS_BEGIN and block[-1] == mesh.HOSTS_END
+    block = desired.hosts_block(inventory(), settings).splitlines()
+    assert block[0] == desired.HOSTS_BEGIN and block[-1] == desired.HOSTS_END
     assert block[1] == "10.8.1.1\ta.vnet.example.com a"
     assert block[4] == "10.8.1.9\tdb.vnet.example.com db"
     assert block[-2] == "10.8.1.100\talice.vnet.example.com alice"
@@ -190,11 +191,11 @@ def test_hosts_block_names_hosts_containers_and_admins_in_address_order() -> Non
 
 
 def test_hosts_block_uses_the_names_infr_dns_makes() -> None:
-    from infr.core.dnsnames import HOST_VNET, LXC_VNET, wanted_records
+    from infr.dns.wanted import HOST_VNET, LXC_VNET, wanted_records
 
     settings = {"dnsPrefix": "infr", "vnetPrefix": "vnet", "dnsDomain": "example.com"}
     inv = inventory()
-    block = mesh.hosts_block(inv, settings)
+    block = desired.hosts_block(inv, settings)
     for record in wanted_records(inv, settings):
         if record.purpose in (HOST_VNET, LXC_VNET):
             assert f"{record.value}\t{record.fqdn} " in block
@@ -209,7 +210,7 @@ def test_parse_dump_names_peers_and_flags_stale_and_never() -> None:
             f"infrwg0\t{KEY_C}\t(none)\t198.51.100.7:4000\t10.8.9.9/32\t500\t1\t2\toff",
         ]
     )
-    rows = mesh.parse_dump(dump, inventory(), "a", now=1030)
+    rows = status.parse_dump(dump, inventory(), "a", now=1030)
     assert [r["peer"] for r in rows] == ["b", "alice", f"unknown {KEY_C[:8]}"]
     assert rows[0] == {
         "host": "a",
@@ -228,14 +229,14 @@ def test_parse_dump_names_peers_and_flags_stale_and_never() -> None:
 
 
 def test_public_key_check() -> None:
-    assert mesh.public_key_problem(KEY_A) is None
-    assert mesh.public_key_problem("not a key") is not None
-    assert mesh.public_key_problem("AAAA") is not None
+    assert desired.public_key_problem(KEY_A) is None
+    assert desired.public_key_problem("not a key") is not None
+    assert desired.public_key_problem("AAAA") is not None
 
 
 def test_local_key_pair_matches_wg() -> None:
     private, public = new_key_pair()
-    assert mesh.public_key_problem(public) is None and public_key_of(private) == public
+    assert desired.public_key_problem(public) is None and public_key_of(private) == public
     if shutil.which("wg"):
         derived = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True)
         assert derived.stdout.strip() == public

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from infr.core import mesh
 from infr.state.model import Host, Inventory, Lxc, Peer
+from infr.vnet import desired
 
 # ICMP echo over a raw socket (no ping on the machines that run this): exit 0 on a reply.
 PROBE = textwrap.dedent(
@@ -106,14 +106,14 @@ def world() -> Inventory:
 
 def render(inv: Inventory, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Host a's up script and zones file, with paths under tmp (the script reads the rules from there)."""
-    monkeypatch.setattr(mesh, "KEY_PATH", str(tmp / "infrwg0.key"))
-    monkeypatch.setattr(mesh, "CONF_PATH", str(tmp / "infrwg0.conf"))
-    monkeypatch.setattr(mesh, "ZONES_PATH", str(tmp / "zones.nft"))
-    (tmp / "zones.nft").write_text(mesh.zones_ruleset(inv))
+    monkeypatch.setattr(desired, "KEY_PATH", str(tmp / "infrwg0.key"))
+    monkeypatch.setattr(desired, "CONF_PATH", str(tmp / "infrwg0.conf"))
+    monkeypatch.setattr(desired, "ZONES_PATH", str(tmp / "zones.nft"))
+    (tmp / "zones.nft").write_text(desired.zones_ruleset(inv))
     (tmp / "infrwg0.key").write_text("K" * 43 + "=\n")  # wg is stubbed: any key will do
-    (tmp / "infrwg0.conf").write_text(mesh.host_config(inv, inv.hosts["a"], 51820))
+    (tmp / "infrwg0.conf").write_text(desired.host_config(inv, inv.hosts["a"], 51820))
     script = tmp / "up"
-    script.write_text(mesh.up_script(inv, inv.hosts["a"]))
+    script.write_text(desired.up_script(inv, inv.hosts["a"]))
     script.chmod(0o755)
     return script, tmp / "zones.nft"
 
@@ -209,11 +209,11 @@ def test_zones_routes_and_proxy_arp_on_a_real_kernel(
 
 def test_zone_rules_are_replaced_whole_or_not_at_all(sandbox: None, tmp_path: Path) -> None:
     inv = world()
-    (tmp_path / "before.nft").write_text(mesh.zones_ruleset(inv))
+    (tmp_path / "before.nft").write_text(desired.zones_ruleset(inv))
     inv.lxcs["web"].zone = ""
     inv.lxcs["wiki2"].zone = "shop"
-    (tmp_path / "after.nft").write_text(mesh.zones_ruleset(inv))
-    (tmp_path / "broken.nft").write_text(mesh.zones_ruleset(world()).replace("counter drop", "counter dorp", 1))
+    (tmp_path / "after.nft").write_text(desired.zones_ruleset(inv))
+    (tmp_path / "broken.nft").write_text(desired.zones_ruleset(world()).replace("counter drop", "counter dorp", 1))
     show = "nft -j list set inet infr_zones zoned"
     script = [
         f"nft -f {tmp_path / 'before.nft'}",

@@ -1,4 +1,4 @@
-"""infr.core.meshops against fake hosts: applying the mesh, hosts joining, LXC changes, keys, status."""
+"""infr.vnet.members against fake hosts: applying the mesh, hosts joining, LXC changes, keys, status."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ from pathlib import Path
 import pytest
 
 from infr.connector import SSHConnection, Target
-from infr.connector.ssh import Result
-from infr.core import mesh, meshops
-from infr.core.session import Session
+from infr.connector.target import Result
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY
+from infr.state.session import Session
+from infr.vnet import desired, members, status
 
 KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="
 KEY_C = "C" * 43 + "="
 KEY_NEW = "N" * 43 + "="
-MESH_FILES = {mesh.ZONES_PATH, mesh.CONF_PATH, mesh.UP_SCRIPT, mesh.UNIT_PATH}
-WROTE_ALL = [f"wrote {p}" for p in (mesh.ZONES_PATH, mesh.CONF_PATH, mesh.UP_SCRIPT, mesh.UNIT_PATH)]
+MESH_FILES = {desired.ZONES_PATH, desired.CONF_PATH, desired.UP_SCRIPT, desired.UNIT_PATH}
+WROTE_ALL = [f"wrote {p}" for p in (desired.ZONES_PATH, desired.CONF_PATH, desired.UP_SCRIPT, desired.UNIT_PATH)]
 
 
 class FakeHost:
-    """A host's files in a dict; answers what meshops asks (keygen, nft -c, systemctl, the dump)."""
+    """A host's files in a dict; answers what infr.vnet asks (keygen, nft -c, systemctl, the dump)."""
 
     def __init__(self, name: str, key: str = KEY_NEW, nft_ok: bool = True, dump: str = "") -> None:
         self.name = name
@@ -57,9 +57,9 @@ class FakeHost:
             self.modes[argv[-1]] = self.modes.pop(argv[-2])
         if argv[0] == "rm":
             self.files.pop(argv[-1], None)
-        if argv[:2] == ("sh", "-c") and argv[2] == meshops.KEYGEN:
+        if argv[:2] == ("sh", "-c") and argv[2] == members.KEYGEN:
             return Result(0, f"{self.key}\n".encode(), b"")
-        if argv[:2] == ("sh", "-c") and argv[2] == meshops.DUMP:
+        if argv[:2] == ("sh", "-c") and argv[2] == status.DUMP:
             return Result(0, self.dump.encode(), b"")
         if argv[0] == "systemctl":
             return self._systemctl(argv[1])
@@ -79,7 +79,7 @@ class FakeHost:
         self.modes[path] = mode
 
     def restarts(self) -> int:
-        return self.ran.count(("systemctl", "restart", mesh.UNIT_NAME))
+        return self.ran.count(("systemctl", "restart", desired.UNIT_NAME))
 
     def __enter__(self) -> FakeHost:
         return self
@@ -116,7 +116,7 @@ def seed(root: Path) -> None:
     seed_lxc(root, "web", "b", vnet_ip="10.8.1.20")
 
 
-def lines(messages: list[str]) -> meshops.Report:
+def lines(messages: list[str]) -> members.Report:
     return messages.append
 
 
@@ -124,13 +124,13 @@ def test_apply_writes_enables_runs_then_has_nothing_to_do(state_dir: Path) -> No
     seed(state_dir)
     session = Session(state_dir)
     host = FakeHost("a")
-    done = meshops._apply(host, session, session.inventory().hosts["a"])  # type: ignore[arg-type]
+    done = members._apply(host, session, session.inventory().hosts["a"])  # type: ignore[arg-type]
     assert set(host.files) == MESH_FILES
-    assert done == [*WROTE_ALL, f"enabled {mesh.UNIT_NAME}", f"ran {mesh.UNIT_NAME}"]
-    assert host.modes[mesh.CONF_PATH] == 0o600 and host.enabled and host.restarts() == 1
-    assert ("nft", "-c", "-f", mesh.ZONES_PATH + ".infr-new") in host.ran  # checked before it replaced anything
-    assert b"AllowedIPs = 10.8.1.2/32, 10.8.1.20/32" in host.files[mesh.CONF_PATH]
-    assert meshops._apply(host, session, session.inventory().hosts["a"]) == []  # type: ignore[arg-type]
+    assert done == [*WROTE_ALL, f"enabled {desired.UNIT_NAME}", f"ran {desired.UNIT_NAME}"]
+    assert host.modes[desired.CONF_PATH] == 0o600 and host.enabled and host.restarts() == 1
+    assert ("nft", "-c", "-f", desired.ZONES_PATH + ".infr-new") in host.ran  # checked before it replaced anything
+    assert b"AllowedIPs = 10.8.1.2/32, 10.8.1.20/32" in host.files[desired.CONF_PATH]
+    assert members._apply(host, session, session.inventory().hosts["a"]) == []  # type: ignore[arg-type]
     assert host.restarts() == 1
 
 
@@ -138,9 +138,9 @@ def test_apply_runs_the_unit_again_when_it_is_not_up(state_dir: Path) -> None:
     seed(state_dir)
     session = Session(state_dir)
     host = FakeHost("a")
-    meshops._apply(host, session, session.inventory().hosts["a"])  # type: ignore[arg-type]
+    members._apply(host, session, session.inventory().hosts["a"])  # type: ignore[arg-type]
     host.active = False  # e.g. its last run failed, or someone stopped it
-    assert meshops._apply(host, session, session.inventory().hosts["a"]) == [f"ran {mesh.UNIT_NAME}"]  # type: ignore[arg-type]
+    assert members._apply(host, session, session.inventory().hosts["a"]) == [f"ran {desired.UNIT_NAME}"]  # type: ignore[arg-type]
 
 
 def test_rules_that_fail_nft_check_are_not_put_in_place(state_dir: Path) -> None:
@@ -148,15 +148,15 @@ def test_rules_that_fail_nft_check_are_not_put_in_place(state_dir: Path) -> None
     session = Session(state_dir)
     host = FakeHost("a", nft_ok=False)
     with pytest.raises(RemoteError, match="failed its check: Error: syntax error"):
-        meshops._apply(host, session, session.inventory().hosts["a"])  # type: ignore[arg-type]
-    assert mesh.ZONES_PATH not in host.files and host.restarts() == 0
+        members._apply(host, session, session.inventory().hosts["a"])  # type: ignore[arg-type]
+    assert desired.ZONES_PATH not in host.files and host.restarts() == 0
 
 
 def test_host_key_must_look_like_one() -> None:
     with pytest.raises(RemoteError, match="is wireguard-tools installed"):
-        meshops.host_public_key(FakeHost("a", key="sh: 1: wg: not found"))  # type: ignore[arg-type]
-    assert meshops.host_public_key(FakeHost("a", key=KEY_NEW)) == KEY_NEW  # type: ignore[arg-type]
-    assert "umask 077" in meshops.KEYGEN and "[ -s /etc/wireguard/infrwg0.key ] ||" in meshops.KEYGEN
+        members.host_public_key(FakeHost("a", key="sh: 1: wg: not found"))  # type: ignore[arg-type]
+    assert members.host_public_key(FakeHost("a", key=KEY_NEW)) == KEY_NEW  # type: ignore[arg-type]
+    assert "umask 077" in members.KEYGEN and "[ -s /etc/wireguard/infrwg0.key ] ||" in members.KEYGEN
 
 
 def test_a_joining_host_is_recorded_and_the_ready_members_learn_it(state_dir: Path, fleet: dict[str, FakeHost]) -> None:
@@ -167,19 +167,19 @@ def test_a_joining_host_is_recorded_and_the_ready_members_learn_it(state_dir: Pa
     fleet.update(a=FakeHost("a"), b=FakeHost("b"))  # c (not in the mesh) and d (not ready) are not asked
     session = Session(state_dir)
     said: list[str] = []
-    changes = meshops.join_host(session, FakeHost("e", key=KEY_NEW), new, lines(said))  # type: ignore[arg-type]
+    changes = members.join_host(session, FakeHost("e", key=KEY_NEW), new, lines(said))  # type: ignore[arg-type]
     assert changes[0] == f"WireGuard public key {KEY_NEW}"
     assert Session(state_dir).inventory().hosts["e"].wg_public_key == KEY_NEW
     for name in ("a", "b"):
-        assert f"PublicKey = {KEY_NEW}".encode() in fleet[name].files[mesh.CONF_PATH]
+        assert f"PublicKey = {KEY_NEW}".encode() in fleet[name].files[desired.CONF_PATH]
         assert f"{name}: mesh applied" in said
     assert "a: ran infr-mesh.service" in changes
     # again (reconfigure): same key, so only the host itself is looked at
     fleet.clear()
     again = FakeHost("e", key=KEY_NEW)
     host = Session(state_dir).inventory().hosts["e"]
-    expected = [*WROTE_ALL, f"enabled {mesh.UNIT_NAME}", f"ran {mesh.UNIT_NAME}"]
-    assert meshops.join_host(Session(state_dir), again, host, lines(said)) == expected  # type: ignore[arg-type]
+    expected = [*WROTE_ALL, f"enabled {desired.UNIT_NAME}", f"ran {desired.UNIT_NAME}"]
+    assert members.join_host(Session(state_dir), again, host, lines(said)) == expected  # type: ignore[arg-type]
 
 
 def test_a_member_down_or_unreachable_does_not_stop_a_join(state_dir: Path, fleet: dict[str, FakeHost]) -> None:
@@ -190,7 +190,7 @@ def test_a_member_down_or_unreachable_does_not_stop_a_join(state_dir: Path, flee
     fleet.update(a=Unreachable("a"))
     session = Session(state_dir, down_hosts=frozenset({"b"}))
     said: list[str] = []
-    meshops.join_host(session, FakeHost("e"), new, lines(said))  # type: ignore[arg-type]
+    members.join_host(session, FakeHost("e"), new, lines(said))  # type: ignore[arg-type]
     assert "a: mesh not applied: a: connection refused" in said
     assert "a does not know e yet; later: infr vnet apply" in said
     assert "b: mesh skipped (marked down); later: infr vnet apply" in said
@@ -200,7 +200,7 @@ def test_after_lxc_change_without_a_mesh_does_nothing(state_dir: Path, fleet: di
     from tests.conftest import seed_host
 
     seed_host(state_dir, "a", "203.0.113.1", status=HOST_READY)  # ready, never joined
-    assert meshops.after_lxc_change(Session(state_dir), lines([])) == []  # and connected nowhere (fleet is empty)
+    assert members.after_lxc_change(Session(state_dir), lines([])) == []  # and connected nowhere (fleet is empty)
 
 
 def test_after_lxc_change_updates_every_ready_member(state_dir: Path, fleet: dict[str, FakeHost]) -> None:
@@ -209,17 +209,17 @@ def test_after_lxc_change_updates_every_ready_member(state_dir: Path, fleet: dic
     seed(state_dir)
     fleet.update(a=FakeHost("a"), b=FakeHost("b"))
     said: list[str] = []
-    meshops.after_lxc_change(Session(state_dir), lines(said))
+    members.after_lxc_change(Session(state_dir), lines(said))
     seed_lxc(state_dir, "db", "b", vnet_ip="10.8.1.21", zone="shop")
-    changes = meshops.after_lxc_change(Session(state_dir), lines(said))
+    changes = members.after_lxc_change(Session(state_dir), lines(said))
     # a routes db's /32 to b; both hosts get the new zone
-    assert "AllowedIPs = 10.8.1.2/32, 10.8.1.20/32, 10.8.1.21/32" in fleet["a"].files[mesh.CONF_PATH].decode()
+    assert "AllowedIPs = 10.8.1.2/32, 10.8.1.20/32, 10.8.1.21/32" in fleet["a"].files[desired.CONF_PATH].decode()
     # routes: b and its LXCs, and d (in the mesh while it is reinstalled)
-    assert 'wanted="10.8.1.2 10.8.1.4 10.8.1.20 10.8.1.21"' in fleet["a"].files[mesh.UP_SCRIPT].decode()
+    assert 'wanted="10.8.1.2 10.8.1.4 10.8.1.20 10.8.1.21"' in fleet["a"].files[desired.UP_SCRIPT].decode()
     for name in ("a", "b"):
-        assert "elements = { 10.8.1.21 }" in fleet[name].files[mesh.ZONES_PATH].decode()
-    assert f"a: wrote {mesh.CONF_PATH}" in changes and f"b: wrote {mesh.ZONES_PATH}" in changes
-    assert f"b: wrote {mesh.CONF_PATH}" not in changes  # b's own containers are not in its config
+        assert "elements = { 10.8.1.21 }" in fleet[name].files[desired.ZONES_PATH].decode()
+    assert f"a: wrote {desired.CONF_PATH}" in changes and f"b: wrote {desired.ZONES_PATH}" in changes
+    assert f"b: wrote {desired.CONF_PATH}" not in changes  # b's own containers are not in its config
     assert "b: ran infr-mesh.service" in changes
 
 
@@ -229,7 +229,7 @@ def test_after_lxc_change_reports_an_unreachable_member_and_goes_on(
     seed(state_dir)
     fleet.update(a=Unreachable("a"), b=FakeHost("b"))
     said: list[str] = []
-    changes = meshops.after_lxc_change(Session(state_dir), lines(said))
+    changes = members.after_lxc_change(Session(state_dir), lines(said))
     assert "a: mesh not applied: a: connection refused" in said and "b: mesh applied" in said
     assert changes and all(line.startswith("b: ") for line in changes)
 
@@ -238,12 +238,12 @@ def test_deploy_brings_in_ready_hosts_and_records_changed_keys(state_dir: Path, 
     seed(state_dir)
     fleet.update(a=FakeHost("a", key=KEY_A), b=FakeHost("b", key=KEY_NEW), c=FakeHost("c", key=KEY_C.lower()))
     said: list[str] = []
-    assert meshops.deploy(Session(state_dir), lines(said)) == {}
+    assert members.deploy(Session(state_dir), lines(said)) == {}
     hosts = Session(state_dir).inventory().hosts
     assert hosts["b"].wg_public_key == KEY_NEW  # b was reinstalled: its new key replaces the old
     assert hosts["c"].wg_public_key == KEY_C.lower()  # c joined
     assert hosts["d"].wg_public_key == KEY_C  # not ready: untouched
-    config_a = fleet["a"].files[mesh.CONF_PATH].decode()
+    config_a = fleet["a"].files[desired.CONF_PATH].decode()
     assert f"PublicKey = {KEY_NEW}" in config_a and f"PublicKey = {KEY_C.lower()}" in config_a
     assert KEY_B not in config_a
     assert all(fleet[n].enabled and fleet[n].active for n in "abc")
@@ -252,16 +252,16 @@ def test_deploy_brings_in_ready_hosts_and_records_changed_keys(state_dir: Path, 
 def test_deploy_returns_the_hosts_it_could_not_reach(state_dir: Path, fleet: dict[str, FakeHost]) -> None:
     seed(state_dir)
     fleet.update(a=FakeHost("a", key=KEY_A), b=Unreachable("b"), c=FakeHost("c", key=KEY_NEW))
-    failed = meshops.deploy(Session(state_dir), lines([]))
+    failed = members.deploy(Session(state_dir), lines([]))
     assert list(failed) == ["b"] and "connection refused" in failed["b"]
-    assert mesh.CONF_PATH in fleet["a"].files and mesh.CONF_PATH in fleet["c"].files
+    assert desired.CONF_PATH in fleet["a"].files and desired.CONF_PATH in fleet["c"].files
 
 
 def test_status_reads_every_ready_host_and_names_the_peers(state_dir: Path, fleet: dict[str, FakeHost]) -> None:
     seed(state_dir)
     dump_a = f"1000\ninfrwg0\t{KEY_B}\t(none)\t203.0.113.2:51820\t10.8.1.2/32,10.8.1.20/32\t990\t100\t200\t25\n"
     fleet.update(a=FakeHost("a", dump=dump_a), b=FakeHost("b", dump="1000\n"), c=Unreachable("c"))
-    rows, failed = meshops.status(Session(state_dir))
+    rows, failed = status.status(Session(state_dir))
     assert [(r["host"], r["peer"], r["handshake"], r["rx_bytes"]) for r in rows] == [("a", "b", "10s ago", 100)]
     assert list(failed) == ["c"]
 
@@ -273,6 +273,6 @@ def test_after_host_removed_drops_it_from_the_members(state_dir: Path, fleet: di
         change.delete_lxc("web")
         change.delete_host("b")
     fleet.pop("b")
-    changes = meshops.after_host_removed(Session(state_dir), lines([]))
-    assert f"a: wrote {mesh.CONF_PATH}" in changes
-    assert KEY_B.encode() not in fleet["a"].files[mesh.CONF_PATH]
+    changes = members.after_host_removed(Session(state_dir), lines([]))
+    assert f"a: wrote {desired.CONF_PATH}" in changes
+    assert KEY_B.encode() not in fleet["a"].files[desired.CONF_PATH]

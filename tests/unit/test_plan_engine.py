@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core import converge
-from infr.core.converge import FileSpec
+from infr.connector.target import Result
 from infr.engine import decide, facts
+from infr.engine import steps as engine_steps
 from infr.engine.decide import UnitWant, command_step, file_diff, file_steps, package_steps, unit_steps
 from infr.engine.facts import FileFact, UnitFact
 from infr.engine.plan import FleetPlan, HostPlan, Step
+from infr.engine.steps import FileSpec
 from infr.errors import RemoteError
 
 
@@ -245,7 +245,7 @@ def test_a_file_step_writes_through_converge_with_its_checks(monkeypatch: pytest
         written.append(spec)
         return [f"wrote {spec.path}"]
 
-    monkeypatch.setattr(converge, "ensure_file", ensure_file)
+    monkeypatch.setattr(engine_steps, "ensure_file", ensure_file)
     spec = FileSpec("/etc/sudoers.d/infr-manager", b"manager ALL\n", mode=0o440, precheck=("visudo", "-c"))
     [step] = file_steps("host", "bob", [spec], {})
     assert step.run(Canned()) == ["wrote /etc/sudoers.d/infr-manager"]
@@ -299,7 +299,7 @@ def test_package_steps_install_only_what_is_missing_in_one_step(monkeypatch: pyt
         installed.append(names)
         return [f"installed {' '.join(names)}"]
 
-    monkeypatch.setattr(converge, "ensure_packages", ensure_packages)
+    monkeypatch.setattr(engine_steps, "ensure_packages", ensure_packages)
     assert package_steps("host", "bob", ["lxc", "haproxy"], {"lxc", "haproxy", "vim"}) == []
     [step] = package_steps("host", "bob", ["lxc", "haproxy", "btrbk"], {"lxc"})
     assert step.description == "install haproxy btrbk"

@@ -230,7 +230,7 @@ def test_apply_with_nothing_to_do_or_dry_run_never_asks_nor_applies(
 
 def test_apply_reports_the_dns_records_it_fixed(fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """DNS is fixed in one go after the hosts; each record fixed is reported like a host step."""
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     record = "create A web.example.com -> 198.51.100.11"
     monkeypatch.setattr(reconcile, "_apply_dns", lambda session: [Outcome("", "dns", record, Status.OK)])

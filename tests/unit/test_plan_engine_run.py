@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from infr.connector.ssh import Result, Target
-from infr.core.session import Session
+from infr.connector.target import Result, Target
 from infr.engine import run
 from infr.engine.plan import HostPlan, Runner, Status, Step
 from infr.engine.run import Context, Scope
 from infr.errors import RemoteError
 from infr.state.model import HOST_READY, Host, Inventory
+from infr.state.session import Session
 from tests.conftest import clone_state, seed_host
 
 UNREACHABLE = "dead"

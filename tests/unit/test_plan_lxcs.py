@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import converge, lxcops
-from infr.core.session import Session
 from infr.engine import facts
 from infr.engine.facts import FileFact
 from infr.engine.plan import Runner
 from infr.engine.run import Context
+from infr.engine.steps import Apply
 from infr.errors import RemoteError
+from infr.lxcs import containers as lxcs_containers
 from infr.lxcs import feature
 from infr.lxcs.desired import Container, containers
 from infr.lxcs.feature import FEATURE, Facts, decide
 from infr.state.model import LXC_CREATING, Host, Inventory, Key, Lxc
+from infr.state.session import Session
 from tests.conftest import DEFAULT_SETTINGS, seed_host, seed_lxc
 from tests.unit.fake_host import FakeHost, file_listing
 
@@ -54,7 +55,7 @@ def as_state_says(want: list[Container], states: dict[str, str]) -> Facts:
     return Facts(states, configs, inside)
 
 
-def no_maker(lxc: Lxc) -> converge.Apply:
+def no_maker(lxc: Lxc) -> Apply:
     return lambda runner: [f"made {lxc.name}"]
 
 
@@ -233,13 +234,13 @@ def test_a_new_config_restarts_the_container_only_if_it_still_runs() -> None:
 def test_a_missing_container_is_made_by_the_code_lxcs_add_runs(
     bob_with_lxcs: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[tuple[str, lxcops.Refusal]] = []
+    made: list[tuple[str, lxcs_containers.Refusal]] = []
 
-    def make(conn: Runner, session: Session, lxc: Lxc, report: object, refusal: lxcops.Refusal) -> list[str]:
+    def make(conn: Runner, session: Session, lxc: Lxc, report: object, refusal: lxcs_containers.Refusal) -> list[str]:
         made.append((lxc.name, refusal))
         return [f"created container {lxc.name}"]
 
-    monkeypatch.setattr(lxcops, "make", make)
+    monkeypatch.setattr(lxcs_containers, "make", make)
     session = bob_with_lxcs
     host = session.inventory().hosts["bob"]
     fake = FakeHost({feature.LIST: (0, b"")})
@@ -248,7 +249,7 @@ def test_a_missing_container_is_made_by_the_code_lxcs_add_runs(
     assert fake.ran == [feature.LIST]  # no container: nothing else to read
     assert steps["create the container new (debian bookworm)"].run(FakeHost()) == ["created container new"]
     # State already has it, ready: an image that is not what it says is refused, never recorded.
-    assert made == [("new", lxcops.Refusal(record_image_os=False, cursor=None))]
+    assert made == [("new", lxcs_containers.Refusal(record_image_os=False, cursor=None))]
 
 
 # ---- touched: which hosts an edit of state concerns --------------------------------------------------

@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core import certops, haproxy_deploy
-from infr.core.certs import CertbotSettings, CertInfo
-from infr.core.converge import FileSpec
-from infr.core.haproxy import HaproxySettings
-from infr.core.session import Session
+from infr.connector.target import Result
 from infr.engine.facts import FileFact, UnitFact
 from infr.engine.run import Context
+from infr.engine.steps import FileSpec
 from infr.errors import DnsNotReadyError
+from infr.routing import certificates, deploy
+from infr.routing.certs import CertbotSettings, CertInfo
 from infr.routing.feature import FEATURE, Certbot, Desired, Found, decide, desired
+from infr.routing.haproxy import HaproxySettings
 from infr.state.model import HOST_READY, Host, Inventory, Lxc, TcpForward
+from infr.state.session import Session
 from tests.conftest import seed_host, seed_lxc
 
 SETTINGS = HaproxySettings(dns_domain="example.org")
 HOST = Host("bob", "203.0.113.10", "10.10.0.1", status=HOST_READY)
 LATER = datetime(2027, 2, 20, 12, tzinfo=UTC)
-CONFIG = haproxy_deploy.CONFIG
+CONFIG = deploy.CONFIG
 RUNNING = UnitFact(enabled=True, active=True)
 OFF = UnitFact(enabled=False, active=False)
 
@@ -48,7 +48,7 @@ def in_place(target: Desired, *, config: str | None = None, certs: Sequence[Cert
     """A host holding every host file, `config` (the wanted one by default), units as they should be."""
     files: dict[str, FileFact | None] = {spec.path: FileFact(spec.content, meta(spec)) for spec in target.files}
     files[CONFIG] = FileFact((target.config if config is None else config).encode(), "root:haproxy:640")
-    units = {"haproxy": RUNNING, haproxy_deploy.RENEW_TIMER: RUNNING, haproxy_deploy.DEBIAN_RENEW_TIMER: OFF}
+    units = {"haproxy": RUNNING, deploy.RENEW_TIMER: RUNNING, deploy.DEBIAN_RENEW_TIMER: OFF}
     return Found(files, units, list(certs))
 
 
@@ -93,8 +93,8 @@ def test_a_new_lxc_is_one_config_step_named_by_its_sections_and_put_live_by_the_
     assert "+backend lxc_web_http\n" in step.diff
     conn = Recorder()
     assert step.run(conn) == ["added backend lxc_web_http", "changed frontend http (+3 -0 lines)"]
-    assert conn.uploads == {haproxy_deploy.STAGED: after.config.encode()}
-    assert conn.commands == [[haproxy_deploy.APPLY_SCRIPT, haproxy_deploy.STAGED]]
+    assert conn.uploads == {deploy.STAGED: after.config.encode()}
+    assert conn.commands == [[deploy.APPLY_SCRIPT, deploy.STAGED]]
 
 
 def test_a_hand_edited_config_shows_the_edit_in_the_diff() -> None:
@@ -128,16 +128,16 @@ def test_a_stopped_haproxy_starts_after_its_config_goes_live() -> None:
 def test_missing_host_files_and_debians_timer_come_back_to_infrs() -> None:
     target = want()
     found = in_place(target)
-    files = {**found.files, haproxy_deploy.APPLY_SCRIPT: None}
+    files = {**found.files, deploy.APPLY_SCRIPT: None}
     units = {
         **found.units,
-        haproxy_deploy.RENEW_TIMER: OFF,
-        haproxy_deploy.DEBIAN_RENEW_TIMER: RUNNING,
+        deploy.RENEW_TIMER: OFF,
+        deploy.DEBIAN_RENEW_TIMER: RUNNING,
     }
     assert steps_of(target, Found(files, units, [])) == [
-        f"create {haproxy_deploy.APPLY_SCRIPT}",
-        f"enable and start {haproxy_deploy.RENEW_TIMER}",
-        f"stop and disable {haproxy_deploy.DEBIAN_RENEW_TIMER}",
+        f"create {deploy.APPLY_SCRIPT}",
+        f"enable and start {deploy.RENEW_TIMER}",
+        f"stop and disable {deploy.DEBIAN_RENEW_TIMER}",
     ]
 
 
@@ -198,7 +198,7 @@ def test_deleting_takes_the_certificate_out_of_haproxy() -> None:
     assert step.run(conn) == ["certificate old deleted"]
     assert conn.commands[1:] == [
         ["rm", "-f", "--", "/etc/haproxy/certs/old.pem"],
-        [haproxy_deploy.APPLY_SCRIPT, "--reload"],
+        [deploy.APPLY_SCRIPT, "--reload"],
     ]
 
 
@@ -207,15 +207,16 @@ def test_a_private_acme_ca_is_trusted_only_where_certificates_are_wanted() -> No
     have = [CertInfo("shop", ("shop.infr.example.org",), LATER)]
     target = want(shop, ca=b"CA PEM\n")
     [step] = decide(HOST, target, in_place(target, certs=have), certbot())
-    assert (step.description, "+CA PEM" in step.diff) == (f"create {certops.CA_FILE}", True)
+    assert (step.description, "+CA PEM" in step.diff) == (f"create {certificates.CA_FILE}", True)
     conn = Recorder()
-    assert step.run(conn) == [f"wrote {certops.CA_FILE}"]
+    assert step.run(conn) == [f"wrote {certificates.CA_FILE}"]
     assert ["update-ca-certificates", "--fresh"] in conn.commands
     assert steps_of(want(ca=b"CA PEM\n"), in_place(want())) == []
     public = want(shop)
     found = in_place(public, certs=have)
-    found = dataclasses.replace(found, files={**found.files, certops.CA_FILE: FileFact(b"CA PEM\n", "root:root:644")})
-    assert steps_of(public, found) == [f"stop trusting a private ACME CA: remove {certops.CA_FILE}"]
+    ca = FileFact(b"CA PEM\n", "root:root:644")
+    found = dataclasses.replace(found, files={**found.files, certificates.CA_FILE: ca})
+    assert steps_of(public, found) == [f"stop trusting a private ACME CA: remove {certificates.CA_FILE}"]
 
 
 # touched(before, after): which hosts an edit changes the routing of.
@@ -306,18 +307,18 @@ def test_plan_reads_the_host_in_four_commands_and_plans_what_differs(state_dir: 
     seed_lxc(state_dir, "web", "bob", http="FORWARD")
     session = Session(state_dir)
     host = session.inventory().hosts["bob"]
-    files = {spec.path: FileFact(spec.content, meta(spec)) for spec in haproxy_deploy.host_files()}
+    files = {spec.path: FileFact(spec.content, meta(spec)) for spec in deploy.host_files()}
     units = {
         "haproxy": "enabled inactive",
-        haproxy_deploy.RENEW_TIMER: "enabled active",
-        haproxy_deploy.DEBIAN_RENEW_TIMER: "enabled active",
+        deploy.RENEW_TIMER: "enabled active",
+        deploy.DEBIAN_RENEW_TIMER: "enabled active",
     }
     conn = FakeHost(files, units, CERTBOT_LISTING)
     steps = [step.description for step in FEATURE.plan(Context(session), host, conn)]
     assert steps[0].startswith("haproxy.cfg: added global; added defaults; added ")
     assert steps[1:] == [
         "start haproxy",
-        f"stop and disable {haproxy_deploy.DEBIAN_RENEW_TIMER}",
+        f"stop and disable {deploy.DEBIAN_RENEW_TIMER}",
         "delete certificate old",
     ]
     assert [argv[:2] for argv in conn.commands] == [
@@ -327,7 +328,7 @@ def test_plan_reads_the_host_in_four_commands_and_plans_what_differs(state_dir: 
         ["certbot", "certificates"],
     ]
     # Nothing differs once the host holds the config too and HAProxy runs.
-    config = haproxy_deploy.desired_config(session.inventory(), host, haproxy_deploy.settings_for(session))
+    config = deploy.desired_config(session.inventory(), host, deploy.settings_for(session))
     files[CONFIG] = FileFact(config.encode(), "root:haproxy:640")
-    units |= {"haproxy": "enabled active", haproxy_deploy.DEBIAN_RENEW_TIMER: "disabled inactive"}
+    units |= {"haproxy": "enabled active", deploy.DEBIAN_RENEW_TIMER: "disabled inactive"}
     assert FEATURE.plan(Context(session), host, FakeHost(files, units)) == []

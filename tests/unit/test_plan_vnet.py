@@ -9,15 +9,14 @@ from typing import Any, cast
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core import mesh, meshops
-from infr.core.session import Session
+from infr.connector.target import Result
 from infr.engine import run
 from infr.engine.facts import FileFact, UnitFact
 from infr.engine.plan import HostPlan, Outcome, Status, Step
 from infr.engine.run import Context, Scope
 from infr.state.model import HOST_READY, Host, Inventory, Lxc, Peer
-from infr.vnet import feature, live
+from infr.state.session import Session
+from infr.vnet import desired, feature, live, members
 from infr.vnet.feature import FEATURE, Wanted, decide, desired_peers
 from infr.vnet.live import Live
 
@@ -42,7 +41,7 @@ def inventory() -> Inventory:
 
 def dump_line(key: str, endpoint: str, allowed: str) -> str:
     """A peer line of `wg show all dump` as wg prints it (a handshake, some traffic)."""
-    return "\t".join([mesh.INTERFACE, key, "(none)", endpoint, allowed, "1700000000", "1200", "3400", "25"])
+    return "\t".join([desired.INTERFACE, key, "(none)", endpoint, allowed, "1700000000", "1200", "3400", "25"])
 
 
 # What host a's interface runs when all is well: b (and its LXC web), and alice from wherever she is.
@@ -60,7 +59,7 @@ def live_text(key: str = KEY_A, peers: Sequence[str] = GOOD_DUMP, up: bool = Tru
 
 
 def good_files(inv: Inventory, host: Host) -> dict[str, FileFact | None]:
-    return {s.path: FileFact(s.content, f"{s.owner}:{s.group}:{s.mode:o}") for s in mesh.host_files(inv, host, PORT)}
+    return {s.path: FileFact(s.content, f"{s.owner}:{s.group}:{s.mode:o}") for s in desired.host_files(inv, host, PORT)}
 
 
 def learn(runner: object) -> list[str]:
@@ -76,7 +75,7 @@ def steps_for(
     state_key: str = KEY_A,
 ) -> list[str]:
     host = inv.hosts["a"]
-    specs = mesh.host_files(inv, host, PORT)
+    specs = desired.host_files(inv, host, PORT)
     wanted = Wanted(state_key, PORT, desired_peers(inv, host, PORT))
     have = good_files(inv, host) if files is None else files
     steps = decide("a", specs, have, unit, live.parse(found or live_text()), wanted, learn)
@@ -85,7 +84,7 @@ def steps_for(
 
 def with_conf(inv: Inventory, content: bytes) -> dict[str, FileFact | None]:
     files = good_files(inv, inv.hosts["a"])
-    files[mesh.CONF_PATH] = FileFact(content, "root:root:600")
+    files[desired.CONF_PATH] = FileFact(content, "root:root:600")
     return files
 
 
@@ -144,12 +143,12 @@ def test_drift_in_facts_gives_steps(case: str, expected: list[str]) -> None:
 
 def test_config_drift_rewrites_the_config_with_a_diff_and_restarts() -> None:
     inv = inventory()
-    stale = mesh.host_config(inv, inv.hosts["a"], PORT).replace("10.8.1.20/32", "10.8.1.21/32").encode()
+    stale = desired.host_config(inv, inv.hosts["a"], PORT).replace("10.8.1.20/32", "10.8.1.21/32").encode()
     host = inv.hosts["a"]
-    specs = mesh.host_files(inv, host, PORT)
+    specs = desired.host_files(inv, host, PORT)
     wanted = Wanted(KEY_A, PORT, desired_peers(inv, host, PORT))
     steps = decide("a", specs, with_conf(inv, stale), RUNNING, live.parse(live_text()), wanted, learn)
-    assert [s.description for s in steps] == [f"rewrite {mesh.CONF_PATH}", "restart the vnet on a"]
+    assert [s.description for s in steps] == [f"rewrite {desired.CONF_PATH}", "restart the vnet on a"]
     assert "-AllowedIPs = 10.8.1.2/32, 10.8.1.21/32" in steps[0].diff
     assert "+AllowedIPs = 10.8.1.2/32, 10.8.1.20/32" in steps[0].diff
     assert "PrivateKey" not in steps[0].diff  # the config never holds the private key
@@ -159,7 +158,7 @@ def test_missing_files_are_created_and_the_unit_started() -> None:
     inv = inventory()
     found = live_text(up=False)
     described = steps_for(inv, files={}, unit=UnitFact(enabled=False, active=False, known=False), found=found)
-    created = [f"create {p}" for p in (mesh.ZONES_PATH, mesh.CONF_PATH, mesh.UP_SCRIPT, mesh.UNIT_PATH)]
+    created = [f"create {p}" for p in (desired.ZONES_PATH, desired.CONF_PATH, desired.UP_SCRIPT, desired.UNIT_PATH)]
     assert described == [*created, "start the vnet on a"]
 
 
@@ -210,7 +209,7 @@ class FakeSession:
         return {"vnetListenPort": PORT}
 
 
-UNIT_UP = f"Id={mesh.UNIT_NAME}\nLoadState=loaded\nUnitFileState=enabled\nActiveState=active\n"
+UNIT_UP = f"Id={desired.UNIT_NAME}\nLoadState=loaded\nUnitFileState=enabled\nActiveState=active\n"
 
 
 def plan_a(inv: Inventory, host: FakeHost) -> list[Step]:
@@ -233,7 +232,7 @@ def test_plan_finds_a_peer_deleted_by_hand_though_the_config_is_right() -> None:
 
 def test_plan_of_a_new_host_makes_its_key_then_its_files_then_starts() -> None:
     inv = inventory()
-    unit = f"Id={mesh.UNIT_NAME}\nLoadState=not-found\nUnitFileState=\nActiveState=inactive\n"
+    unit = f"Id={desired.UNIT_NAME}\nLoadState=not-found\nUnitFileState=\nActiveState=inactive\n"
     host = FakeHost({}, unit, f"{live.NO_KEY}\ndown\n")
     described = [s.description for s in plan_a(inv, host)]
     assert described[0] == "generate the WireGuard key on a"
@@ -252,7 +251,7 @@ class Applier:
     def run(self, argv: Sequence[str], *, check: bool = True, **_: object) -> Result:
         argv = list(argv)
         self.ran.append(argv)
-        if argv == ["sh", "-c", meshops.KEYGEN]:
+        if argv == ["sh", "-c", members.KEYGEN]:
             return Result(0, f"{self.key}\n".encode(), b"")
         if argv[:2] == ["systemctl", "is-enabled"]:
             return Result(0 if self.enabled else 1, b"", b"")
@@ -274,8 +273,8 @@ def test_reloading_the_live_peers_reruns_the_unit() -> None:
         Wanted(KEY_A, PORT, desired_peers(inv, inv.hosts["a"], PORT)),
         learn,
     )
-    assert step.run(host) == [f"ran {mesh.UNIT_NAME}"]
-    assert ["systemctl", "restart", mesh.UNIT_NAME] in host.ran
+    assert step.run(host) == [f"ran {desired.UNIT_NAME}"]
+    assert ["systemctl", "restart", desired.UNIT_NAME] in host.ran
     assert ["systemctl", "daemon-reload"] not in host.ran
 
 
@@ -334,7 +333,7 @@ def test_a_key_recorded_in_a_round_brings_the_other_members_into_the_next(
         return []
 
     def apply_hosts(ctx: Context, plans: Sequence[HostPlan]) -> list[Outcome]:
-        meshops.record_key(session, "c", KEY_X)
+        members.record_key(session, "c", KEY_X)
         return [Outcome("c", "vnet", "generate the WireGuard key on c", Status.OK)]
 
     monkeypatch.setattr(run, "plan_hosts", plan_hosts)

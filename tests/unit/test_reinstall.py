@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import reinstall
-from infr.core.bootmedium import Network, Phase
-from infr.core.session import Session
 from infr.errors import InfrError, UsageError
+from infr.hosts import reinstall
+from infr.hosts.boot.medium import Phase
+from infr.hosts.boot.preseed import Network
+from infr.state.session import Session
 from tests.conftest import run_cli, seed_host
 
 PROBE = "gateway=198.51.100.1\naddress=198.51.100.11/24\nnameserver=9.9.9.9\n"

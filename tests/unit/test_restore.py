@@ -18,29 +18,31 @@ from typing import Any
 
 import pytest
 
-from infr.connector.ssh import Result
-from infr.core import backupops, followups, restoreops
-from infr.core.backups import RestorePoint, list_points_argv, parse_restore_points
-from infr.core.restore import (
+from infr import followups
+from infr.backups import find, pairs
+from infr.backups.find import Located
+from infr.backups.points import RestorePoint, list_points_argv, parse_restore_points
+from infr.connector.target import Result
+from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
+from infr.restore import commands as restore_commands
+from infr.restore import container as lxc_restore
+from infr.restore import drill as restore_drill
+from infr.restore.choose import choose, parse_at
+from infr.restore.commands import (
     PATH_LEAVES,
     PATH_MISSING,
-    Located,
     LxcPaths,
     check_path_argv,
-    choose,
     clear_argv,
-    drill_check_argv,
-    judge,
-    parse_at,
-    parse_drill,
     relative_path,
     snapshot_argv,
     swap_back_argv,
     swap_in_argv,
     tar_create_argv,
 )
-from infr.core.restoreops import LxcPlan, copy_out, restore_container
-from infr.errors import ConflictError, InfrError, NotFoundError, RemoteError, UsageError
+from infr.restore.container import LxcPlan, restore_container
+from infr.restore.drill import drill_check_argv, judge, parse_drill
+from infr.restore.files import copy_out
 from infr.state.model import HOST_READY, Backup
 from tests.conftest import clone_state, run_cli, seed_host, seed_lxc, snapshot
 
@@ -352,7 +354,7 @@ def test_a_restore_stages_everything_before_it_stops_the_container() -> None:
 
 def test_a_restore_elsewhere_receives_then_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     piped: list[tuple[object, ...]] = []
-    monkeypatch.setattr(restoreops, "pipe", lambda *args, **kw: piped.append(args) or 42)
+    monkeypatch.setattr(lxc_restore, "pipe", lambda *args, **kw: piped.append(args) or 42)
     tom, ann = FakeHost("tom"), FakeHost("ann", {("lxc-info",): (1, b""), ("test", "-e"): (1, b"")})
     restore_container(tom, ann, POINT_PATH, "web", b"c", lambda _: None)  # type: ignore[arg-type]
     paths = LxcPaths("web")
@@ -511,7 +513,7 @@ def test_restore_files_needs_into(world: Path) -> None:
 
 
 def test_drill_refuses_an_archived_pair(world: Path) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     with Session(world, command_line="test: archived pair").change() as change:
         change.set_backups([Backup("bob", "tom", status="archived")])
@@ -538,7 +540,10 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
     """followups.restore_lxc with the hosts faked: records what is done where, in order."""
     from contextlib import contextmanager
 
-    from infr.core import fleet, followups, haproxy_deploy, meshops
+    from infr import followups
+    from infr.engine import fleet
+    from infr.routing import deploy
+    from infr.vnet import members
 
     calls: list[tuple[object, ...]] = []
     hosts: dict[str, FakeHost] = {}
@@ -553,20 +558,20 @@ def moving(world: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[obj
         return ["restored"]
 
     monkeypatch.setattr(fleet, "connect", connect)
-    monkeypatch.setattr(restoreops, "restore_container", restored)
+    monkeypatch.setattr(lxc_restore, "restore_container", restored)
     def routed(session: object, names: set[str], report: object) -> list[str]:
         calls.append(("haproxy", sorted(names)))
         return []
 
-    monkeypatch.setattr(haproxy_deploy, "apply_routing", routed)
-    monkeypatch.setattr(backupops, "redeploy_targets", lambda s, names, r: calls.append(("btrbk", sorted(names))) or [])
-    monkeypatch.setattr(meshops, "after_lxc_change", lambda s, r: calls.append(("mesh",)) or [])
+    monkeypatch.setattr(deploy, "apply_routing", routed)
+    monkeypatch.setattr(pairs, "redeploy_targets", lambda s, names, r: calls.append(("btrbk", sorted(names))) or [])
+    monkeypatch.setattr(members, "after_lxc_change", lambda s, r: calls.append(("mesh",)) or [])
     monkeypatch.setattr(followups, "add_lxc", lambda *args: calls.append(("inside", args[4])) or [])
     return calls, hosts
 
 
 def test_a_move_restores_then_updates_state_routing_and_backups(world: Path, moving: Any) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
     from infr.state.store import Store
 
     calls, hosts = moving
@@ -588,7 +593,7 @@ def test_a_move_restores_then_updates_state_routing_and_backups(world: Path, mov
 
 
 def test_a_move_off_a_dead_host_leaves_it_alone_and_says_what_to_do(world: Path, moving: Any) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     calls, hosts = moving
     lines: list[str] = []
@@ -603,14 +608,14 @@ def test_a_move_off_a_dead_host_leaves_it_alone_and_says_what_to_do(world: Path,
 def test_a_failure_after_the_restore_says_the_restore_worked(
     world: Path, moving: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.core import haproxy_deploy
-    from infr.core.session import Session
+    from infr.routing import deploy
+    from infr.state.session import Session
     from infr.state.store import Store
 
     def broken(*args: object) -> list[str]:
         raise RemoteError("tom: the new config failed 'haproxy -c'; nothing changed")
 
-    monkeypatch.setattr(haproxy_deploy, "apply_routing", broken)
+    monkeypatch.setattr(deploy, "apply_routing", broken)
     plan = LxcPlan("web", point("lxc-web", at(22, 20, 45)), target="tom", current="bob", on_target="", old_copy="")
     with pytest.raises(InfrError, match="web is restored and runs on tom, state says so, but then: tom: the new") as e:
         followups.restore_lxc(Session(world), plan, lambda _: None)
@@ -619,17 +624,17 @@ def test_a_failure_after_the_restore_says_the_restore_worked(
 
 
 def test_apply_refuses_a_plan_that_state_has_overtaken(world: Path, moving: Any) -> None:
-    from infr.core.session import Session
+    from infr.state.session import Session
 
     plan = LxcPlan("web", point("lxc-web", at(22, 20, 45)), target="bob", current="tom", on_target="")
     with pytest.raises(ConflictError, match="web moved to bob meanwhile"):
-        restoreops.apply_lxc(Session(world), plan, lambda _: None)
+        lxc_restore.apply_lxc(Session(world), plan, lambda _: None)
 
 
 def test_listing_is_newest_first_with_ages(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    found = backupops.Found(sorted(POINTS, reverse=True), skipped=["ann"])
+    found = find.Found(sorted(POINTS, reverse=True), skipped=["ann"])
     asked: list[dict[str, object]] = []
-    monkeypatch.setattr(backupops, "find_points", lambda session, **kw: asked.append(kw) or found)
+    monkeypatch.setattr(find, "find_points", lambda session, **kw: asked.append(kw) or found)
     result = run_cli(world, "lxc", "web", "backups")
     assert asked == [{"from_host": None, "subvol": "lxc-web"}]
     rows = [line.split() for line in result.stdout.splitlines()]
@@ -644,14 +649,14 @@ def test_listing_is_newest_first_with_ages(world: Path, monkeypatch: pytest.Monk
 def test_drill_prints_a_row_per_subvolume_and_fails_when_one_fails(
     world: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.core.restore import DrillCheck
+    from infr.restore.drill import DrillCheck
 
     now = datetime.now(UTC)
     checks = [
         DrillCheck("host", "host.x", now - timedelta(minutes=3), 31000, "Debian GNU/Linux 12 (bookworm)", 2.5),
         DrillCheck("lxc-db", problems=("no backup",)),
     ]
-    monkeypatch.setattr(restoreops, "drill", lambda *args: checks)
+    monkeypatch.setattr(restore_drill, "drill", lambda *args: checks)
     result = run_cli(world, "backup", "drill", "bob", "tom")
     assert result.exit_code == 1
     assert "FAILED: no backup" in result.stdout and "31000" in result.stdout and " 3m " in result.stdout
@@ -663,8 +668,8 @@ def test_drill_prints_a_row_per_subvolume_and_fails_when_one_fails(
 
 def test_restore_prints_the_plan_and_asks_for_the_name(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[LxcPlan] = []
-    monkeypatch.setattr(restoreops, "plan_lxc", lambda session, name, at, to: plan(point=POINTS[4]))
-    monkeypatch.setattr(restoreops, "apply_lxc", lambda session, p, report: applied.append(p) or [])
+    monkeypatch.setattr(lxc_restore, "plan_lxc", lambda session, name, at, to: plan(point=POINTS[4]))
+    monkeypatch.setattr(lxc_restore, "apply_lxc", lambda session, p, report: applied.append(p) or [])
     dry = run_cli(world, "lxc", "web", "restore", "--dry-run")
     assert dry.exit_code == 0 and "web: restore lxc-web.20261123T0900" in dry.stdout and not applied
     wrong = run_cli(world, "lxc", "web", "restore", input="db\n")
@@ -687,10 +692,10 @@ def test_copy_out_passes_on_what_tar_here_warns_about(backup_tree: Path) -> None
     into.chmod(0o777)
     lines: list[str] = []
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    original = restoreops.restore.tar_extract_argv
+    original = restore_commands.tar_extract_argv
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(restoreops.restore, "tar_extract_argv", lambda d: (*nobody, *original(d)))
+            patch.setattr(restore_commands, "tar_extract_argv", lambda d: (*nobody, *original(d)))
             copy_out(backup, str(backup_tree), "etc", into, lines.append)  # type: ignore[arg-type]
         assert (into / "etc" / "ping").read_bytes() == b"pretend\n"
         assert any("security.capability" in line for line in lines), lines
@@ -700,7 +705,7 @@ def test_copy_out_passes_on_what_tar_here_warns_about(backup_tree: Path) -> None
 
 def test_restore_files_looks_at_the_hosts_own_backups_only(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, object]] = []
-    monkeypatch.setattr(backupops, "find_points", lambda session, **kw: asked.append(kw) or backupops.Found([], []))
+    monkeypatch.setattr(find, "find_points", lambda session, **kw: asked.append(kw) or find.Found([], []))
     into = world.parent / "restored"
     error = refused(world, NotFoundError, "host", "bob", "restore-files", "/etc", "--into", str(into))
     assert asked == [{"from_host": "bob", "subvol": "host"}]
@@ -710,7 +715,7 @@ def test_restore_files_looks_at_the_hosts_own_backups_only(world: Path, monkeypa
 def test_restore_looks_for_the_container_on_every_backup_host(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, object]] = []
     monkeypatch.setattr(
-        backupops, "find_points", lambda session, **kw: asked.append(kw) or backupops.Found([], ["ann"])
+        find, "find_points", lambda session, **kw: asked.append(kw) or find.Found([], ["ann"])
     )
     error = refused(world, NotFoundError, "lxc", "web", "restore", "--at", "2026-11-22T20:45")
     assert asked == [{"from_host": None, "subvol": "lxc-web"}]  # it may have been backed up from another host

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from infr import userconfig
 from infr.cli.main import choose_identity
-from infr.connector.ssh import Target, _connect_error, why_unreachable
+from infr.connector.reach import _connect_error, why_unreachable
 from infr.connector.sshconfig import Hop, resolve
+from infr.connector.target import Target
 from infr.errors import StateError, UsageError
 
 ports = st.integers(min_value=1, max_value=65535)
@@ -145,8 +146,8 @@ def test_a_broken_user_config_names_the_file(text: str | bytes) -> None:
 def test_host_ssh_has_a_connect_timeout_the_pinned_key_and_the_ssh_config(
     state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infr.core.session import Session
-    from infr.core.sshexec import ssh_argv
+    from infr.hosts.ssh import ssh_argv
+    from infr.state.session import Session
     from tests.conftest import seed_host
 
     home, key = tmp_path / "home", tmp_path / "work_key"

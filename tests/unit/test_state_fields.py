@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from infr.core.session import Session
 from infr.errors import ValidationError
+from infr.state.files import dump_toml
 from infr.state.model import Backup, Host, Key, Lxc, Peer, TcpForward
-from infr.state.store import Store, dump_toml
+from infr.state.session import Session
+from infr.state.store import Store
 from tests.conftest import clone_state, run_cli, snapshot
 
 WG_BOB = base64.b64encode(b"b" * 32).decode()

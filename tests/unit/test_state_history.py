@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.provision import authorized_keys
 from infr.errors import ConflictError, StateError, ValidationError
+from infr.hosts.desired import authorized_keys
 from infr.state import history
 from infr.state.model import HOST_READY
 from infr.state.store import Store

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from infr.core.session import Session
 from infr.errors import LockTimeoutError, StateError, ValidationError
 from infr.state import history
 from infr.state.model import Lxc
+from infr.state.session import Session
 from infr.state.store import Store
 from tests.conftest import AUTHOR_EMAIL, AUTHOR_NAME, clone_state, seed_host, seed_lxc, snapshot
 

@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infr.core.session import Session
 from infr.errors import StateError, ValidationError
+from infr.state import cache as state_cache
 from infr.state import schema
 from infr.state import store as store_module
-from infr.state.files import write_atomic
+from infr.state.files import dump_toml, write_atomic
 from infr.state.model import Lxc, TcpForward
-from infr.state.store import Store, dump_toml
+from infr.state.session import Session
+from infr.state.store import Store
 from tests.conftest import clone_state, seed_host, seed_lxc, snapshot
 
 
@@ -477,7 +478,7 @@ def test_a_garbage_manifest_is_a_clear_error_or_a_change_inside_the_state(seeded
 def test_a_settled_file_is_not_read_again_but_any_write_to_it_is_seen(
     seeded: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "SETTLED_NS", 0)  # as if every file had changed long ago
+    monkeypatch.setattr(state_cache, "SETTLED_NS", 0)  # as if every file had changed long ago
     Store(seeded).cache_path.unlink()
     Store(seeded).load()  # hashes every file and records their stats
     again = Store(seeded)

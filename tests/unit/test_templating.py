@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infr.core import templating
+from infr.engine import templating
 from infr.errors import InfrError
 
 TEMPLATES = sorted(
@@ -106,21 +106,25 @@ def test_fill_interpolates_printable_values(text: str) -> None:
 
 
 def _builders(bad: str) -> dict[str, Any]:
-    from infr.core import backups, mesh, provision
-    from infr.lxcs import desired
+    from infr.backups import btrbk
+    from infr.hosts import desired
+    from infr.lxcs import desired as lxcs_desired
     from infr.state.model import Host, Inventory, Key, Lxc
+    from infr.vnet import desired as vnet_desired
 
     settings = {"dnsPrefix": "infr", "dnsDomain": "example.com", "vnetPrefix": "vnet", "vnetNetwork": "10.8.0.0/16"}
     host = Host("bob", "203.0.113.1", "10.8.0.1", host_key="ssh-ed25519 AAAA")
     lxc = Lxc("web", "bob", "debian", "bookworm", "10.8.1.2")
     return {
-        "LXC config (distro)": lambda: desired.container_config(replace(lxc, distro=bad), host, settings),
-        "LXC config (release)": lambda: desired.container_config(replace(lxc, release=bad), host, settings),
-        "authorized_keys": lambda: provision.authorized_keys(Inventory({}, keys={"a": Key("a", bad)})),
-        "/etc/hosts": lambda: provision.name_files("bob", {**settings, "dnsDomain": bad}),
-        "lxc-net": lambda: provision.network_files(replace(host, vnet_ip=bad), settings),
-        "btrbk known_hosts": lambda: backups.render_known_hosts([replace(host, host_key=bad)]),
-        "vnet hosts block": lambda: mesh.hosts_block(Inventory(settings, lxcs={bad: replace(lxc, name=bad)}), settings),
+        "LXC config (distro)": lambda: lxcs_desired.container_config(replace(lxc, distro=bad), host, settings),
+        "LXC config (release)": lambda: lxcs_desired.container_config(replace(lxc, release=bad), host, settings),
+        "authorized_keys": lambda: desired.authorized_keys(Inventory({}, keys={"a": Key("a", bad)})),
+        "/etc/hosts": lambda: desired.name_files("bob", {**settings, "dnsDomain": bad}),
+        "lxc-net": lambda: desired.network_files(replace(host, vnet_ip=bad), settings),
+        "btrbk known_hosts": lambda: btrbk.render_known_hosts([replace(host, host_key=bad)]),
+        "vnet hosts block": lambda: vnet_desired.hosts_block(
+            Inventory(settings, lxcs={bad: replace(lxc, name=bad)}), settings
+        ),
     }
 
 

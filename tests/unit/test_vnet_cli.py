@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from infr.core import meshops
-from infr.core.session import Session
 from infr.errors import ConflictError, NotFoundError, RemoteError, UsageError
+from infr.state.session import Session
+from infr.vnet import join, members, status
 from tests.conftest import run_cli, seed_host, seed_lxc
 
 KEY_A = "A" * 43 + "="
@@ -96,7 +96,7 @@ def test_join_again_here_keeps_the_key_and_rewrites_the_config(state_dir: Path) 
     assert Session(state_dir).inventory().peers["me"] == first
     assert f"same key, same address {first.vnet_ip}; config rewritten" in again.output
     assert "Endpoint = 203.0.113.1:51820" in config.read_text()
-    assert meshops.public_key_of(meshops._local_private_key(config) or "") == first.public_key
+    assert join.public_key_of(join._local_private_key(config) or "") == first.public_key
 
 
 def test_join_on_a_new_machine_keeps_the_address(state_dir: Path) -> None:
@@ -149,7 +149,7 @@ ROWS = [
 
 
 def test_status_table_and_json(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(meshops, "status", lambda session: (ROWS, {}))
+    monkeypatch.setattr(status, "status", lambda session: (ROWS, {}))
     table = ok(state_dir, "vnet", "status").stdout.splitlines()
     assert table[0].split() == ["HOST", "PEER", "PRIVATE", "IP", "ENDPOINT", "HANDSHAKE", "BYTES", "IN", "BYTES", "OUT"]
     assert table[2].split() == ["a", "b", "10.8.1.2", "203.0.113.2:51820", "30s", "ago", "5000", "6000"]
@@ -158,21 +158,21 @@ def test_status_table_and_json(state_dir: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_status_exits_1_naming_the_unreachable_hosts(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(meshops, "status", lambda session: (ROWS[:1], {"b": "connection refused"}))
+    monkeypatch.setattr(status, "status", lambda session: (ROWS[:1], {"b": "connection refused"}))
     result = run_cli(state_dir, "vnet", "status")
     assert result.exit_code == 1 and "b: unreachable: connection refused" in result.stderr
     assert "203.0.113.2:51820" in result.stdout
 
 
 def test_apply_fails_naming_the_hosts_it_missed(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(meshops, "deploy", lambda session, report: {"b": "connection refused"})
+    monkeypatch.setattr(members, "deploy", lambda session, report: {"b": "connection refused"})
     result = run_cli(state_dir, "vnet", "apply")
     assert isinstance(result.exception, RemoteError) and "did not reach b" in str(result.exception)
 
 
 def test_peer_changes_are_applied_to_the_hosts(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[set[str]] = []
-    monkeypatch.setattr(meshops, "deploy", lambda session, report: applied.append(set(session.inventory().peers)))
+    monkeypatch.setattr(members, "deploy", lambda session, report: applied.append(set(session.inventory().peers)))
     ok(state_dir, "vnet", "peers", "add", "amy", "--public-key", KEY_P)
     ok(state_dir, "vnet", "peers", "remove", "amy")
     assert applied == [{"amy"}, set()]  # each after its commit: a removed peer leaves every host at once

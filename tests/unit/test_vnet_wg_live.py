@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infr.core import mesh, meshops
-from infr.vnet import feature, live
+from infr.vnet import desired, feature, live, members
 from infr.vnet.feature import Wanted, desired_peers
 from tests.unit.test_plan_vnet import PORT, inventory
 
@@ -43,13 +42,13 @@ def test_live_facts_parse_what_real_wireguard_prints(tmp_path: Path) -> None:
         pytest.skip("needs root for network namespaces")
     if not shutil.which("wg") or not shutil.which("unshare"):
         pytest.skip("needs wg and unshare")
-    private, public = meshops.new_key_pair()
-    key_b, key_p = meshops.new_key_pair()[1], meshops.new_key_pair()[1]
+    private, public = members.new_key_pair()
+    key_b, key_p = members.new_key_pair()[1], members.new_key_pair()[1]
     (tmp_path / "key").write_text(private + "\n")
     (tmp_path / "key").chmod(0o600)
-    driver = WG_DRIVER.format(interface=mesh.INTERFACE, key=tmp_path / "key", port=PORT, b=key_b, p=key_p)
+    driver = WG_DRIVER.format(interface=desired.INTERFACE, key=tmp_path / "key", port=PORT, b=key_b, p=key_p)
     (tmp_path / "driver.sh").write_text(driver)
-    read = live.READ.replace(mesh.KEY_PATH, str(tmp_path / "key"))
+    read = live.READ.replace(desired.KEY_PATH, str(tmp_path / "key"))
     ran = subprocess.run(
         ["unshare", "--net", "--mount", "sh", str(tmp_path / "driver.sh")],
         capture_output=True,

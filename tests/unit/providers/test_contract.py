@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from infr.core import dnsplan
-from infr.core.dnsplan import ApplyReport, Plan, Status
+from infr.dns import plan as dns_plan
+from infr.dns.plan import ApplyReport, Plan, Status
 from infr.errors import ProviderError
 from infr.providers.base import Provider, Record
 from infr.providers.rage4 import Rage4Provider
@@ -83,12 +83,12 @@ def fix(
     """What `infr dns fix` does: list, plan, apply. Returns the plan, report and prior listing."""
     provider = provider or env.make()
     before = provider.list_records(ZONE)
-    plan = dnsplan.compute_plan(desired, before, SUFFIXES, OWNER, adopt=adopt)
-    return plan, dnsplan.apply(provider, ZONE, plan), before
+    plan = dns_plan.compute_plan(desired, before, SUFFIXES, OWNER, adopt=adopt)
+    return plan, dns_plan.apply(provider, ZONE, plan), before
 
 
 def planned(env: DnsEnv, desired: list[Record], adopt: bool = False) -> Plan:
-    return dnsplan.compute_plan(desired, env.records(), SUFFIXES, OWNER, adopt=adopt)
+    return dns_plan.compute_plan(desired, env.records(), SUFFIXES, OWNER, adopt=adopt)
 
 
 def assert_did_exactly(before: Iterable[Record], plan: Plan, after: Iterable[Record]) -> None:
@@ -104,7 +104,7 @@ def assert_did_exactly(before: Iterable[Record], plan: Plan, after: Iterable[Rec
 
 
 def managed_data(records: Iterable[Record]) -> set[Record]:
-    return {r for r in records if dnsplan.is_managed(r.name, SUFFIXES) and not dnsplan.marked_rrset(r)}
+    return {r for r in records if dns_plan.is_managed(r.name, SUFFIXES) and not dns_plan.marked_rrset(r)}
 
 
 class ProviderContract:

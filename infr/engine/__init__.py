@@ -1,0 +1,1 @@
+"""The engine: what every remote feature is built from. It never imports a feature."""
