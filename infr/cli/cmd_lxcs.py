@@ -162,7 +162,7 @@ def _change(app: App, dry: bool, edit: Callable[..., None], *args: Any) -> None:
     hosts = change.touched_hosts | {get_lxc(app.session.inventory(), name).host}
     if _no_apply():
         for host in sorted(hosts):
-            click.echo(f"not applied (--no-apply); apply with: infr host {host} reconfigure")
+            click.echo(f"not applied (--no-apply); apply with: infr apply {host}")
         return
     from infr.errors import RemoteError
     from infr.routing import deploy
@@ -303,7 +303,7 @@ def zone(app: App, zone: str, dry: bool) -> None:
     with changing(app) as change:
         set_zone(change, target_name(), zone)
     if _no_apply():
-        click.echo("not applied (--no-apply); apply with: infr vnet apply")
+        click.echo("not applied (--no-apply); apply with: infr apply")
         return
     from infr.errors import RemoteError
     from infr.vnet import members

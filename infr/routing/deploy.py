@@ -102,7 +102,7 @@ def apply_routing(session: Session, host_names: set[str], report: Report) -> lis
         if host.status != HOST_READY:
             continue  # adopting it deploys HAProxy from state when it finishes
         if name in session.down_hosts:
-            report(f"{name}: not applied (marked down); later: infr host {name} reconfigure")
+            report(f"{name}: not applied (marked down); apply it later with: infr apply {name}")
             continue
         with SSHConnection.connect(fleet.target(session, host)) as conn:
             done = deploy(conn, session, host, _prefixed(report, name))

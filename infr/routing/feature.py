@@ -100,7 +100,7 @@ def config_steps(host: str, new: str, have: FileFact | None) -> list[Step]:
     if len(summary) > _SECTIONS_SHOWN + 1:
         summary = [*summary[:_SECTIONS_SHOWN], f"{len(summary) - _SECTIONS_SHOWN} more sections"]
     diff = file_diff(CONFIG, have.content if have is not None else None, new.encode())
-    return [Step(NAME, host, f"haproxy.cfg: {'; '.join(summary)}", diff, _puts_live(host, old, new))]
+    return [Step(NAME, host, f"update haproxy.cfg: {'; '.join(summary)}", diff, _puts_live(host, old, new))]
 
 
 def _puts_live(host: str, old: str, new: str) -> Callable[[Runner], list[str]]:

@@ -135,7 +135,7 @@ def _apply_on(session: Session, hosts: dict[str, Host], report: Report) -> tuple
         changes += [f"{name}: {line}" for line in result]
         report(f"{name}: mesh {'applied' if result else 'up to date'}")
     for name in sorted(session.down_hosts & set(hosts)):
-        report(f"{name}: mesh skipped (marked down); later: infr vnet apply")
+        report(f"{name}: mesh skipped (marked down); apply it later with: infr apply {name}")
     return changes, failed
 
 

@@ -85,7 +85,7 @@ def test_a_planned_config_goes_live_and_a_hand_edit_is_found_and_undone(
 
     wanted = haproxy.render([web.lxc(http="FORWARD"), api.lxc(http="FORWARD")])
     [step] = plan_config(runner, wanted)
-    assert step.description == "haproxy.cfg: added backend lxc_api_http; changed frontend http (+3 -0 lines)"
+    assert step.description == "update haproxy.cfg: added backend lxc_api_http; changed frontend http (+3 -0 lines)"
     step.run(runner)
     assert http_get(haproxy.address, port, "api.infr.example.test")[2].startswith("container api\n")
     assert plan_config(runner, wanted) == []

@@ -433,7 +433,7 @@ def test_the_dry_run_of_a_routing_change_shows_haproxys_config_diff_from_the_hos
     assert done.code == 0, done.stderr
     out = done.stdout.splitlines()
     assert out[0] == "would save: web: http FORWARD -> REDIRECT-HTTPS"
-    step = "bob: routing: would haproxy.cfg: removed backend lxc_web_http; changed frontend http (+1 -1 lines)"
+    step = "bob: routing: would update haproxy.cfg: removed backend lxc_web_http; changed frontend http (+1 -1 lines)"
     assert out[1] == step
     redirect = "http-request redirect location https://%[req.hdr(host),field(1,:)]%[pathq] code 301 if host_web"
     assert f"    +    {redirect}" in out

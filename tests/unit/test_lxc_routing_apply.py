@@ -120,5 +120,5 @@ def test_no_apply_names_the_host_even_when_nothing_changed(world: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
         "fozzie: http is already NONE",
-        "not applied (--no-apply); apply with: infr host bob reconfigure",
+        "not applied (--no-apply); apply with: infr apply bob",
     ]

@@ -193,7 +193,7 @@ def test_a_member_down_or_unreachable_does_not_stop_a_join(state_dir: Path, flee
     members.join_host(session, FakeHost("e"), new, lines(said))  # type: ignore[arg-type]
     assert "a: mesh not applied: a: connection refused" in said
     assert "a does not know e yet; later: infr vnet apply" in said
-    assert "b: mesh skipped (marked down); later: infr vnet apply" in said
+    assert "b: mesh skipped (marked down); apply it later with: infr apply b" in said
 
 
 def test_after_lxc_change_without_a_mesh_does_nothing(state_dir: Path, fleet: dict[str, FakeHost]) -> None:

@@ -89,7 +89,7 @@ def test_a_host_that_holds_what_state_says_needs_nothing() -> None:
 def test_a_new_lxc_is_one_config_step_named_by_its_sections_and_put_live_by_the_apply_script() -> None:
     before, after = want(), want(lxc("web", http="FORWARD"))
     [step] = decide(HOST, after, in_place(after, config=before.config), certbot())
-    assert step.description == "haproxy.cfg: added backend lxc_web_http; changed frontend http (+3 -0 lines)"
+    assert step.description == "update haproxy.cfg: added backend lxc_web_http; changed frontend http (+3 -0 lines)"
     assert "+backend lxc_web_http\n" in step.diff
     conn = Recorder()
     assert step.run(conn) == ["added backend lxc_web_http", "changed frontend http (+3 -0 lines)"]
@@ -101,7 +101,7 @@ def test_a_hand_edited_config_shows_the_edit_in_the_diff() -> None:
     target = want(lxc("web", http="FORWARD"))
     edited = target.config.replace("timeout client", "timeout client 1s\n    # by hand\n    timeout client", 1)
     [step] = decide(HOST, target, in_place(target, config=edited), certbot())
-    assert step.description.startswith("haproxy.cfg: changed defaults")
+    assert step.description.startswith("update haproxy.cfg: changed defaults")
     assert "-    timeout client 1s\n" in step.diff and "-    # by hand\n" in step.diff
 
 
@@ -110,7 +110,7 @@ def test_a_host_with_no_config_yet_counts_the_sections_past_the_first_three() ->
     found = in_place(target)
     found = dataclasses.replace(found, files={**found.files, CONFIG: None})
     [step] = decide(HOST, target, found, certbot())
-    assert step.description.startswith("haproxy.cfg: added global; added defaults; added ")
+    assert step.description.startswith("update haproxy.cfg: added global; added defaults; added ")
     assert step.description.endswith(" more sections")
 
 
@@ -119,7 +119,7 @@ def test_a_stopped_haproxy_starts_after_its_config_goes_live() -> None:
     found = in_place(after, config=before.config)
     stopped = dataclasses.replace(found, units={**found.units, "haproxy": UnitFact(enabled=True, active=False)})
     assert steps_of(after, stopped) == [
-        "haproxy.cfg: added backend lxc_web_http; changed frontend http (+3 -0 lines)",
+        "update haproxy.cfg: added backend lxc_web_http; changed frontend http (+3 -0 lines)",
         "start haproxy",
     ]
     assert steps_of(after, dataclasses.replace(stopped, files=in_place(after).files)) == ["start haproxy"]
@@ -171,7 +171,7 @@ def test_certificate_steps_come_after_the_config_that_routes_the_challenge() -> 
     before, after = want(), want(lxc("shop", https="TERMINATE"))
     found = in_place(after, config=before.config)
     assert [s.split(":")[0] for s in steps_of(after, found)] == [
-        "haproxy.cfg",
+        "update haproxy.cfg",
         "obtain certificate shop for shop.infr.example.org",
     ]
 
@@ -315,7 +315,7 @@ def test_plan_reads_the_host_in_four_commands_and_plans_what_differs(state_dir: 
     }
     conn = FakeHost(files, units, CERTBOT_LISTING)
     steps = [step.description for step in FEATURE.plan(Context(session), host, conn)]
-    assert steps[0].startswith("haproxy.cfg: added global; added defaults; added ")
+    assert steps[0].startswith("update haproxy.cfg: added global; added defaults; added ")
     assert steps[1:] == [
         "start haproxy",
         f"stop and disable {deploy.DEBIAN_RENEW_TIMER}",
