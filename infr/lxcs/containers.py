@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from infr.connector import SSHConnection
@@ -301,7 +301,7 @@ def _running(conn: Runner, name: str) -> bool:
     return conn.run(["lxc-info", "-n", name, "-s", "-H"]).text.strip() == "RUNNING"
 
 
-def _stop(conn: Runner, name: str) -> bool:
+def stop(conn: Runner, name: str) -> bool:
     """Stop the container if it runs; whether it did."""
     if not _running(conn, name):
         return False
@@ -311,7 +311,7 @@ def _stop(conn: Runner, name: str) -> bool:
 
 def restart_if_running(conn: Runner, name: str) -> list[str]:
     """A running container reads a new config; a stopped one reads it when it starts."""
-    if not _stop(conn, name):
+    if not stop(conn, name):
         return []
     start(conn, name)
     return [f"restarted {name}"]
@@ -321,14 +321,25 @@ def power(session: Session, name: str, action: str) -> str:
     """start, stop or restart the container; says what it did."""
     lxc = get_lxc(session.inventory(), name)
     host = get_host(session.inventory(), lxc.host)
+    _record_power(session, name, stopped=action == "stop")
     with SSHConnection.connect(target(session, host)) as conn:
         if action == "start":
             return "started" if start(conn, name) else "already running"
-        stopped = _stop(conn, name)
+        stopped = stop(conn, name)
         if action == "stop":
-            return "stopped" if stopped else "already stopped"
+            # Recorded in state: 'infr apply' leaves it stopped until 'infr lxc NAME start'.
+            return "stopped (it stays stopped until you start it)" if stopped else "already stopped"
         start(conn, name)
         return "restarted" if stopped else "started"
+
+
+def _record_power(session: Session, name: str, *, stopped: bool) -> None:
+    """Whether the container is meant to be stopped: `infr apply` keeps it so."""
+    if session.inventory().lxcs[name].stopped == stopped:
+        return
+    with session.change() as change:
+        change.put_lxc(replace(change.inv.lxcs[name], stopped=stopped))
+        change.note(f"LXC {name} {'stopped on purpose' if stopped else 'running again'}")
 
 
 def ssh_argv(session: Session, name: str, remote: list[str]) -> list[str]:

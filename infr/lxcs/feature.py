@@ -89,8 +89,12 @@ def decide(host: str, wanted: list[Container], found: Facts, maker: Maker) -> li
             steps.append(Step(NAME, host, what, run=maker(lxc)))
             continue
         steps += _config_steps(host, container, found.configs, running=state == RUNNING)
-        if state == STOPPED:
+        if state == STOPPED and not lxc.stopped:
             steps.append(Step(NAME, host, f"start the container {lxc.name}", run=_starter(lxc.name)))
+        elif state == RUNNING and lxc.stopped:
+            what = f"stop the container {lxc.name} (stopped with 'infr lxc {lxc.name} stop')"
+            steps.append(Step(NAME, host, what, run=_stopper(lxc.name)))
+            continue  # nothing to do inside a container about to stop
         # Another state (FROZEN, STARTING...) is someone's doing in progress: left as it is.
         steps += _inside_steps(host, container, found.inside.get(lxc.name))
     return steps
@@ -121,6 +125,10 @@ def _inside_steps(host: str, container: Container, inside: Files | None) -> list
 
 def _starter(name: str) -> engine_steps.Apply:
     return lambda runner: lxcs_containers.start(runner, name)
+
+
+def _stopper(name: str) -> engine_steps.Apply:
+    return lambda runner: [f"stopped {name}"] if lxcs_containers.stop(runner, name) else []
 
 
 def _rewrite_and_restart(spec: FileSpec, name: str) -> engine_steps.Apply:

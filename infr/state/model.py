@@ -68,6 +68,8 @@ class Lxc:
     aliases: list[str] = field(default_factory=list)
     tcp_forwards: list[TcpForward] = field(default_factory=list)
     zone: str = ""
+    # Stopped on purpose (`infr lxc NAME stop`): a plan leaves it stopped; `start` clears it.
+    stopped: bool = False
 
 
 @dataclass

@@ -30,7 +30,7 @@ from infr.state.model import (
 SCHEMA_VERSION = 1
 T = TypeVar("T")
 
-_TYPES = {"str": str, "int": int, "list[str]": list, "list[TcpForward]": list}
+_TYPES = {"str": str, "int": int, "bool": bool, "list[str]": list, "list[TcpForward]": list}
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str, problems: list[str]) -> T | None:

@@ -284,8 +284,13 @@ def test_no_apply_batches_until_reconfigure(fleet: Fleet, lab_key: LabKey, conta
 
 
 def test_stop_start_and_restart(fleet: Fleet, lab_key: LabKey, container: str) -> None:
-    assert ok(fleet, lab_key, "lxc", LXC, "stop").strip() == f"{LXC}: stopped"
+    stopped = ok(fleet, lab_key, "lxc", LXC, "stop").strip()
+    assert stopped == f"{LXC}: stopped (it stays stopped until you start it)"
     assert on_host(fleet.bob, lab_key, f"sudo lxc-info -n {LXC} -s -H").strip() == "STOPPED"
+    # Stopped on purpose is state: the plan does not start it again.
+    assert Session(fleet.state).inventory().lxcs[LXC].stopped
+    planned = infr(fleet.state, lab_key.private, "plan", HOST, "-f", "lxcs")
+    assert planned.returncode in (0, 2) and f"start the container {LXC}" not in planned.stdout, planned.stdout
     assert ok(fleet, lab_key, "lxc", LXC, "start").strip() == f"{LXC}: started"
     assert ok(fleet, lab_key, "lxc", LXC, "restart").strip() == f"{LXC}: restarted"
     assert on_host(fleet.bob, lab_key, f"sudo lxc-info -n {LXC} -s -H").strip() == "RUNNING"
