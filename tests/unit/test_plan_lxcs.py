@@ -88,6 +88,14 @@ def test_each_container_is_created_or_started_as_it_needs(states: dict[str, str]
     assert steps_of(as_state_says(want, states), want) == expected
 
 
+def test_a_container_stopped_on_purpose_stays_stopped_and_one_started_by_hand_is_stopped() -> None:
+    resting = dataclasses.replace(WEB, stopped=True)
+    want = wanted(resting)
+    assert steps_of(as_state_says(want, {"web": "STOPPED"}), want) == []
+    started_by_hand = as_state_says(want, {"web": "RUNNING"})
+    assert steps_of(started_by_hand, want) == ["stop the container web (stopped with 'infr lxc web stop')"]
+
+
 def test_a_container_still_being_made_is_its_add_commands_not_the_plans() -> None:
     half = Lxc("half", "bob", "debian", "bookworm", "10.8.1.3", status=LXC_CREATING)
     assert [c.lxc.name for c in wanted(WEB, half)] == ["web"]
