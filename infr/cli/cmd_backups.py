@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from infr.cli import dry_run
+from infr.cli.app import App
 from infr.cli.common import DefaultGroup, complete_hosts, pass_app, target_name
-from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import click
 
+from infr.cli.app import App
 from infr.cli.common import pass_app
-from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 COLUMNS = (("host", "HOST"), ("name", "NAME"), ("domains", "NAMES"), ("expiry", "EXPIRES (UTC)"), ("days", "DAYS LEFT"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from infr.cli.app import App
 from infr.cli.common import DefaultGroup, pass_app
-from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 COLUMNS = (

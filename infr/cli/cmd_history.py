@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from infr.cli.app import App
 from infr.cli.common import pass_app
-from infr.cli.main import App
 from infr.cli.output import emit_rows, format_option
 
 if TYPE_CHECKING:

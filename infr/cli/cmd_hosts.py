@@ -12,9 +12,9 @@ import click
 from click.core import ParameterSource
 
 from infr.cli import dry_run
+from infr.cli.app import App
 from infr.cli.cmd_backups import host_backups, host_restore_files
 from infr.cli.common import DefaultGroup, NamedGroup, complete_hosts, pass_app, target_name
-from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.errors import NotFoundError
 

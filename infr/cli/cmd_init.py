@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from infr.cli.app import App
 from infr.cli.common import pass_app
-from infr.cli.main import App
 from infr.errors import StateError, UsageError
 from infr.state.settings import SETTINGS
 

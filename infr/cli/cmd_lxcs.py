@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from infr.cli import dry_run
+from infr.cli.app import App
 from infr.cli.cmd_backups import lxc_backups, lxc_restore
 from infr.cli.common import DefaultGroup, NamedGroup, changing, complete_hosts, complete_lxcs, pass_app, target_name
-from infr.cli.main import App
 from infr.cli.output import emit_object, emit_rows, format_option
 from infr.state.schema import to_dict
 

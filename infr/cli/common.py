@@ -9,7 +9,7 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from infr.cli.main import App, default_state_dir, printable
+from infr.cli.app import App, default_state_dir, printable
 from infr.state.change import Change
 
 pass_app = click.make_pass_decorator(App)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from infr.cli.main import App, printable
+from infr.cli.app import App, printable
 
 if TYPE_CHECKING:
     from infr.engine.plan import FleetPlan

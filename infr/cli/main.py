@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from infr.cli.app import App, default_state_dir, printable
 from infr.errors import InfrError
 
 # name -> (module, attribute, one-line help). Modules load only when their command runs,
@@ -61,51 +61,12 @@ class LazyGroup(click.Group):
             formatter.write_dl(topics())
 
 
-def default_state_dir() -> Path:
-    return Path(os.environ.get("INFR_DIR") or Path.home() / ".infr")
-
-
 def command_line(argv: list[str]) -> str:
     """The command as logged and committed, secret values masked (infr.cli.secret_args)."""
     from infr.cli.secret_args import mask_argv
 
     value_options = {o for p in cli.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
     return " ".join(["infr", *mask_argv(argv, value_options)])[:500]
-
-
-class App:
-    """What every command gets: global options, and the session built from them on demand."""
-
-    def __init__(self, state_dir: Path, verbose: bool, identity: str | None, down: str, lock_timeout: float) -> None:
-        self.state_dir = state_dir
-        self.verbose = verbose
-        self.identity = identity
-        self.down = frozenset(h for h in down.split(",") if h)
-        self.lock_timeout = lock_timeout
-        self.command_line = command_line(sys.argv[1:])
-        self._session: Any = None
-
-    @property
-    def session(self) -> Any:
-        if self._session is None:
-            from infr.state.session import Session
-
-            self._session = Session(
-                self.state_dir,
-                command_line=self.command_line,
-                lock_timeout=self.lock_timeout,
-                on_wait=lambda message: click.echo(f"infr: {message}", err=True),
-                down_hosts=self.down,
-                identity_file=self.identity,
-            )
-            # Only a state directory gets a log: -w naming a file, or a directory that is
-            # not a state, is refused by the command without leaving a 'log' file in it.
-            if (self.state_dir / "infr.toml").is_file():
-                from infr import oplog
-
-                oplog.setup(self.state_dir / "log", self.verbose)
-                oplog.get_logger("cli").info("run: %s", self.command_line)
-        return self._session
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,7 +101,7 @@ def cli(
     Start with 'infr init'; the tutorial is 'infr help tutorial'.
     """
     identity = choose_identity(identity, remember=ctx.invoked_subcommand == "init")
-    ctx.obj = App(workdir or default_state_dir(), verbose, identity, down, lock_timeout)
+    ctx.obj = App(workdir or default_state_dir(), verbose, identity, down, lock_timeout, command_line(sys.argv[1:]))
 
 
 def choose_identity(given: str | None, remember: bool) -> str | None:
@@ -166,16 +127,6 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except OSError:
         return False
-
-
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def printable(text: str) -> str:
-    """`text` with each control character written as its escape (\\n, \\x1b): a name or path
-    echoed from the command line or a state file can never start a line or drive the terminal."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def _report(error: InfrError) -> int:

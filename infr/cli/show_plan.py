@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infr.cli.main import printable
+from infr.cli.app import printable
 from infr.cli.output import emit_object, emit_rows
 from infr.engine.plan import FleetPlan, Outcome, Status
 
