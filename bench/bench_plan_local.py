@@ -44,13 +44,26 @@ from bench_cli import Row, Run, Series, make_state, print_table, run, timed_row 
 
 from infr import reconcile  # noqa: E402
 from infr.hosts import feature as host_feature  # noqa: E402
+from infr.lxcs import desired as lxcs_desired  # noqa: E402
+from infr.routing.deploy import desired_config  # noqa: E402
+from infr.routing.haproxy import HaproxySettings  # noqa: E402
 from infr.state.model import Host, Inventory  # noqa: E402
 from infr.state.session import Session  # noqa: E402
+from infr.vnet import desired as vnet_desired  # noqa: E402
+
 
 # Feature name -> its pure desired state of one host; features registered without one
 # here are named as not measured.
+def _haproxy_config(inv: Inventory, host: Host, settings: Any) -> str:
+    names = HaproxySettings(str(settings["dnsDomain"]), str(settings["dnsPrefix"]), str(settings["vnetPrefix"]))
+    return desired_config(inv, host, names)
+
+
 DESIRED: dict[str, Callable[[Inventory, Host, Any], object]] = {
     host_feature.NAME: host_feature.desired_files,
+    "lxcs": lxcs_desired.containers,
+    "routing": _haproxy_config,
+    "vnet": lambda inv, host, settings: vnet_desired.host_files(inv, host, 51820),
 }
 
 
