@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from infr.errors import ValidationError
@@ -146,11 +146,14 @@ def test_a_control_character_in_any_field_is_refused_at_load_naming_file_and_fie
 # A tab before the key was stripped away with the line end, and the file taken as valid.
 @example(value="\t", at=0)
 @example(value="\x1f", at=10_000)
+@example(value="\r", at=10_000)
 def test_a_control_character_in_a_key_file_is_refused_at_load(every_kind: Path, value: str, at: int) -> None:
     with edited(every_kind, "keys/bob@work.pub") as root:
         path = root / "keys" / "bob@work.pub"
         text = path.read_text().strip()
         at = min(at, len(text))
+        # A lone CR at the very end makes a CRLF line end, which loading accepts by design.
+        assume(value + text[at:] != "\r")
         path.write_text(text[:at] + value + text[at:] + "\n")
         problems = load_problems(root)
     assert any(p.startswith("keys/bob@work.pub") for p in problems), problems
