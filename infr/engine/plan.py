@@ -9,31 +9,11 @@ it out. Building a plan never writes anything, anywhere; only `Step.run` does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
 
-from infr.connector.target import Result
-
-
-class Runner(Protocol):
-    """What reading facts and applying steps need from a connection (an SSHConnection)."""
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        sudo: bool = True,
-        input: bytes | None = None,
-        timeout: float = ...,
-        check: bool = True,
-        secret_output: bool = False,
-    ) -> Result: ...
-
-    def put_file(
-        self, path: str, data: bytes, *, owner: str, group: str, mode: int, timeout: float = ...
-    ) -> None: ...
+from infr.engine.steps import Runner
 
 
 def _nothing(runner: Runner) -> list[str]:

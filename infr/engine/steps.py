@@ -22,7 +22,7 @@ INSTALL_TIMEOUT = 1800.0
 
 
 class Runner(Protocol):
-    """What converging needs from a connection (an SSHConnection in practice)."""
+    """What reading facts, planning and applying need from a connection (an SSHConnection in practice)."""
 
     def run(
         self,
