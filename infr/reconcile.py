@@ -9,12 +9,12 @@ Nothing below this module knows another feature exists.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from infr.backups.feature import FEATURE as BACKUPS
 from infr.engine import run
-from infr.engine.plan import FleetPlan, HostPlan, Outcome, Status, Step
+from infr.engine.plan import FleetPlan, Outcome, Status, Step
 from infr.engine.run import Context, Feature, Scope
 from infr.errors import InfrError
 from infr.hosts.feature import FEATURE as HOST_BASE
@@ -78,11 +78,6 @@ def plan_scope(ctx: Context, scope: Scope) -> FleetPlan:
         return run.fleet_plan([])
     return run.fleet_plan(run.plan_hosts(ctx, _features(scope.features), scope))
 
-
-def converge_scope(
-    ctx: Context, scope: Scope, first: Sequence[HostPlan] | None = None
-) -> tuple[list[Outcome], list[HostPlan]]:
-    return run.converge_hosts(ctx, _features(scope.features), scope, first)
 
 
 def _reconcile_dns(session: Session) -> Reconcile | None:
